@@ -1,0 +1,45 @@
+"""thyrofast: fast thyroid ultrasound classification into BTN / NMTN / MMTN.
+
+Heavy submodules (torch, onnxruntime, pydicom) are imported lazily, on first
+use of the name that needs them.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+from .errors import InputError
+
+#: Class order used everywhere: outputs, manifests, reports.
+CLASSES: tuple[str, str, str] = ("BTN", "NMTN", "MMTN")
+
+# public name -> module that defines it (imported on first access)
+_LAZY = {
+    "build_info": "thyrofast.preprocess",
+    "preprocess": "thyrofast.preprocess",
+    "Preprocessor": "thyrofast.preprocess",
+    "PreprocessParams": "thyrofast.preprocess",
+    "read": "thyrofast.io",
+    "Classifier": "thyrofast.classifier",
+    "metrics": None,
+    "synth": None,
+    "io": None,
+}
+
+__all__ = ["__version__", "CLASSES", "InputError", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'thyrofast' has no attribute {name!r}")
+    target = _LAZY[name]
+    if target is None:
+        value = importlib.import_module(f"thyrofast.{name}")
+    else:
+        value = getattr(importlib.import_module(target), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

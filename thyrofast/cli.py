@@ -1,0 +1,76 @@
+"""``thyrofast`` command line: a thin dispatcher over the Python API.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``main(args) -> int``; the module is imported only when its command runs, so
+``thyrofast info`` never pays for importing torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help).  Keep in the order a newcomer meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("thyrofast.demo.cli", "reproduce the paper's study end to end on the phantom cohort"),
+    "synth": ("thyrofast.synth.cli", "generate a synthetic thyroid ultrasound cohort"),
+    "train": ("thyrofast.train.cli", "train a CNN and write a model bundle"),
+    "export": ("thyrofast.export_cli", "(re)build a bundle's ONNX artifacts (FP32, FP16, INT8)"),
+    "predict": ("thyrofast.predict_cli", "classify images/DICOM files with a bundle"),
+    "evaluate": ("thyrofast.evaluate.cli", "metrics, reader comparison, report and figures"),
+    "bench": ("thyrofast.bench.cli", "benchmark preprocessing / inference against peers"),
+    "preprocess": ("thyrofast.preprocess_cli", "run the preprocessing core on image files"),
+    "info": ("thyrofast.info_cli", "show the build and the available backends"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="thyrofast",
+        description="Fast thyroid ultrasound classification (BTN / NMTN / MMTN).",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        args = parser.parse_args(argv)
+        if args.version:
+            from thyrofast import __version__
+
+            print(__version__)
+            return 0
+        parser.print_help()
+        return 0 if not argv else 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            print(f"thyrofast {name}: this command is not available in this build", file=sys.stderr)
+            return 2
+        print(
+            f"thyrofast {name}: missing dependency {exc.name!r}; "
+            f"install it (e.g. pip install 'thyrofast[all]')",
+            file=sys.stderr,
+        )
+        return 2
+    parser = argparse.ArgumentParser(prog=f"thyrofast {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
