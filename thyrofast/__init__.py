@@ -15,10 +15,10 @@ CLASSES: tuple[str, str, str] = ("BTN", "NMTN", "MMTN")
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    "build_info": "thyrofast.preprocess",
-    "preprocess": "thyrofast.preprocess",
-    "Preprocessor": "thyrofast.preprocess",
-    "PreprocessParams": "thyrofast.preprocess",
+    "build_info": "thyrofast.preprocessing",
+    "preprocess": None,  # callable module: thyrofast.preprocess(frames, ...)
+    "Preprocessor": "thyrofast.preprocessing",
+    "PreprocessParams": "thyrofast.preprocessing",
     "read": "thyrofast.io",
     "Classifier": "thyrofast.classifier",
     "metrics": None,
@@ -34,7 +34,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'thyrofast' has no attribute {name!r}")
     target = _LAZY[name]
     if target is None:
-        value = importlib.import_module(f"thyrofast.{name}")
+        value = importlib.import_module(f"thyrofast.{name}")  # noqa: the module itself
     else:
         value = getattr(importlib.import_module(target), name)
     globals()[name] = value

@@ -1,0 +1,106 @@
+// pybind11 bindings of thyrofast._core.  This file only binds: the array
+// plumbing lives in array_views.h, the work in csrc/preprocess/.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "array_views.h"
+#include "thyrofast/preprocess.h"
+
+namespace py = pybind11;
+using namespace thyrofast;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "thyrofast C++/CUDA core (preprocessing spec v1)";
+
+  static py::exception<cuda_error> cuda_exc(m, "CudaError", PyExc_RuntimeError);
+  (void)cuda_exc;
+
+  py::enum_<Denoise>(m, "Denoise")
+      .value("none", Denoise::none)
+      .value("median3", Denoise::median3)
+      .value("median5", Denoise::median5)
+      .value("srad", Denoise::srad);
+  py::enum_<Normalize>(m, "Normalize")
+      .value("percentile", Normalize::percentile)
+      .value("minmax", Normalize::minmax)
+      .value("zscore", Normalize::zscore)
+      .value("none", Normalize::none);
+  py::enum_<ChannelOrder>(m, "ChannelOrder").value("rgb", ChannelOrder::rgb).value("bgr", ChannelOrder::bgr);
+  py::enum_<OutputType>(m, "OutputType").value("float32", OutputType::f32).value("float16", OutputType::f16);
+
+  py::class_<PreprocessParams>(m, "Params")
+      .def(py::init<>())
+      .def_readwrite("has_roi", &PreprocessParams::has_roi)
+      .def_readwrite("roi_x", &PreprocessParams::roi_x)
+      .def_readwrite("roi_y", &PreprocessParams::roi_y)
+      .def_readwrite("roi_w", &PreprocessParams::roi_w)
+      .def_readwrite("roi_h", &PreprocessParams::roi_h)
+      .def_readwrite("channel_order", &PreprocessParams::channel_order)
+      .def_readwrite("max_value", &PreprocessParams::max_value)
+      .def_readwrite("out_h", &PreprocessParams::out_h)
+      .def_readwrite("out_w", &PreprocessParams::out_w)
+      .def_readwrite("denoise", &PreprocessParams::denoise)
+      .def_readwrite("srad_iterations", &PreprocessParams::srad_iterations)
+      .def_readwrite("srad_lambda", &PreprocessParams::srad_lambda)
+      .def_readwrite("srad_rho", &PreprocessParams::srad_rho)
+      .def_readwrite("normalize", &PreprocessParams::normalize)
+      .def_readwrite("percentile_lo", &PreprocessParams::percentile_lo)
+      .def_readwrite("percentile_hi", &PreprocessParams::percentile_hi)
+      .def_readwrite("mean", &PreprocessParams::mean)
+      .def_readwrite("std", &PreprocessParams::std)
+      .def_readwrite("channels", &PreprocessParams::channels)
+      .def_readwrite("out_type", &PreprocessParams::out_type);
+
+  m.def(
+      "preprocess_cpu",
+      [](const py::array& frames, const PreprocessParams& p, py::array& out, int threads) {
+        const FrameBatch in = python::host_batch(frames);
+        validate(in, p);
+        python::check_host_output(out, in, p);
+        void* dst = out.mutable_data();
+        py::gil_scoped_release release;  // pure C++ from here on
+        preprocess_cpu(in, p, dst, threads);
+      },
+      py::arg("frames"), py::arg("params"), py::arg("out"), py::arg("threads") = 0,
+      "frames: 4-D (N, H, W, C) uint8/uint16 view; out: C-contiguous float32/float16");
+
+  m.def(
+      "preprocess_cuda",
+      [](std::uintptr_t ptr, int dtype_code, int64_t n, int64_t h, int64_t w, int64_t c, int64_t sn, int64_t sh,
+         int64_t sw, int64_t sc, const PreprocessParams& p, std::uintptr_t out_ptr, std::uintptr_t stream) {
+        const FrameBatch in = python::device_batch(ptr, dtype_code, n, h, w, c, sn, sh, sw, sc);
+        validate(in, p);
+        py::gil_scoped_release release;
+        preprocess_cuda(in, p, reinterpret_cast<void*>(out_ptr), reinterpret_cast<void*>(stream));
+      },
+      py::arg("ptr"), py::arg("dtype_code"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("c"),
+      py::arg("sn"), py::arg("sh"), py::arg("sw"), py::arg("sc"), py::arg("params"), py::arg("out_ptr"),
+      py::arg("stream") = 0, "device pointers (from __cuda_array_interface__ / DLPack), element strides");
+
+  m.def(
+      "preprocess_cuda_host",
+      [](const py::array& frames, const PreprocessParams& p, py::array& out, std::uintptr_t stream) {
+        const FrameBatch in = python::host_batch(frames);
+        validate(in, p);
+        python::check_host_output(out, in, p);
+        void* dst = out.mutable_data();
+        py::gil_scoped_release release;
+        preprocess_cuda_host(in, p, dst, reinterpret_cast<void*>(stream));
+      },
+      py::arg("frames"), py::arg("params"), py::arg("out"), py::arg("stream") = 0,
+      "host arrays, copied through pinned staging on `stream`; synchronizes");
+
+  m.def("validate", [](const py::array& frames, const PreprocessParams& p) { validate(python::host_batch(frames), p); });
+
+  m.def("build_info", []() {
+    py::dict d;
+    d["version"] = version();
+    d["compiler"] = compiler();
+    d["openmp"] = built_with_openmp();
+    d["cuda"] = built_with_cuda();
+    d["cuda_architectures"] = cuda_architectures();
+    return d;
+  });
+  m.def("cuda_device_count", &cuda_device_count, "0 without CUDA, a driver or a device");
+}

@@ -1,0 +1,113 @@
+"""Device arrays (CuPy, PyTorch, anything with ``__cuda_array_interface__``)
+for the CUDA preprocessing kernel.  Neither CuPy nor torch is required: the
+output is allocated with the input's own library."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+_TYPESTR = {"|u1": 0, "<u2": 1}
+
+
+def _interface(x: Any) -> dict:
+    cai = x.__cuda_array_interface__
+    if cai.get("mask") is not None:
+        raise ValueError("masked device arrays are not supported")
+    return cai
+
+
+def stream_handle(stream: Any) -> int:
+    """cudaStream_t as an int from None / int / CuPy or torch stream objects."""
+    if stream is None:
+        return 0
+    if isinstance(stream, int):
+        return stream
+    for attr in ("ptr", "cuda_stream", "handle"):
+        if hasattr(stream, attr):
+            return int(getattr(stream, attr))
+    raise TypeError(f"stream must be an int handle or a CuPy/PyTorch stream, got {type(stream).__name__}")
+
+
+def _library(x: Any) -> str:
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("torch"):
+        return "torch"
+    return "other"
+
+
+def _current_stream(x: Any, lib: str) -> int:
+    if lib == "cupy":
+        import cupy
+
+        return cupy.cuda.get_current_stream().ptr
+    if lib == "torch":
+        import torch
+
+        return torch.cuda.current_stream(x.device).cuda_stream
+    return 0
+
+
+def _empty_like_lib(x: Any, lib: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    if lib == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(x.device.id):
+            return cupy.empty(shape, dtype=dtype)
+    if lib == "torch":
+        import torch
+
+        tdt = torch.float32 if np.dtype(dtype) == np.float32 else torch.float16
+        return torch.empty(shape, dtype=tdt, device=x.device)
+    raise TypeError("pass out= for device arrays that are neither CuPy nor PyTorch")
+
+
+def run_device(pre: Any, frames: Any, out: Any, stream: Any) -> Any:
+    from .preprocessing import _check_not_empty, _frames_4d
+
+    cai = _interface(frames)
+    typestr = cai["typestr"]
+    if typestr not in _TYPESTR:
+        raise TypeError(f"frames must be uint8 or uint16 (little-endian), got typestr {typestr!r}")
+    item = 1 if typestr == "|u1" else 2
+    shape = tuple(int(v) for v in cai["shape"])
+    if cai.get("strides") is None:
+        strides, acc = [], item
+        for dim in reversed(shape):
+            strides.append(acc)
+            acc *= dim
+        strides = tuple(reversed(strides))
+    else:
+        strides = tuple(int(v) for v in cai["strides"])
+    if any(s % item for s in strides):
+        raise ValueError("device array strides must be multiples of the element size")
+    shape4, strides4 = _frames_4d(shape, strides)
+    _check_not_empty(shape4)
+    est = [s // item for s in strides4]
+    ptr = int(cai["data"][0])
+    lib = _library(frames)
+    handle = stream_handle(stream) if stream is not None else _current_stream(frames, lib)
+    out_shape = pre.output_shape(shape4[0])
+    if out is None:
+        out = _empty_like_lib(frames, lib, out_shape, pre._out_dtype)
+    ocai = _interface(out)
+    want = "<f4" if np.dtype(pre._out_dtype) == np.float32 else "<f2"
+    if ocai["typestr"] != want:
+        raise TypeError(f"out must have dtype {np.dtype(pre._out_dtype)}, got typestr {ocai['typestr']!r}")
+    if tuple(ocai["shape"]) != out_shape:
+        raise ValueError(f"out must have shape {out_shape}, got {tuple(ocai['shape'])}")
+    if ocai.get("strides") is not None:
+        c_strides, acc = [], np.dtype(pre._out_dtype).itemsize
+        for dim in reversed(out_shape):
+            c_strides.append(acc)
+            acc *= dim
+        if tuple(ocai["strides"]) != tuple(reversed(c_strides)):
+            raise ValueError("out must be C-contiguous")
+    if ocai["data"][1]:
+        raise ValueError("out is read-only")
+    _core.preprocess_cuda(ptr, _TYPESTR[typestr], *shape4, *est, pre._core_params, int(ocai["data"][0]), handle)
+    return out

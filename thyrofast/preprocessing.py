@@ -1,0 +1,313 @@
+"""Preprocessing: raw ultrasound frames -> network input (spec v1).
+
+The work is done by the C++ core (``thyrofast._core``; CUDA kernel with
+``device="cuda"``).  This module turns Python arguments into the core's view
+of the data: it accepts an explicit dtype set, maps array layouts onto
+(N, H, W, C) strided views without copying, and validates everything before
+any work starts.  See ``csrc/include/thyrofast/preprocess.h`` for the spec.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _core
+from ._version import __version__
+
+__all__ = ["PreprocessParams", "Preprocessor", "preprocess", "build_info"]
+
+_DENOISE = {"none": _core.Denoise.none, "median3": _core.Denoise.median3,
+            "median5": _core.Denoise.median5, "srad": _core.Denoise.srad}
+_NORMALIZE = {"percentile": _core.Normalize.percentile, "minmax": _core.Normalize.minmax,
+              "zscore": _core.Normalize.zscore, "none": _core.Normalize.none}
+_ORDER = {"rgb": _core.ChannelOrder.rgb, "bgr": _core.ChannelOrder.bgr}
+_OUT = {"float32": (_core.OutputType.float32, np.float32), "float16": (_core.OutputType.float16, np.float16)}
+_ACCEPTED = "uint8 or uint16"
+
+
+def _choice(name: str, value: Any, options: Mapping[str, Any]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, *, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if integer:
+        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessParams:
+    """The serializable preprocessing parameters (what a model bundle stores)."""
+
+    roi: tuple[int, int, int, int] | None = None  # (x, y, w, h)
+    channel_order: str = "rgb"
+    max_value: float | None = None  # None: 255 (uint8) / 65535 (uint16)
+    size: tuple[int, int] = (224, 224)  # (out_h, out_w)
+    denoise: str = "srad"
+    srad_iterations: int = 10
+    srad_lambda: float = 0.5
+    srad_rho: float = 1.0 / 6.0
+    normalize: str = "percentile"
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    mean: float = 0.0
+    std: float = 1.0
+    channels: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        if self.roi is not None:
+            if len(tuple(self.roi)) != 4:
+                raise ValueError(f"roi must be (x, y, w, h), got {self.roi!r}")
+            set_("roi", tuple(_number("roi", v, integer=True) for v in self.roi))
+        _choice("channel_order", self.channel_order, _ORDER)
+        if self.max_value is not None:
+            mv = _number("max_value", self.max_value)
+            if mv <= 0:
+                raise ValueError(f"max_value must be > 0, got {self.max_value!r}")
+            set_("max_value", mv)
+        size = tuple(self.size) if not isinstance(self.size, (int, np.integer)) else (self.size, self.size)
+        if len(size) != 2:
+            raise ValueError(f"size must be (out_h, out_w), got {self.size!r}")
+        size = tuple(_number("size", v, integer=True) for v in size)
+        if not all(1 <= v <= 4096 for v in size):
+            raise ValueError(f"size must be between 1 and 4096 per side, got {size}")
+        set_("size", size)
+        _choice("denoise", self.denoise, _DENOISE)
+        set_("srad_iterations", _number("srad_iterations", self.srad_iterations, integer=True))
+        if not 0 <= self.srad_iterations <= 1000:
+            raise ValueError(f"srad_iterations must be in [0, 1000], got {self.srad_iterations}")
+        set_("srad_lambda", _number("srad_lambda", self.srad_lambda))
+        if not 0 < self.srad_lambda <= 1:
+            raise ValueError(f"srad_lambda must lie in (0, 1], got {self.srad_lambda}")
+        set_("srad_rho", _number("srad_rho", self.srad_rho))
+        if self.srad_rho < 0:
+            raise ValueError(f"srad_rho must be >= 0, got {self.srad_rho}")
+        _choice("normalize", self.normalize, _NORMALIZE)
+        if len(tuple(self.percentiles)) != 2:
+            raise ValueError(f"percentiles must be (lo, hi), got {self.percentiles!r}")
+        lo, hi = (_number("percentiles", v) for v in self.percentiles)
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got ({lo}, {hi})")
+        set_("percentiles", (lo, hi))
+        set_("mean", _number("mean", self.mean))
+        set_("std", _number("std", self.std))
+        if self.std <= 0:
+            raise ValueError(f"std must be > 0, got {self.std}")
+        set_("channels", _number("channels", self.channels, integer=True))
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        _choice("dtype", self.dtype, _OUT)
+
+    # -- serialization ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["roi"] = list(self.roi) if self.roi is not None else None
+        d["size"] = list(self.size)
+        d["percentiles"] = list(self.percentiles)
+        d["spec"] = 1
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessParams":
+        d = dict(d)
+        spec = d.pop("spec", 1)
+        if spec != 1:
+            raise ValueError(f"unsupported preprocessing spec version {spec!r} (this thyrofast implements 1)")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown preprocessing parameters: {sorted(unknown)}")
+        for k in ("roi", "size", "percentiles"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "PreprocessParams":
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes: Any) -> "PreprocessParams":
+        return dataclasses.replace(self, **changes)
+
+    def core_params(self) -> "_core.Params":
+        p = _core.Params()
+        if self.roi is not None:
+            p.has_roi = True
+            p.roi_x, p.roi_y, p.roi_w, p.roi_h = self.roi
+        p.channel_order = _ORDER[self.channel_order]
+        p.max_value = 0.0 if self.max_value is None else self.max_value
+        p.out_h, p.out_w = self.size
+        p.denoise = _DENOISE[self.denoise]
+        p.srad_iterations = self.srad_iterations
+        p.srad_lambda = self.srad_lambda
+        p.srad_rho = self.srad_rho
+        p.normalize = _NORMALIZE[self.normalize]
+        p.percentile_lo, p.percentile_hi = self.percentiles
+        p.mean = self.mean
+        p.std = self.std
+        p.channels = self.channels
+        p.out_type = _OUT[self.dtype][0]
+        return p
+
+
+# ------------------------------------------------------------------ layout --
+def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(N, H, W, C) shape and strides for an accepted input shape.
+
+    (H, W) gray; (H, W, 3) colour; (N, H, W) gray batch; (N, H, W, 1|3).
+    A 3-D array whose last axis is 3 is read as one colour frame: pass a gray
+    batch of 3-pixel-wide frames as (N, H, 3, 1).
+    """
+    nd = len(shape)
+    if nd == 2:
+        return (1, shape[0], shape[1], 1), (0, strides[0], strides[1], 0)
+    if nd == 3:
+        if shape[2] == 3:
+            return (1, *shape), (0, *strides)
+        return (*shape, 1), (*strides, 0)
+    if nd == 4:
+        if shape[3] not in (1, 3):
+            raise ValueError(f"a 4-D batch must be (N, H, W, 1) or (N, H, W, 3), got shape {shape}")
+        return tuple(shape), tuple(strides)
+    raise ValueError(
+        f"frames must be (H, W), (H, W, 3), (N, H, W) or (N, H, W, 3); got {nd}-D shape {tuple(shape)}")
+
+
+def _check_not_empty(shape4: tuple[int, ...]) -> None:
+    if 0 in shape4:
+        raise ValueError(f"frames are empty (shape {shape4} as N, H, W, C)")
+
+
+def _host_view(frames: np.ndarray) -> np.ndarray:
+    dt = frames.dtype
+    if dt.kind != "u" or dt.itemsize not in (1, 2):
+        raise TypeError(f"frames must be {_ACCEPTED}, got {dt}; convert explicitly (no silent casts)")
+    if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
+        # value-preserving: same numbers in native byte order (common in DICOM)
+        frames = frames.astype(dt.newbyteorder("="))
+    shape4, strides4 = _frames_4d(frames.shape, frames.strides)
+    _check_not_empty(shape4)
+    return np.lib.stride_tricks.as_strided(frames, shape=shape4, strides=strides4, writeable=False)
+
+
+def _is_cuda_array(x: Any) -> bool:
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def _torch_cpu_tensor(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch") and hasattr(x, "numpy") and getattr(getattr(x, "device", None), "type", "") == "cpu"
+
+
+class Preprocessor:
+    """Reusable preprocessing with validated parameters.
+
+    >>> pre = Preprocessor(size=(224, 224), denoise="srad")
+    >>> x = pre(frames)               # (N, 1, 224, 224) float32
+    """
+
+    def __init__(self, params: PreprocessParams | None = None, *, threads: int | None = None,
+                 device: str | None = None, **kwargs: Any) -> None:
+        if params is not None and kwargs:
+            raise TypeError("pass either a PreprocessParams or keyword parameters, not both")
+        if params is None:
+            params = PreprocessParams(**kwargs)
+        elif not isinstance(params, PreprocessParams):
+            raise TypeError(f"params must be a PreprocessParams, got {type(params).__name__}")
+        self.params = params
+        self._core_params = params.core_params()
+        if threads is not None:
+            threads = _number("threads", threads, integer=True)
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads or (os.cpu_count() or 1)
+        if device not in (None, "cpu", "cuda") and not (isinstance(device, str) and device.startswith("cuda:")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or None (follow the input), got {device!r}")
+        self.device = device
+        self._out_dtype = _OUT[params.dtype][1]
+
+    def output_shape(self, n: int) -> tuple[int, int, int, int]:
+        return (n, self.params.channels, *self.params.size)
+
+    def __call__(self, frames: Any, out: Any = None, *, stream: Any = None) -> Any:
+        if _is_cuda_array(frames):
+            if self.device == "cpu":
+                raise ValueError("frames live on a CUDA device but device='cpu' was requested")
+            from . import _cuda_arrays
+
+            return _cuda_arrays.run_device(self, frames, out, stream)
+        as_torch = _torch_cpu_tensor(frames)
+        if as_torch:
+            frames = frames.numpy()
+        elif not isinstance(frames, np.ndarray):
+            if hasattr(frames, "__array__") or hasattr(frames, "__array_interface__"):
+                frames = np.asarray(frames)
+            else:
+                raise TypeError(f"frames must be a NumPy/CuPy/PyTorch array of {_ACCEPTED}, got {type(frames).__name__}")
+        view = _host_view(frames)
+        shape = self.output_shape(view.shape[0])
+        out_arr = self._host_out(out, shape, as_torch)
+        if self.device is not None and self.device.startswith("cuda"):
+            from . import _cuda_arrays
+
+            _core.preprocess_cuda_host(view, self._core_params, out_arr, _cuda_arrays.stream_handle(stream))
+        else:
+            _core.preprocess_cpu(view, self._core_params, out_arr, self.threads)
+        if out is not None:
+            return out
+        if as_torch:
+            import torch
+
+            return torch.from_numpy(out_arr)
+        return out_arr
+
+    def _host_out(self, out: Any, shape: tuple[int, ...], as_torch: bool) -> np.ndarray:
+        if out is None:
+            return np.empty(shape, dtype=self._out_dtype)
+        if _torch_cpu_tensor(out):
+            out = out.numpy()
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array (or CPU tensor), got {type(out).__name__}")
+        if out.dtype != self._out_dtype:
+            raise TypeError(f"out must have dtype {np.dtype(self._out_dtype)}, got {out.dtype}")
+        if tuple(out.shape) != shape:
+            raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        return out
+
+    def __repr__(self) -> str:
+        return f"Preprocessor({self.params!r}, threads={self.threads})"
+
+
+def preprocess(frames: Any, *, out: Any = None, threads: int | None = None, device: str | None = None,
+               stream: Any = None, **params: Any) -> Any:
+    """Preprocess frames with spec v1; see :class:`PreprocessParams` for ``params``."""
+    return Preprocessor(threads=threads, device=device, **params)(frames, out=out, stream=stream)
+
+
+def build_info() -> dict[str, Any]:
+    """What this build of thyrofast contains."""
+    info = dict(_core.build_info())
+    info["package_version"] = __version__
+    info["cuda_devices"] = _core.cuda_device_count() if info["cuda"] else 0
+    return info
