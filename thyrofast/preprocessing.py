@@ -207,6 +207,13 @@ def _host_view(frames: np.ndarray) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(frames, shape=shape4, strides=strides4, writeable=False)
 
 
+def _require_cuda() -> None:
+    if not _core.build_info()["cuda"]:
+        raise RuntimeError("thyrofast was built without CUDA (THYROFAST_CUDA=OFF or no nvcc at build time)")
+    if _core.cuda_device_count() == 0:
+        raise RuntimeError("no CUDA device is available (no GPU, or no NVIDIA driver)")
+
+
 def _is_cuda_array(x: Any) -> bool:
     return hasattr(x, "__cuda_array_interface__")
 
@@ -252,6 +259,7 @@ class Preprocessor:
                 raise ValueError("frames live on a CUDA device but device='cpu' was requested")
             from . import _cuda_arrays
 
+            _require_cuda()
             return _cuda_arrays.run_device(self, frames, out, stream)
         as_torch = _torch_cpu_tensor(frames)
         if as_torch:
@@ -267,6 +275,7 @@ class Preprocessor:
         if self.device is not None and self.device.startswith("cuda"):
             from . import _cuda_arrays
 
+            _require_cuda()
             _core.preprocess_cuda_host(view, self._core_params, out_arr, _cuda_arrays.stream_handle(stream))
         else:
             _core.preprocess_cpu(view, self._core_params, out_arr, self.threads)

@@ -1,0 +1,150 @@
+// thyrofast core used from C++ with no Python: what device software does.
+// Built by CMake with -DTHYROFAST_BUILD_TESTS=ON and run by ctest; the pytest
+// test tests/test_cpp_core.py drives that build.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "thyrofast/preprocess.h"
+
+namespace {
+int failures = 0;
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("FAIL: %s\n", what.c_str());
+    ++failures;
+  } else {
+    std::printf("ok: %s\n", what.c_str());
+  }
+}
+
+thyrofast::FrameBatch gray_batch(const std::vector<uint8_t>& px, int64_t n, int64_t h, int64_t w) {
+  thyrofast::FrameBatch b;
+  b.data = px.data();
+  b.type = thyrofast::PixelType::u8;
+  b.n = n;
+  b.h = h;
+  b.w = w;
+  b.c = 1;
+  b.stride_n = h * w;
+  b.stride_h = w;
+  b.stride_w = 1;
+  b.stride_c = 0;
+  return b;
+}
+}  // namespace
+
+int main() {
+  using namespace thyrofast;
+  // 1. identity resize, no denoise, no normalization: output = v / 255
+  {
+    std::vector<uint8_t> px(4 * 6);
+    for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(i * 10);
+    PreprocessParams p;
+    p.out_h = 4;
+    p.out_w = 6;
+    p.denoise = Denoise::none;
+    p.normalize = Normalize::none;
+    std::vector<float> out(static_cast<size_t>(output_elements(gray_batch(px, 1, 4, 6), p)));
+    preprocess_cpu(gray_batch(px, 1, 4, 6), p, out.data(), 1);
+    double err = 0;
+    for (size_t i = 0; i < px.size(); ++i) err = std::fmax(err, std::fabs(out[i] - px[i] / 255.0));
+    check(err < 1e-6, "identity resize gives v / 255");
+  }
+  // 2. 2x area shrink of a 2x2 block pattern averages each block
+  {
+    std::vector<uint8_t> px = {0, 0, 100, 100, 0, 0, 100, 100, 50, 50, 200, 200, 50, 50, 200, 200};
+    PreprocessParams p;
+    p.out_h = 2;
+    p.out_w = 2;
+    p.denoise = Denoise::none;
+    p.normalize = Normalize::none;
+    std::vector<float> out(4);
+    preprocess_cpu(gray_batch(px, 1, 4, 4), p, out.data(), 1);
+    const float want[4] = {0.0f, 100 / 255.0f, 50 / 255.0f, 200 / 255.0f};
+    double err = 0;
+    for (int i = 0; i < 4; ++i) err = std::fmax(err, std::fabs(out[i] - want[i]));
+    check(err < 1e-6, "area shrink averages boxes");
+  }
+  // 3. full default pipeline (srad + percentile) on a batch: finite, in [0, 1], thread-independent
+  {
+    const int64_t n = 3, h = 120, w = 160;
+    std::vector<uint8_t> px(static_cast<size_t>(n * h * w));
+    uint32_t s = 12345u;
+    for (auto& v : px) {
+      s = s * 1664525u + 1013904223u;
+      v = static_cast<uint8_t>(s >> 24);
+    }
+    PreprocessParams p;  // defaults: 224x224, srad(10), percentile(1, 99)
+    std::vector<float> a(static_cast<size_t>(output_elements(gray_batch(px, n, h, w), p)));
+    std::vector<float> b(a.size());
+    preprocess_cpu(gray_batch(px, n, h, w), p, a.data(), 1);
+    preprocess_cpu(gray_batch(px, n, h, w), p, b.data(), 2);
+    bool finite = true, in_range = true;
+    for (float v : a) {
+      finite = finite && std::isfinite(v);
+      in_range = in_range && v >= 0.0f && v <= 1.0f;
+    }
+    check(finite && in_range, "default pipeline output is finite and in [0, 1]");
+    check(a == b, "results do not depend on the thread count");
+  }
+  // 4. float16 output: 1.0 -> 0x3c00, 0.5 -> 0x3800
+  {
+    std::vector<uint8_t> px = {255, 255, 255, 255};
+    PreprocessParams p;
+    p.out_h = 2;
+    p.out_w = 2;
+    p.denoise = Denoise::none;
+    p.normalize = Normalize::none;
+    p.out_type = OutputType::f16;
+    p.std = 2.0f;
+    std::vector<uint16_t> out(4);
+    preprocess_cpu(gray_batch(px, 1, 2, 2), p, out.data(), 1);
+    check(out[0] == 0x3800 && out[3] == 0x3800, "float16 output of 1.0 / 2 is 0x3800");
+  }
+  // 5. invalid arguments throw std::invalid_argument with a message
+  {
+    std::vector<uint8_t> px(16);
+    PreprocessParams p;
+    p.has_roi = true;
+    p.roi_x = 2;
+    p.roi_y = 0;
+    p.roi_w = 3;
+    p.roi_h = 2;
+    bool threw = false;
+    try {
+      validate(gray_batch(px, 1, 4, 4), p);
+    } catch (const std::invalid_argument& e) {
+      threw = std::string(e.what()).find("roi") != std::string::npos;
+    }
+    check(threw, "roi outside the frame is refused");
+    PreprocessParams q;
+    q.srad_lambda = 1.5f;
+    threw = false;
+    try {
+      validate(gray_batch(px, 1, 4, 4), q);
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    check(threw, "srad_lambda > 1 is refused");
+  }
+  // 6. CUDA entry point: runs only where built with CUDA and a device exists
+  if (!built_with_cuda()) {
+    bool threw = false;
+    try {
+      preprocess_cuda(FrameBatch{}, PreprocessParams{}, nullptr, nullptr);
+    } catch (const cuda_error& e) {
+      threw = std::string(e.what()).find("without CUDA") != std::string::npos;
+    } catch (const std::invalid_argument&) {
+      threw = false;
+    }
+    check(threw, "preprocess_cuda in a CPU-only build raises cuda_error");
+  }
+  std::printf("%s (%d failures); version %s, %s, cuda %d\n", failures ? "FAILED" : "PASSED", failures,
+              version().c_str(), compiler().c_str(), built_with_cuda() ? 1 : 0);
+  return failures ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,152 @@
+"""CUDA kernel == CPU core (the executable spec), on a GPU only.
+
+Skipped (marker `cuda`) where there is no GPU or no CUDA build.  Device arrays
+come from CuPy when installed, else from PyTorch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import thyrofast
+from conftest import cuda_available
+from _reference import speckle_frames
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not cuda_available(), reason="no CUDA device or thyrofast built without CUDA")]
+
+TOL = {"float32": 1e-4, "float16": 2e-3}
+
+
+class _Lib:
+    """Minimal device-array helpers over CuPy or torch."""
+
+    def __init__(self):
+        try:
+            import cupy
+
+            self.name, self.mod = "cupy", cupy
+        except ImportError:
+            import torch
+
+            self.name, self.mod = "torch", torch
+
+    def to_device(self, a: np.ndarray):
+        if self.name == "cupy":
+            return self.mod.asarray(a)
+        return self.mod.from_numpy(np.ascontiguousarray(a)).cuda()
+
+    def to_host(self, a) -> np.ndarray:
+        if self.name == "cupy":
+            return self.mod.asnumpy(a)
+        return a.cpu().numpy()
+
+    def full(self, shape, value, dtype):
+        if self.name == "cupy":
+            return self.mod.full(shape, value, dtype=dtype)
+        tdt = {np.float32: self.mod.float32, np.float16: self.mod.float16}[dtype]
+        return self.mod.full(shape, value, dtype=tdt, device="cuda")
+
+    def stream(self):
+        return self.mod.cuda.Stream()
+
+    def synchronize(self):
+        if self.name == "cupy":
+            self.mod.cuda.Device().synchronize()
+        else:
+            self.mod.cuda.synchronize()
+
+
+@pytest.fixture(scope="module")
+def lib():
+    try:
+        return _Lib()
+    except ImportError:
+        pytest.skip("neither CuPy nor PyTorch is installed")
+
+
+SIZES = [(1, 1, 1, 1), (7, 5, 3, 9), (31, 45, 64, 64), (100, 90, 224, 160), (333, 257, 97, 113),
+         (768, 1024, 224, 224), (1024, 1280, 256, 256), (60, 80, 128, 128)]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("denoise", ["none", "median3", "median5", "srad"])
+def test_cuda_equals_cpu(lib, size, denoise):
+    h, w, oh, ow = size
+    rng = np.random.default_rng(oh * 7 + ow)
+    for color, dt in ((False, np.uint8), (True, np.uint16)):
+        frames = speckle_frames(rng, 3, h, w, color=color, dtype=dt)
+        for normalize in ("percentile", "minmax", "zscore", "none"):
+            for out_dtype in ("float32", "float16"):
+                params = dict(size=(oh, ow), denoise=denoise, normalize=normalize, dtype=out_dtype, channels=3)
+                cpu = thyrofast.preprocess(frames, **params)
+                gpu = thyrofast.preprocess(lib.to_device(frames), **params)
+                assert type(gpu).__module__.split(".")[0] == lib.name  # same library as the input
+                err = np.abs(lib.to_host(gpu).astype(np.float64) - cpu.astype(np.float64)).max()
+                assert err <= TOL[out_dtype], (params, err)
+
+
+def test_roi_and_bgr(lib):
+    frames = speckle_frames(np.random.default_rng(1), 2, 200, 300, color=True)
+    for roi in ((0, 0, 300, 200), (10, 20, 100, 50), (299, 199, 1, 1)):
+        params = dict(roi=roi, size=(64, 64), channel_order="bgr")
+        cpu = thyrofast.preprocess(frames, **params)
+        gpu = lib.to_host(thyrofast.preprocess(lib.to_device(frames), **params))
+        assert np.abs(gpu - cpu).max() <= 1e-4
+
+
+def test_poisoned_output_is_fully_overwritten(lib):
+    frames = speckle_frames(np.random.default_rng(2), 4, 300, 400)
+    out = lib.full((4, 3, 224, 224), np.nan, np.float32)
+    res = thyrofast.preprocess(lib.to_device(frames), size=(224, 224), channels=3, out=out)
+    assert res is out
+    host = lib.to_host(out)
+    assert np.isfinite(host).all()
+    assert np.abs(host - thyrofast.preprocess(frames, size=(224, 224), channels=3)).max() <= 1e-4
+
+
+def test_non_default_stream(lib):
+    frames = speckle_frames(np.random.default_rng(3), 8, 240, 320)
+    stream = lib.stream()
+    gpu = thyrofast.preprocess(lib.to_device(frames), size=(128, 128), stream=stream)
+    stream.synchronize()
+    assert np.abs(lib.to_host(gpu) - thyrofast.preprocess(frames, size=(128, 128))).max() <= 1e-4
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 64, 256])
+def test_batch_sizes(lib, n):
+    frames = speckle_frames(np.random.default_rng(n), n, 96, 128)
+    gpu = lib.to_host(thyrofast.preprocess(lib.to_device(frames), size=(64, 64)))
+    assert np.abs(gpu - thyrofast.preprocess(frames, size=(64, 64))).max() <= 1e-4
+
+
+def test_many_sizes_in_one_process(lib):
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        h, w = rng.integers(1, 600, size=2)
+        oh, ow = rng.integers(1, 300, size=2)
+        frames = speckle_frames(rng, 2, int(h), int(w))
+        gpu = lib.to_host(thyrofast.preprocess(lib.to_device(frames), size=(int(oh), int(ow))))
+        assert np.abs(gpu - thyrofast.preprocess(frames, size=(int(oh), int(ow)))).max() <= 1e-4
+
+
+def test_host_input_through_pinned_staging():
+    frames = speckle_frames(np.random.default_rng(5), 3, 200, 200)[:, ::-1]  # strided host input
+    gpu = thyrofast.preprocess(frames, size=(96, 96), device="cuda")
+    assert isinstance(gpu, np.ndarray)
+    assert np.abs(gpu - thyrofast.preprocess(frames, size=(96, 96))).max() <= 1e-4
+
+
+def test_bad_inputs_raise_the_cpu_errors(lib):
+    good = np.zeros((20, 30), np.uint8)
+    d = lib.to_device(good)
+    with pytest.raises(ValueError, match="does not lie inside"):
+        thyrofast.preprocess(d, roi=(0, 0, 31, 20))
+    with pytest.raises(ValueError, match="srad_lambda"):
+        thyrofast.preprocess(d, srad_lambda=2.0)
+    with pytest.raises(TypeError, match="uint8 or uint16"):
+        thyrofast.preprocess(lib.to_device(good.astype(np.float32)))
+    with pytest.raises(ValueError, match="empty"):
+        thyrofast.preprocess(lib.to_device(np.zeros((0, 5, 5), np.uint8)))
+    with pytest.raises(ValueError, match="shape"):
+        thyrofast.preprocess(d, size=(8, 8), out=lib.full((1, 1, 8, 9), 0, np.float32))
