@@ -1,0 +1,50 @@
+"""``thyrofast bench [preprocess|infer|e2e|all] [--device cpu|cuda] [--json OUT]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import subprocess
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", default="preprocess", choices=["preprocess", "infer", "e2e", "all"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--rounds", type=int, default=60, help="timed rounds per contender (default 60)")
+    p.add_argument("--bundle", help="model bundle for infer/e2e (default: a freshly exported demo-sized model)")
+    p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
+
+    results = []
+    if args.what in ("preprocess", "all"):
+        res = bench_preprocess_cuda(rounds=args.rounds) if args.device == "cuda" else bench_preprocess_cpu(args.rounds)
+        results.append(("preprocess", res))
+    if args.what in ("infer", "e2e", "all"):
+        from . import inference_bench
+
+        res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle)
+        results.extend(res)
+    meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit()}
+    for name, res in results:
+        print(f"== {name} ==")
+        print(format_rows(res))
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": dict(results)}, indent=2))
+    failed = [r for _, res in results for r in res["rows"] if r.get("pass") is False]
+    if failed:
+        print(f"{len(failed)} target(s) missed: " + ", ".join(r["case"] for r in failed))
+    return 0
