@@ -22,6 +22,10 @@ _LAZY = {
     "read": "thyrofast.io",
     "Classifier": "thyrofast.classifier",
     "metrics": None,
+    "evaluate": None,
+    "evaluate_predictions": "thyrofast.evaluate",
+    "evaluate_bundle": "thyrofast.evaluate",
+    "write_report": "thyrofast.evaluate",
     "synth": None,
     "io": None,
 }

@@ -1,0 +1,76 @@
+"""``thyrofast evaluate``: metrics, reader comparison, report and figures.
+
+    thyrofast evaluate BUNDLE DATA [--split test] [--readers readers.csv]
+                       [--level patient|image] --report OUT/
+    thyrofast evaluate --predictions results.jsonl --labels manifest.csv
+                       [--readers readers.csv] [--split test] --report OUT/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", nargs="?", help="model bundle folder (omit with --predictions)")
+    parser.add_argument("data", nargs="?", help="data set: manifest CSV or a folder holding manifest.csv")
+    parser.add_argument("--predictions", metavar="FILE", help="results.jsonl/.csv from `thyrofast predict`")
+    parser.add_argument("--labels", metavar="CSV", help="labels manifest (path, patient_id, label[, split])")
+    parser.add_argument("--split", default=None,
+                        help="evaluate only this split (default: 'test' with a bundle, all rows with "
+                             "--predictions)")
+    parser.add_argument("--readers", metavar="CSV",
+                        help="readers.csv (junior/senior calls and scores); with a bundle, readers.csv "
+                             "beside the manifest is used when present")
+    parser.add_argument("--level", choices=("patient", "image"), default="patient",
+                        help="patient (default; image probabilities averaged in log space per patient) "
+                             "or image")
+    parser.add_argument("--report", metavar="OUT", required=True,
+                        help="output folder for report.json, report.md and figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                        help="bootstrap replicates (patient-level, default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--ci-level", type=float, default=0.95, help="confidence level (default 0.95)")
+    parser.add_argument("--backend", default="auto", help="inference backend with a bundle (default auto)")
+    parser.add_argument("--device", default="auto", help="inference device with a bundle (default auto)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
+
+    opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level)
+    try:
+        if args.predictions or args.labels:
+            if not (args.predictions and args.labels):
+                print("thyrofast evaluate: --predictions and --labels go together", file=sys.stderr)
+                return 2
+            if args.bundle or args.data:
+                print("thyrofast evaluate: give either BUNDLE DATA or --predictions/--labels", file=sys.stderr)
+                return 2
+            result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
+                                          level=args.level, split=args.split, **opts)
+        else:
+            if not (args.bundle and args.data):
+                print("thyrofast evaluate: give BUNDLE DATA, or --predictions and --labels", file=sys.stderr)
+                return 2
+            result = evaluate_bundle(args.bundle, args.data, split=args.split or "test", readers=args.readers,
+                                     level=args.level, backend=args.backend, device=args.device, **opts)
+        written = write_report(result, args.report, figures=not args.no_figures)
+    except InputError as exc:
+        print(f"thyrofast evaluate: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"thyrofast evaluate: {exc}", file=sys.stderr)
+        return 2
+    c = result["counts"]
+    print(f"{result['level']} level: {c['patients']} patients"
+          + (f", {c['images']} images" if c.get("images") else "")
+          + f"; {int(round(100 * result['ci_level']))}% CIs in brackets")
+    print("\n".join(summary_lines(result)))
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    print(f"report: {written['report.md']}")
+    return 0

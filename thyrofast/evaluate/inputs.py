@@ -1,0 +1,344 @@
+"""Reading what the evaluator compares: labels, predictions, readers.
+
+Formats are those of docs/contracts.md: the cohort manifest (CSV), the
+prediction records of ``thyrofast predict`` (JSONL or CSV) and readers.csv.
+Every problem with a file is an :class:`~thyrofast.errors.InputError`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
+_EPS = 1e-12  # floor for probabilities before taking logs
+
+
+@dataclass
+class Labels:
+    """The labelled images of a manifest (one split, if asked)."""
+
+    path: list[str]  # absolute, normalized
+    rel: list[str]  # as written in the manifest (posix separators)
+    patient: list[str]
+    label: np.ndarray  # int, index into CLASSES
+    frame_index: list[int | None]
+    patient_label: dict[str, int]
+    bayes: dict[str, np.ndarray] | None  # patient -> (K,) posterior
+    source: str
+    split: str | None
+
+
+@dataclass
+class Table:
+    """Per-case probabilities with labels (images or patients)."""
+
+    ids: list[str]  # patient id per row
+    y: np.ndarray  # (N,) int labels
+    probs: np.ndarray  # (N, K)
+    keys: list[str] = field(default_factory=list)  # image key per row (image level)
+
+
+def _read_csv(path: str | os.PathLike, what: str) -> tuple[list[str], list[dict]]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("unreadable", f"{what} not found", source=str(p))
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            fields = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("unreadable", f"cannot read {what}: {exc}", source=str(p)) from None
+    return fields, rows
+
+
+def _label_index(value: str, where: str, source: str) -> int:
+    v = (value or "").strip()
+    if v not in CLASSES:
+        raise InputError("bad_manifest", f"{where}: label {v!r} is not one of {CLASSES}", source=source)
+    return CLASSES.index(v)
+
+
+def load_labels(manifest: str | os.PathLike, split: str | None = None) -> Labels:
+    """Read a cohort manifest; keep the rows of ``split`` when given."""
+    source = str(manifest)
+    fields, rows = _read_csv(manifest, "labels manifest")
+    missing = [c for c in ("path", "patient_id", "label") if c not in fields]
+    if missing:
+        raise InputError("bad_manifest", f"missing column(s) {missing}", source=source)
+    if split is not None:
+        if "split" not in fields:
+            raise InputError("bad_split", f"split {split!r} asked but the manifest has no 'split' column",
+                             source=source)
+        rows = [r for r in rows if (r.get("split") or "").strip() == split]
+        if not rows:
+            raise InputError("bad_split", f"no rows with split == {split!r}", source=source)
+    if not rows:
+        raise InputError("empty", "the manifest has no rows", source=source)
+    base = Path(manifest).resolve().parent
+    bayes_cols = [f"bayes_{c}" for c in CLASSES]
+    has_bayes = all(c in fields for c in bayes_cols)
+    paths, rels, pats, labs, frames = [], [], [], [], []
+    patient_label: dict[str, int] = {}
+    bayes: dict[str, np.ndarray] = {}
+    for i, r in enumerate(rows, start=2):
+        where = f"line {i}"
+        rel = (r.get("path") or "").strip()
+        pid = (r.get("patient_id") or "").strip()
+        if not rel or not pid:
+            raise InputError("bad_manifest", f"{where}: empty path or patient_id", source=source)
+        lab = _label_index(r.get("label", ""), where, source)
+        if patient_label.setdefault(pid, lab) != lab:
+            raise InputError("bad_manifest", f"{where}: patient {pid!r} has two labels", source=source)
+        p = Path(rel)
+        paths.append(os.path.normpath(str(p if p.is_absolute() else base / p)))
+        rels.append(rel.replace("\\", "/"))
+        pats.append(pid)
+        labs.append(lab)
+        fi = (r.get("frame_index") or "").strip()
+        frames.append(int(fi) if fi.lstrip("-").isdigit() else None)
+        if has_bayes and pid not in bayes:
+            try:
+                v = np.array([float(r[c]) for c in bayes_cols])
+            except (TypeError, ValueError):
+                raise InputError("bad_manifest", f"{where}: bayes_* must be numbers", source=source) from None
+            bayes[pid] = v
+    return Labels(paths, rels, pats, np.asarray(labs, dtype=np.int64), frames, patient_label,
+                  bayes if has_bayes else None, source, split)
+
+
+# ----------------------------------------------------------------------------
+# prediction records
+
+
+def _records_from_csv(path: Path) -> list[dict]:
+    _, rows = _read_csv(path, "predictions")
+    out = []
+    for r in rows:
+        rec = {k: v for k, v in r.items() if not k.startswith("prob_")}
+        if all(f"prob_{c}" in r for c in CLASSES) and all((r[f"prob_{c}"] or "") != "" for c in CLASSES):
+            rec["probs"] = {c: r[f"prob_{c}"] for c in CLASSES}
+        fi = (r.get("frame_index") or "").strip()
+        rec["frame_index"] = int(fi) if fi.lstrip("-").isdigit() else 0
+        rec.setdefault("kind", "image")
+        rec.setdefault("status", "ok" if "probs" in rec else "error")
+        out.append(rec)
+    return out
+
+
+def load_records(predictions) -> list[dict]:
+    """Prediction records from a JSONL/CSV file, or an iterable of dicts."""
+    if isinstance(predictions, (str, os.PathLike)):
+        p = Path(predictions)
+        if not p.is_file():
+            raise InputError("unreadable", "predictions file not found", source=str(p))
+        if p.suffix.lower() == ".csv":
+            return _records_from_csv(p)
+        out = []
+        try:
+            with open(p, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("unreadable", f"cannot read predictions: {exc}", source=str(p)) from None
+        last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if n == last:  # a torn last line from an interrupted run: ignore it
+                    break
+                raise InputError("unreadable", f"line {n + 1} is not JSON", source=str(p)) from None
+            if not isinstance(rec, dict):
+                raise InputError("unreadable", f"line {n + 1} is not a JSON object", source=str(p))
+            out.append(rec)
+        return out
+    if isinstance(predictions, Mapping):
+        raise TypeError("predictions must be a path or an iterable of record dicts, not one dict")
+    recs = list(predictions)
+    if not all(isinstance(r, Mapping) for r in recs):
+        raise TypeError("prediction records must be dicts")
+    return [dict(r) for r in recs]
+
+
+def _probs_of(rec: Mapping, source: str) -> np.ndarray:
+    probs = rec.get("probs")
+    if not isinstance(probs, Mapping) or not all(c in probs for c in CLASSES):
+        raise InputError("unreadable", f"record for {rec.get('input')!r} lacks probs for {CLASSES}",
+                         source=source)
+    try:
+        v = np.array([float(probs[c]) for c in CLASSES])
+    except (TypeError, ValueError):
+        raise InputError("unreadable", f"non-numeric probs in record for {rec.get('input')!r}",
+                         source=source) from None
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise InputError("unreadable", f"invalid probs {v.tolist()} for {rec.get('input')!r}", source=source)
+    s = v.sum()
+    return v / s if s > 0 else np.full(len(CLASSES), 1.0 / len(CLASSES))
+
+
+class _PathMatcher:
+    """Finds the manifest row of a prediction's ``input`` path.
+
+    Exact match on the absolute path first; otherwise the manifest path
+    (as written, relative) must be a trailing part of the input path, so
+    predictions run from another working directory still match.
+    """
+
+    def __init__(self, labels: Labels):
+        self.by_abs: dict[str, int] = {}
+        self.by_name: dict[str, list[int]] = {}
+        for i, (a, r) in enumerate(zip(labels.path, labels.rel)):
+            self.by_abs.setdefault(a, i)
+            self.by_name.setdefault(Path(r).name, []).append(i)
+        self.rel_parts = [tuple(p for p in r.split("/") if p not in ("", ".")) for r in labels.rel]
+
+    def __call__(self, inp: str) -> int | None:
+        if not inp:
+            return None
+        i = self.by_abs.get(os.path.normpath(os.path.abspath(inp)))
+        if i is not None:
+            return i
+        parts = tuple(p for p in inp.replace("\\", "/").split("/") if p not in ("", "."))
+        best = [j for j in self.by_name.get(parts[-1] if parts else "", [])
+                if parts[-len(self.rel_parts[j]):] == self.rel_parts[j]]
+        # several rows may share a file (one per frame): all have one patient
+        return best[0] if best else None
+
+
+def image_table(records: Sequence[Mapping], labels: Labels, source: str = "predictions") -> tuple[Table, dict]:
+    """Image-level table: one row per ok image record matched to the manifest."""
+    match = _PathMatcher(labels)
+    ids, ys, probs, keys = [], [], [], []
+    stats = {"records": len(records), "errors": 0, "unmatched": 0, "duplicates": 0, "patient_records": 0}
+    unmatched_examples: list[str] = []
+    seen: set[str] = set()
+    for rec in records:
+        kind = rec.get("kind", "image")
+        if kind == "patient":
+            stats["patient_records"] += 1
+            continue
+        if rec.get("status", "ok") != "ok":
+            stats["errors"] += 1
+            continue
+        inp = str(rec.get("input") or "")
+        i = match(inp)
+        if i is None:
+            stats["unmatched"] += 1
+            if len(unmatched_examples) < 3:
+                unmatched_examples.append(inp)
+            continue
+        key = f"{labels.path[i]}#{int(rec.get('frame_index') or 0)}"
+        if key in seen:  # e.g. a resumed run that wrote a record twice
+            stats["duplicates"] += 1
+            continue
+        seen.add(key)
+        ids.append(labels.patient[i])
+        ys.append(labels.label[i])
+        probs.append(_probs_of(rec, source))
+        keys.append(key)
+    stats["unmatched_examples"] = unmatched_examples
+    if not ids:
+        raise InputError("empty", "no prediction record matches an image of the labels manifest "
+                         f"({stats['unmatched']} unmatched, {stats['errors']} errors; "
+                         f"e.g. {unmatched_examples[:1]})", source=source)
+    return Table(ids, np.asarray(ys, dtype=np.int64), np.vstack(probs), keys), stats
+
+
+def patient_records_table(records: Sequence[Mapping], labels: Labels, source: str = "predictions") -> Table:
+    """Patient-level table from ``kind == "patient"`` records (raw patient ids)."""
+    ids, ys, probs = [], [], []
+    for rec in records:
+        if rec.get("kind") != "patient" or rec.get("status", "ok") != "ok":
+            continue
+        pid = str(rec.get("patient_id"))
+        if pid in labels.patient_label and pid not in ids:
+            ids.append(pid)
+            ys.append(labels.patient_label[pid])
+            probs.append(_probs_of(rec, source))
+    if not ids:
+        raise InputError("empty", "no patient record matches a patient of the labels manifest "
+                         "(patient ids in predictions may be hashed: keep the image records)", source=source)
+    return Table(ids, np.asarray(ys, dtype=np.int64), np.vstack(probs))
+
+
+def aggregate_patients(table: Table) -> Table:
+    """Per-patient probabilities: mean log-probability over the patient's images, renormalized.
+
+    ``p_patient ∝ exp(mean_i log p_i)`` (a normalized geometric mean; the
+    bundle's ``aggregation: "mean_log_prob"``), so one confident image does
+    not outvote many, and a patient with one image keeps its probabilities.
+    """
+    uniq, codes = np.unique(np.asarray(table.ids, dtype=object), return_inverse=True)
+    K = table.probs.shape[1]
+    logp = np.log(np.clip(table.probs, _EPS, 1.0))
+    sums = np.zeros((uniq.size, K))
+    np.add.at(sums, codes, logp)
+    counts = np.bincount(codes, minlength=uniq.size)[:, None]
+    mean = sums / counts
+    mean -= mean.max(axis=1, keepdims=True)
+    P = np.exp(mean)
+    P /= P.sum(axis=1, keepdims=True)
+    y = np.zeros(uniq.size, dtype=np.int64)
+    y[codes] = table.y
+    return Table([str(u) for u in uniq], y, P)
+
+
+# ----------------------------------------------------------------------------
+# readers
+
+
+@dataclass
+class Reader:
+    name: str
+    calls: dict[str, int]  # patient -> class index
+    scores: dict[str, np.ndarray]  # patient -> (K,)
+
+
+def load_readers(path: str | os.PathLike) -> dict[str, Reader]:
+    """readers.csv -> {reader name: Reader} (one row per reader and patient)."""
+    source = str(path)
+    fields, rows = _read_csv(path, "readers CSV")
+    need = ["reader", "patient_id", "call"] + [f"score_{c}" for c in CLASSES]
+    missing = [c for c in need if c not in fields]
+    if missing:
+        raise InputError("bad_manifest", f"readers CSV lacks column(s) {missing}", source=source)
+    out: dict[str, Reader] = {}
+    for i, r in enumerate(rows, start=2):
+        name = (r["reader"] or "").strip()
+        pid = (r["patient_id"] or "").strip()
+        if not name or not pid:
+            raise InputError("bad_manifest", f"line {i}: empty reader or patient_id", source=source)
+        call = _label_index(r["call"], f"line {i}", source)
+        try:
+            sc = np.array([float(r[f"score_{c}"]) for c in CLASSES])
+        except (TypeError, ValueError):
+            raise InputError("bad_manifest", f"line {i}: scores must be numbers", source=source) from None
+        if not np.all(np.isfinite(sc)):
+            raise InputError("bad_manifest", f"line {i}: scores must be finite", source=source)
+        rd = out.setdefault(name, Reader(name, {}, {}))
+        if pid in rd.calls:
+            raise InputError("bad_manifest", f"line {i}: reader {name!r} rates patient {pid!r} twice",
+                             source=source)
+        rd.calls[pid] = call
+        rd.scores[pid] = sc
+    if not out:
+        raise InputError("empty", "readers CSV has no rows", source=source)
+    return out
+
+
+def reader_order(names: Iterable[str]) -> list[str]:
+    """junior, senior first (the paper's order), then the others alphabetically."""
+    names = list(names)
+    first = [n for n in ("junior", "senior") if n in names]
+    return first + sorted(n for n in names if n not in first)
+
