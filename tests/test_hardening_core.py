@@ -1,0 +1,122 @@
+"""Hardening of the preprocessing core: threads, leaks, property tests."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import thyrofast
+from _reference import preprocess_ref
+
+MODES = [(d, n) for d in ("none", "median3", "median5", "srad") for n in ("percentile", "minmax", "zscore", "none")]
+
+
+def test_threads_are_bit_identical_to_serial():
+    """8 Python threads x 500 calls (the GIL is released inside the core)."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, size=(int(rng.integers(20, 120)), int(rng.integers(20, 120))), dtype=np.uint8)
+              for _ in range(16)]
+    modes = [MODES[i % len(MODES)] for i in range(16)]
+    calls = [(i % 16) for i in range(500)]
+
+    def run(i):
+        d, n = modes[i]
+        return thyrofast.preprocess(frames[i], size=(40, 48), denoise=d, normalize=n, threads=1).tobytes()
+
+    serial = {i: run(i) for i in range(16)}
+    mismatches = []
+    errors = []
+
+    def worker(offset):
+        try:
+            for k in calls:
+                i = (k + offset) % 16
+                if run(i) != serial[i]:
+                    mismatches.append(i)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert not mismatches, f"{len(mismatches)} results differ from the serial run"
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs /proc")
+def test_no_leak_over_10000_calls():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, size=(96, 128), dtype=np.uint8)
+    out = np.empty((1, 1, 32, 32), np.float32)
+    pre = thyrofast.Preprocessor(size=(32, 32), denoise="srad", srad_iterations=2, threads=1)
+    for _ in range(500):  # warm up allocators and the per-thread workspace
+        pre(frame, out=out)
+        thyrofast.preprocess(frame, size=(32, 32), denoise="median3")
+    before = _rss_kib()
+    for i in range(10_000):
+        if i % 2:
+            pre(frame, out=out)
+        else:
+            thyrofast.preprocess(frame, size=(32, 32), denoise="median3")
+    grown = _rss_kib() - before
+    assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 10,000 calls"
+
+
+_LAYOUTS = ["c", "fortran", "negative", "step", "big_endian", "readonly"]
+
+
+def _layout(a: np.ndarray, how: str) -> np.ndarray:
+    if how == "fortran":
+        return np.asfortranarray(a)
+    if how == "negative":
+        return np.ascontiguousarray(a[::-1, ::-1])[::-1, ::-1]
+    if how == "step":
+        big = np.zeros((a.shape[0] * 2, a.shape[1] * 3) + a.shape[2:], a.dtype)
+        big[::2, ::3] = a
+        return big[::2, ::3]
+    if how == "big_endian":
+        return a.astype(a.dtype.newbyteorder(">"))
+    if how == "readonly":
+        b = a.copy()
+        b.flags.writeable = False
+        return b
+    return np.ascontiguousarray(a)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(1, 64), w=st.integers(1, 64), oh=st.integers(1, 64), ow=st.integers(1, 64),
+    dtype=st.sampled_from([np.uint8, np.uint16]), color=st.booleans(), layout=st.sampled_from(_LAYOUTS),
+    mode=st.sampled_from(MODES), seed=st.integers(0, 2**31 - 1),
+)
+def test_property_matches_reference_for_any_layout(h, w, oh, ow, dtype, color, layout, mode, seed):
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    shape = (h, w, 3) if color else (h, w)
+    a = rng.integers(0, top + 1, size=shape, dtype=dtype)
+    d, n = mode
+    got = thyrofast.preprocess(_layout(a, layout), size=(oh, ow), denoise=d, normalize=n)
+    want = preprocess_ref(a, size=(oh, ow), denoise=d, normalize_mode=n)
+    assert np.abs(got - want).max() <= 1e-4
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(dtype=st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint32, np.uint64, np.float16,
+                              np.float32, np.float64, np.bool_, np.complex64]),
+       shape=st.sampled_from([(5, 5), (2, 5, 5), (5, 5, 3)]))
+def test_property_other_dtypes_refused(dtype, shape):
+    with pytest.raises(TypeError):
+        thyrofast.preprocess(np.zeros(shape, dtype), size=(4, 4))
