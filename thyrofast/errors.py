@@ -22,6 +22,7 @@ INPUT_ERROR_CODES = (
     "bad_split",
     "empty",
     "timeout",
+    "frame_out_of_range",  # a requested frame index the file does not have
 )
 
 

@@ -1,0 +1,255 @@
+"""A data set of preprocessed frames for training and evaluation.
+
+>>> ds = FrameDataset("cohort/manifest.csv", PreprocessParams(size=(224, 224)), split="train")
+>>> x, y, pid = ds[0]                   # (C, H, W) float32, class index, patient id
+>>> for xb, yb, pids in ds.batches(32, shuffle=True, seed=0): ...
+
+Works as a ``torch.utils.data.Dataset`` as is (``__len__``/``__getitem__``).
+Every frame of a multi-frame file is one item unless the record names a
+``frame_index``; ``read_options`` (e.g. ``{"stride": 5}``) go to :func:`read`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .manifest import Record, read_manifest, scan_folder
+from .reader import read, read_options as _validate_read_options
+from .splits import SPLITS, check_split
+
+__all__ = ["FrameDataset", "count_frames"]
+
+log = logging.getLogger("thyrofast.io")
+
+
+def count_frames(path: str) -> int:
+    """Frames in a file, from its header only (cheap)."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM" or os.path.splitext(path)[1].lower() in (".dcm", ".dicom", ""):
+        import pydicom
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            nf = ds.get("NumberOfFrames")
+            return 1 if nf in (None, "") else max(1, int(nf))
+        except Exception as exc:
+            raise InputError("unreadable", f"cannot read the DICOM header ({type(exc).__name__})",
+                             source=path) from None
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:
+        return 1  # read() will say what is wrong with it
+
+
+class FrameDataset:
+    """Preprocessed frames with labels and patient ids.
+
+    Parameters
+    ----------
+    source : manifest CSV path | folder-per-class root | iterable of Record
+    params : PreprocessParams | dict | None
+        Preprocessing (default ``PreprocessParams()``); applied by the core.
+    split : "train" | "val" | "test" | None
+        Keep only records of that split (the manifest is first checked for
+        patients in two splits: ``InputError('bad_split')``).
+    cache : None | "memory" | folder path
+        Keep preprocessed frames in memory or as ``.npy`` files keyed by file
+        content stamp, frame, read options and preprocessing parameters.
+    read_options : dict
+        Passed to :func:`thyrofast.read` (crop, color, stride, max_bytes, ...).
+    on_error : "raise" | "skip"
+        What to do with records whose header cannot be read while indexing.
+    threads : int | None
+        Preprocessing threads per frame (None: all cores).
+    """
+
+    def __init__(self, source: Any, params: Any = None, *, split: str | None = None, cache: Any = None,
+                 read_options: dict | None = None, on_error: str = "raise", threads: int | None = None):
+        from ..preprocess import Preprocessor, PreprocessParams
+
+        if params is None:
+            params = PreprocessParams()
+        elif isinstance(params, dict):
+            params = PreprocessParams.from_dict(params)
+        elif not isinstance(params, PreprocessParams):
+            raise TypeError(f"params must be a PreprocessParams or dict, got {type(params).__name__}")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.params = params
+        self._pre = Preprocessor(params, threads=threads)
+        opts = dict(read_options or {})
+        self._stride = int(opts.pop("stride", 1))
+        if opts.get("frames") is not None:
+            raise ValueError("select frames with the manifest's frame_index column, not read_options['frames']")
+        opts.pop("frames", None)
+        _validate_read_options(stride=self._stride, **opts)
+        self.read_options = opts
+
+        records = _load_records(source)
+        check_split(records)
+        if split is not None:
+            records = [r for r in records if r.split == split]
+        self.records: list[Record] = records
+        self.skipped: list[tuple[str, str]] = []  # (path, error code) skipped while indexing
+        self._items: list[tuple[int, int]] = []  # (record index, frame index)
+        self._cine: dict[int, list[int]] = {}  # record index -> its frames, for multi-frame records
+        for ri, r in enumerate(records):
+            if r.frame_index is not None:
+                self._items.append((ri, r.frame_index))
+                continue
+            try:
+                n = count_frames(r.path)
+            except (InputError, OSError) as exc:
+                code = getattr(exc, "code", "unreadable")
+                if on_error == "raise":
+                    if isinstance(exc, InputError):
+                        raise
+                    raise InputError("unreadable", f"cannot open ({exc})", source=r.path) from None
+                self.skipped.append((r.path, code))
+                log.warning("skipping %s (%s)", os.path.basename(r.path), code)
+                continue
+            fis = list(range(0, n, self._stride))
+            self._items.extend((ri, fi) for fi in fis)
+            if len(fis) > 1:
+                self._cine[ri] = fis
+
+        self._cache_kind, self._cache_dir = _cache_kind(cache)
+        self._mem: dict[int, np.ndarray] = {}
+        self._last: tuple[str, dict[int, np.ndarray]] | None = None  # decoded frames of the last cine
+        self._key_base = json.dumps({"params": params.to_dict(), "read": {k: v for k, v in sorted(opts.items())
+                                                                          if k not in ("timeout",)}},
+                                    sort_keys=True, default=str)
+
+    # -- the Dataset protocol --------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int, str]:
+        if isinstance(i, (np.integer,)):
+            i = int(i)
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError(f"index must be an integer, got {type(i).__name__}")
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        ri, fi = self._items[i]
+        r = self.records[ri]
+        return self._frame(i, r, fi), r.label, r.patient_id
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([self.records[ri].label for ri, _ in self._items], dtype=np.int64)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return [self.records[ri].patient_id for ri, _ in self._items]
+
+    def item_record(self, i: int) -> tuple[Record, int]:
+        """The record and frame index behind item ``i``."""
+        ri, fi = self._items[i]
+        return self.records[ri], fi
+
+    def class_counts(self) -> dict[str, int]:
+        from .manifest import CLASSES
+
+        lab = self.labels
+        return {c: int((lab == k).sum()) for k, c in enumerate(CLASSES)}
+
+    def batches(self, batch_size: int = 32, *, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False, indices: Sequence[int] | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """Yield ``(x (B, C, H, W), y (B,) int64, patient ids)``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        order = np.arange(len(self)) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        if shuffle:
+            order = np.random.default_rng(seed).permutation(order)
+        for s in range(0, len(order), batch_size):
+            chunk = order[s:s + batch_size]
+            if drop_last and len(chunk) < batch_size:
+                break
+            items = [self[int(i)] for i in chunk]
+            yield (np.stack([x for x, _, _ in items]), np.array([y for _, y, _ in items], dtype=np.int64),
+                   [p for _, _, p in items])
+
+    def __repr__(self) -> str:
+        return (f"FrameDataset({len(self.records)} records, {len(self)} frames, "
+                f"{len(set(r.patient_id for r in self.records))} patients, {self.class_counts()})")
+
+    # -- internals ---------------------------------------------------------------
+    def _frame(self, i: int, r: Record, fi: int) -> np.ndarray:
+        if self._cache_kind == "memory" and i in self._mem:
+            return self._mem[i]
+        path = None
+        if self._cache_kind == "dir":
+            path = os.path.join(self._cache_dir, self._key(r.path, fi) + ".npy")
+            if os.path.exists(path):
+                try:
+                    return np.load(path, allow_pickle=False)
+                except (OSError, ValueError):
+                    pass  # a damaged cache entry is recomputed
+        x = self._pre(self._pixels(self._items[i][0], r, fi))[0]
+        if self._cache_kind == "memory":
+            self._mem[i] = x
+        elif path is not None:
+            tmp = f"{path}.{os.getpid()}.tmp.npy"
+            np.save(tmp, x, allow_pickle=False)
+            os.replace(tmp, path)
+        return x
+
+    def _pixels(self, ri: int, r: Record, fi: int) -> np.ndarray:
+        if self._last is not None and self._last[0] == r.path and fi in self._last[1]:
+            return self._last[1][fi]
+        if ri in self._cine:
+            # a cine: decode the frames this data set uses once, keep them for the next items
+            frames = read(r.path, frames=self._cine[ri], **self.read_options)
+            self._last = (r.path, {f.frame_index: f.pixels for f in frames})
+            return self._last[1][fi]
+        return read(r.path, frames=[fi], **self.read_options)[0].pixels
+
+    def _key(self, path: str, fi: int) -> str:
+        st = os.stat(path)
+        raw = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{fi}\0{self._key_base}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _load_records(source: Any) -> list[Record]:
+    if isinstance(source, (str, os.PathLike)):
+        p = os.fspath(source)
+        return scan_folder(p) if os.path.isdir(p) else read_manifest(p)
+    if isinstance(source, Iterable):
+        records = list(source)
+        if not all(isinstance(r, Record) for r in records):
+            raise TypeError("source must be a manifest path, a folder, or Record objects")
+        return records
+    raise TypeError(f"source must be a manifest path, a folder, or Record objects, got {type(source).__name__}")
+
+
+def _cache_kind(cache: Any) -> tuple[str | None, str | None]:
+    if cache is None or cache is False:
+        return None, None
+    if cache == "memory" or cache is True:
+        return "memory", None
+    if isinstance(cache, (str, os.PathLike)):
+        d = os.fspath(cache)
+        os.makedirs(d, exist_ok=True)
+        return "dir", d
+    raise ValueError(f"cache must be None, 'memory' or a folder path, got {cache!r}")

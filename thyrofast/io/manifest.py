@@ -1,0 +1,253 @@
+"""Data sets on disk: CSV manifests and folder-per-class layouts -> :class:`Record` lists.
+
+Manifest (docs/contracts.md): UTF-8 CSV with a header; required ``path``
+(relative to the manifest's folder, or absolute), ``patient_id``, ``label``
+(BTN/NMTN/MMTN); optional ``split`` (train/val/test), ``view``,
+``frame_index``; other columns (the synthetic cohort's features, posteriors)
+are kept in ``Record.extra``.
+
+Patient ids are hashed (:func:`hash_patient_id`) in everything written or
+logged here; error messages name patients only by their hash.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import InputError
+from .frame import hash_patient_id
+
+__all__ = ["Record", "read_manifest", "write_manifest", "scan_folder", "CLASSES", "SPLITS", "label_index"]
+
+log = logging.getLogger("thyrofast.io")
+
+CLASSES = ("BTN", "NMTN", "MMTN")
+SPLITS = ("train", "val", "test")
+_KNOWN = ("path", "patient_id", "label", "split", "view", "frame_index")
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".ima", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One row of a data set: an image file (or one frame of it) with its patient and label."""
+
+    path: str  # absolute
+    patient_id: str
+    label: int  # index into CLASSES
+    split: str | None = None
+    frame_index: int | None = None  # None: every frame of the file
+    view: str | None = None
+    extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label_name(self) -> str:
+        return CLASSES[self.label]
+
+    def replace(self, **changes: Any) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:  # never print a raw patient id
+        return (f"Record({os.path.basename(self.path)!r}, patient={hash_patient_id(self.patient_id)}, "
+                f"label={self.label_name}, split={self.split}, frame_index={self.frame_index})")
+
+
+def label_index(value: Any) -> int:
+    """``"BTN"``/``"nmtn"``/``2`` -> class index; ValueError otherwise."""
+    s = str(value).strip()
+    if s.upper() in CLASSES:
+        return CLASSES.index(s.upper())
+    if s.isdigit() and int(s) < len(CLASSES):
+        return int(s)
+    raise ValueError(f"label must be one of {CLASSES}, got {s!r}")
+
+
+def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list[Record]:
+    """Read a CSV manifest; ``InputError('bad_manifest')`` names the first bad line."""
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in ("path", "patient_id", "label") if c not in header]
+            if missing:
+                raise InputError("bad_manifest", f"missing column(s) {missing}; a manifest needs "
+                                 "path, patient_id, label[, split]", source=path)
+            reader.fieldnames = header
+            records = [_record(row, base, line=reader.line_num, source=path) for row in reader]
+    except InputError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("bad_manifest", f"cannot read the manifest ({type(exc).__name__}: {exc})",
+                         source=path) from None
+    if not records:
+        raise InputError("empty", "the manifest has no rows", source=path)
+    if check_files:
+        absent = [r.path for r in records if not os.path.isfile(r.path)]
+        if absent:
+            raise InputError("bad_manifest", f"{len(absent)} file(s) not found, e.g. {absent[0]}", source=path)
+    _check_consistent(records, path)
+    from .splits import check_split
+
+    check_split(records, source=path)
+    return records
+
+
+def _field(row: Mapping[str, Any], key: str) -> str:
+    v = row.get(key)
+    return "" if v is None else str(v).strip()
+
+
+def _record(row: Mapping[str, Any], base: str, *, line: int, source: str) -> Record:
+    where = f"line {line}"
+    p, pid, lab = _field(row, "path"), _field(row, "patient_id"), _field(row, "label")
+    if not p:
+        raise InputError("bad_manifest", f"{where}: empty path", source=source)
+    if not pid:
+        raise InputError("bad_manifest", f"{where}: empty patient_id", source=source)
+    try:
+        label = label_index(lab)
+    except ValueError as exc:
+        raise InputError("bad_manifest", f"{where}: {exc}", source=source) from None
+    split = _field(row, "split").lower() or None
+    if split is not None and split not in SPLITS:
+        raise InputError("bad_manifest", f"{where}: split must be one of {SPLITS}, got {split!r}", source=source)
+    fi_s = _field(row, "frame_index")
+    frame_index = None
+    if fi_s:
+        try:
+            frame_index = int(fi_s)
+        except ValueError:
+            frame_index = -1
+        if frame_index < 0:
+            raise InputError("bad_manifest", f"{where}: frame_index must be an integer >= 0, got {fi_s!r}",
+                             source=source)
+    extra = {k: ("" if v is None else str(v)) for k, v in row.items()
+             if k is not None and k not in _KNOWN}
+    full = p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
+    return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra)
+
+
+def _check_consistent(records: list[Record], source: str) -> None:
+    owner: dict[tuple[str, int | None], str] = {}
+    for r in records:
+        key = (r.path, r.frame_index)
+        prev = owner.setdefault(key, r.patient_id)
+        if prev != r.patient_id:
+            raise InputError("bad_manifest", f"{os.path.basename(r.path)} is listed for two patients "
+                             f"({hash_patient_id(prev)} and {hash_patient_id(r.patient_id)})", source=source)
+
+
+def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_ids: bool = True,
+                   salt: str | None = None) -> str:
+    """Write records as a manifest CSV (paths relative to its folder when below it).
+
+    Patient ids are written hashed unless ``hash_ids=False`` (only for ids that
+    are not identifying, e.g. a synthetic cohort's).
+    """
+    path = os.fspath(path)
+    records = list(records)
+    base = os.path.dirname(os.path.abspath(path))
+    extra_cols: list[str] = []
+    for r in records:
+        for k in r.extra:
+            if k not in extra_cols and k not in _KNOWN:
+                extra_cols.append(k)
+    cols = ["path", "patient_id", "label", "split", "view", "frame_index", *extra_cols]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in records:
+            rel = os.path.relpath(r.path, base)
+            p = r.path if rel.startswith("..") else rel.replace(os.sep, "/")
+            pid = hash_patient_id(r.patient_id, salt=salt) if hash_ids else r.patient_id
+            w.writerow([p, pid, r.label_name, r.split or "", r.view or "",
+                        "" if r.frame_index is None else r.frame_index, *(r.extra.get(k, "") for k in extra_cols)])
+    os.replace(tmp, path)
+    return path
+
+
+def _dicom_patient(path: str, salt: str | None) -> str | None:
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        return hash_patient_id(ds.get("PatientID"), salt=salt)
+    except Exception:
+        return None
+
+
+def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], str] = "auto",
+                salt: str | None = None) -> list[Record]:
+    """Records from a folder-per-class layout ``root/{BTN,NMTN,MMTN}/...``.
+
+    ``patient_from``: ``"folder"`` (``root/BTN/<patient>/<files>``), ``"dicom"``
+    (the hashed DICOM PatientID), ``"file"`` (the file name without extension:
+    one patient per image), a callable ``path -> id``, or ``"auto"``
+    (folder when files sit in a sub-folder, else the DICOM PatientID, else the
+    file name).  Hidden files and files that are not images/DICOM are skipped.
+    """
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise InputError("bad_manifest", "not a folder", source=root)
+    if not (callable(patient_from) or patient_from in ("auto", "folder", "dicom", "file")):
+        raise ValueError(f"patient_from must be auto/folder/dicom/file or a callable, got {patient_from!r}")
+    class_dirs = {}
+    for name in sorted(os.listdir(root)):
+        full = os.path.join(root, name)
+        if os.path.isdir(full) and name.upper() in CLASSES:
+            if name.upper() in class_dirs:
+                raise InputError("bad_manifest", f"two folders for class {name.upper()}", source=root)
+            class_dirs[name.upper()] = full
+    if not class_dirs:
+        raise InputError("bad_manifest", f"no class folders ({', '.join(CLASSES)}) inside", source=root)
+    records: list[Record] = []
+    by_file = 0
+    for cls, cdir in class_dirs.items():
+        for dirpath, dirnames, filenames in os.walk(cdir):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fn in sorted(filenames):
+                ext = os.path.splitext(fn)[1].lower()
+                if fn.startswith(".") or (ext not in IMAGE_EXTS and not ext[1:].isdigit()):
+                    continue
+                fpath = os.path.join(dirpath, fn)
+                rel_parts = os.path.relpath(fpath, cdir).split(os.sep)
+                pid = _patient_for(fpath, rel_parts, patient_from, salt)
+                if pid is None:
+                    raise InputError("bad_manifest", f"no patient id for {os.path.relpath(fpath, root)} "
+                                     f"(patient_from={patient_from!r})", source=root)
+                if pid[1] == "file":
+                    by_file += 1
+                records.append(Record(fpath, pid[0], CLASSES.index(cls)))
+    if not records:
+        raise InputError("empty", "the class folders hold no image or DICOM files", source=root)
+    if by_file:
+        log.warning("%d image(s) have no patient folder or DICOM PatientID; each counts as its own patient, "
+                    "so splits are per image for them", by_file)
+    return records
+
+
+def _patient_for(fpath: str, rel_parts: list[str], how, salt) -> tuple[str, str] | None:
+    if callable(how):
+        v = how(fpath)
+        return (str(v), "callable") if v not in (None, "") else None
+    if how in ("auto", "folder") and len(rel_parts) > 1:
+        return rel_parts[0], "folder"
+    if how == "folder":
+        return None
+    if how in ("auto", "dicom"):
+        pid = _dicom_patient(fpath, salt) if os.path.splitext(fpath)[1].lower() not in (
+            ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") else None
+        if pid is not None:
+            return pid, "dicom"
+        if how == "dicom":
+            return None
+    return os.path.splitext(os.path.basename(fpath))[0], "file"

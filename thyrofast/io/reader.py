@@ -1,0 +1,267 @@
+"""``thyrofast.read(path)``: one image or DICOM file -> its frames, or an InputError."""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import InputError
+from .frame import Frame
+from .regions import detect_field, select_tissue_region
+
+__all__ = ["read", "DEFAULT_MAX_BYTES", "read_options"]
+
+#: Memory guard: decoded bytes (rows x cols x frames x samples x bytes) above this are refused.
+DEFAULT_MAX_BYTES = 1 << 30
+
+_CROPS = ("auto", "detect", "regions", "none")
+_DOPPLER = ("flag", "reject")
+_COLORS = ("auto", "rgb", "gray")
+_DICOM_EXTS = {"", ".dcm", ".dicom", ".dic", ".ima"}
+_OPTION_NAMES = ("crop", "doppler", "color", "frames", "stride", "max_bytes", "timeout", "salt")
+
+
+def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", color: str = "auto",
+         frames: int | Iterable[int] | None = None, stride: int = 1, max_bytes: int = DEFAULT_MAX_BYTES,
+         timeout: float | None = None, salt: str | None = None) -> list[Frame]:
+    """Read the frames of one PNG / JPEG / BMP / TIFF / DICOM file.
+
+    Parameters
+    ----------
+    crop : "auto" | "detect" | "regions" | "none"
+        ``auto``: crop to the largest B-mode tissue region of the DICOM
+        Sequence of Ultrasound Regions when the file has one, else keep the full
+        frame.  ``detect``: like auto, but without regions find the ultrasound
+        field automatically (black margins, burned-in text).  ``regions``: the
+        file must have a tissue region.  ``none``: never crop.
+    doppler : "flag" | "reject"
+        Files with Doppler / color-flow regions, and frames whose tissue field
+        is at least 1% strongly colored pixels (a color / power Doppler overlay
+        in a screenshot), are read and marked ``frame.doppler = True`` (flag)
+        or refused with code ``doppler_region`` (reject).
+    color : "auto" | "rgb" | "gray"
+        ``auto``: RGB whose three channels are equal inside the crop becomes
+        ``(H, W)`` gray (lossless); real color stays ``(H, W, 3)``.  ``rgb``:
+        always ``(H, W, 3)``.  ``gray``: always ``(H, W)`` (BT.601 luma).
+    frames, stride
+        Which frames of a cine (0-based indices; default all), then every
+        ``stride``-th of them.
+    max_bytes
+        Memory guard: files whose decoded frames would need more are refused
+        with code ``too_large`` before any pixel is decoded.
+    timeout
+        Seconds; when given, decode in a child process and give up with code
+        ``timeout`` (for untrusted input in long-running services).
+    salt
+        Secret mixed into the patient-id hash (default ``$THYROFAST_ID_SALT``).
+
+    Returns a list of :class:`Frame`; raises :class:`thyrofast.InputError`
+    (never another exception type) for any problem with the file itself.
+    """
+    opts = read_options(crop=crop, doppler=doppler, color=color, frames=frames, stride=stride,
+                        max_bytes=max_bytes, timeout=timeout, salt=salt)
+    path = os.fspath(path)
+    if opts["timeout"] is not None:
+        from ._isolate import call_with_timeout
+
+        return call_with_timeout(_read_guarded, (path, opts), timeout=opts["timeout"], source=path)
+    return _read_guarded(path, opts)
+
+
+def read_options(**kw: Any) -> dict[str, Any]:
+    """Validate :func:`read` keyword options (TypeError/ValueError on misuse)."""
+    unknown = set(kw) - set(_OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown read option(s): {sorted(unknown)}")
+    o = {"crop": "auto", "doppler": "flag", "color": "auto", "frames": None, "stride": 1,
+         "max_bytes": DEFAULT_MAX_BYTES, "timeout": None, "salt": None}
+    o.update(kw)
+    for name, allowed in (("crop", _CROPS), ("doppler", _DOPPLER), ("color", _COLORS)):
+        if o[name] not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {o[name]!r}")
+    if isinstance(o["stride"], bool) or not isinstance(o["stride"], (int, np.integer)) or o["stride"] < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {o['stride']!r}")
+    o["stride"] = int(o["stride"])
+    if isinstance(o["max_bytes"], bool) or not isinstance(o["max_bytes"], (int, np.integer)) or o["max_bytes"] < 1:
+        raise ValueError(f"max_bytes must be a positive integer, got {o['max_bytes']!r}")
+    o["max_bytes"] = int(o["max_bytes"])
+    if o["timeout"] is not None:
+        t = float(o["timeout"])
+        if not np.isfinite(t) or t <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {o['timeout']!r}")
+        o["timeout"] = t
+    fr = o["frames"]
+    if fr is not None:
+        seq = [fr] if isinstance(fr, (int, np.integer)) else list(fr)
+        if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in seq):
+            raise ValueError(f"frames must be non-negative integer indices, got {fr!r}")
+        o["frames"] = [int(i) for i in seq]
+    return o
+
+
+def _read_guarded(path: str, opts: dict[str, Any]) -> list[Frame]:
+    from PIL import Image
+
+    try:
+        # pydicom/Pillow warn about non-conformant files: record them as notes instead of
+        # printing; Pillow's decompression-bomb warning is an error (code too_large)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            frames = _read(path, opts)
+        notes = []
+        for w in caught:
+            msg = " ".join(str(w.message).split())[:200]
+            if msg and msg not in notes:
+                notes.append(msg)
+        if notes:
+            for f in frames:
+                f.notes = f.notes + tuple(notes[:5])
+        return frames
+    except Image.DecompressionBombWarning as exc:
+        raise InputError("too_large", f"image refused by the decompression-bomb check: {exc}", source=path) from None
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError("too_large", "ran out of memory decoding the file", source=path) from None
+    except RecursionError:
+        raise InputError("unreadable", "the file is nested too deeply to parse", source=path) from None
+    except Exception as exc:  # third-party decoders raise anything on corrupt data
+        raise InputError("unreadable", f"cannot decode the file ({type(exc).__name__}: {exc})", source=path) from None
+
+
+def _sniff(data: bytes, path: str) -> str | None:
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    if (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff") or data.startswith(b"BM")
+            or data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "image"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _DICOM_EXTS or ext[1:].isdigit():
+        return "dicom-raw"  # DICOM without the 128-byte preamble (old exports)
+    return None
+
+
+def _open(path: str, opts: dict[str, Any]):
+    if not os.path.exists(path):
+        raise InputError("unreadable", "no such file", source=path)
+    if os.path.isdir(path):
+        raise InputError("unreadable", "is a directory, not a file", source=path)
+    size = os.path.getsize(path)
+    if size == 0:
+        raise InputError("empty", "the file is empty", source=path)
+    if size > opts["max_bytes"]:
+        raise InputError("too_large", f"file of {size} bytes exceeds the limit of {opts['max_bytes']} bytes",
+                         source=path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise InputError("unreadable", f"cannot read the file ({exc.strerror or exc})", source=path) from None
+    kind = _sniff(data, path)
+    if kind is None:
+        raise InputError("unsupported_format", "not a PNG, JPEG, BMP, TIFF or DICOM file", source=path)
+    if kind == "image":
+        from .images import open_image
+
+        return open_image(data, path)
+    from .dicom import open_dicom
+
+    return open_dicom(data, path, force=(kind == "dicom-raw"), salt=opts["salt"])
+
+
+def _indices(n: int, opts: dict[str, Any], source: str) -> list[int]:
+    idx = opts["frames"] if opts["frames"] is not None else list(range(n))
+    bad = [i for i in idx if i >= n]
+    if bad:
+        raise InputError("frame_out_of_range", f"frame index {bad[0]} requested, the file has {n} frame(s)",
+                         source=source)
+    idx = idx[::opts["stride"]]
+    if not idx:
+        raise InputError("empty", "no frames selected", source=source)
+    return idx
+
+
+#: A field with at least this share of strongly colored pixels is flagged as Doppler.
+COLOR_DOPPLER_FRACTION = 0.01
+
+
+def _color_fraction(a: np.ndarray) -> float:
+    """Share of pixels whose channels differ by more than 40/255 of full scale."""
+    if a.ndim != 3 or a.size == 0:
+        return 0.0
+    lim = 40 if a.dtype == np.uint8 else 40 * 257
+    spread = a.max(axis=2).astype(np.int32) - a.min(axis=2)
+    return float(np.count_nonzero(spread > lim)) / spread.size
+
+
+def _to_color(a: np.ndarray, color: str) -> np.ndarray:
+    if a.ndim == 2:
+        return np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2)) if color == "rgb" else a
+    if color == "rgb":
+        return a
+    if color == "auto":
+        if np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]):
+            return np.ascontiguousarray(a[..., 0])
+        return a
+    top = 255 if a.dtype == np.uint8 else 65535
+    y = a[..., 0] * np.float32(0.299) + a[..., 1] * np.float32(0.587) + a[..., 2] * np.float32(0.114)
+    return np.clip(np.rint(y), 0, top).astype(a.dtype)
+
+
+def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
+    src = _open(path, opts)
+    h, w = src.shape
+    idx = _indices(src.n_frames, opts, path)
+    need = src.bytes_per_frame * len(idx)
+    if need > opts["max_bytes"]:
+        raise InputError("too_large",
+                         f"{len(idx)} frame(s) of {h}x{w} need {need / 2**20:.0f} MiB decoded, over the "
+                         f"{opts['max_bytes'] / 2**20:.0f} MiB limit (raise max_bytes to allow)", source=path)
+
+    doppler_regions = [r for r in src.regions if r.is_doppler]
+    if doppler_regions and opts["doppler"] == "reject":
+        raise InputError("doppler_region", "the file has Doppler / color-flow regions", source=path)
+    notes = list(src.notes)
+    box, region_source, clipped, spacing = (0, 0, w, h), "full", False, src.spacing_cm
+    tissue = select_tissue_region(src.regions)
+    if tissue is not None:
+        spacing = tissue.spacing_cm or spacing
+    crop = opts["crop"]
+    if crop != "none" and src.regions:
+        if tissue is None:
+            raise InputError("no_tissue_region", "the ultrasound regions contain no 2D tissue region", source=path)
+        box, region_source, clipped = tissue.box, "dicom", tissue.clipped
+        n_tissue = sum(1 for r in src.regions if r.is_tissue and r.area > 0)
+        if n_tissue > 1:
+            notes.append(f"{n_tissue} tissue regions; the largest is used")
+    elif crop == "regions":
+        raise InputError("no_tissue_region", "the file has no ultrasound regions", source=path)
+    if clipped:
+        notes.append("ultrasound region ran past the image and was clipped")
+
+    out: list[Frame] = []
+    for i, full in src.iter_frames(idx):
+        if full.shape[:2] != (h, w):
+            raise InputError("unreadable", f"frame {i} decoded to {full.shape[:2]}, header says {(h, w)}",
+                             source=path)
+        if crop == "detect" and region_source == "full" and not out:
+            box, region_source = detect_field(full, source=path), "detected"
+        x0, y0, x1, y1 = box
+        crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
+        colored = _color_fraction(crop_px)
+        if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
+            raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
+                             "(color / power Doppler overlay?)", source=path)
+        pix = _to_color(crop_px, opts["color"])
+        out.append(Frame(
+            pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
+            region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
+            patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
+            modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
+            doppler=bool(doppler_regions) or colored >= COLOR_DOPPLER_FRACTION, color_fraction=colored,
+            notes=tuple(notes),
+        ))
+    return out

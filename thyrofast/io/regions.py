@@ -1,0 +1,176 @@
+"""Where the tissue is: DICOM ultrasound regions, or a detected field in a screenshot.
+
+Boxes are ``(x0, y0, x1, y1)`` half-open (``pixels[y0:y1, x0:x1]``) in the
+coordinates of the full frame.  DICOM's (0018,6018-601E) region bounds are
+inclusive, so ``x1 = RegionLocationMaxX1 + 1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "DOPPLER_DATA_TYPES"]
+
+# Region Spatial Format (0018,6012)
+SPATIAL_2D = 1
+SPATIAL_SPECTRAL = 3
+# Region Data Type (0018,6014): 1 tissue, 2 color flow, 3 PW / 4 CW spectral
+# Doppler, 5-7 Doppler mean / mode / max traces.
+TISSUE = 1
+DOPPLER_DATA_TYPES = frozenset({2, 3, 4, 5, 6, 7})
+# Physical Units X/Y Direction (0018,6024/6026): 3 = cm
+UNITS_CM = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class UsRegion:
+    box: tuple[int, int, int, int]  # clipped to the image, half-open
+    clipped: bool
+    spatial_format: int | None
+    data_type: int | None
+    spacing_cm: tuple[float, float] | None  # (dx, dy) when both directions are in cm
+
+    @property
+    def area(self) -> int:
+        x0, y0, x1, y1 = self.box
+        return max(0, x1 - x0) * max(0, y1 - y0)
+
+    @property
+    def is_tissue(self) -> bool:
+        return self.spatial_format == SPATIAL_2D and self.data_type == TISSUE
+
+    @property
+    def is_doppler(self) -> bool:
+        return self.data_type in DOPPLER_DATA_TYPES or self.spatial_format == SPATIAL_SPECTRAL
+
+
+def _int(item: Any, keyword: str) -> int | None:
+    v = item.get(keyword)
+    if v is None or v == "":
+        return None
+    return int(v)
+
+
+def _spacing(item: Any) -> tuple[float, float] | None:
+    if _int(item, "PhysicalUnitsXDirection") != UNITS_CM or _int(item, "PhysicalUnitsYDirection") != UNITS_CM:
+        return None
+    dx, dy = item.get("PhysicalDeltaX"), item.get("PhysicalDeltaY")
+    if dx is None or dy is None:
+        return None
+    dx, dy = abs(float(dx)), abs(float(dy))
+    if not (np.isfinite(dx) and np.isfinite(dy)) or dx <= 0 or dy <= 0 or dx > 10 or dy > 10:
+        return None  # absent, zero or absurd: better no spacing than a wrong one
+    return (dx, dy)
+
+
+def parse_regions(ds: Any, shape: tuple[int, int]) -> list[UsRegion]:
+    """The (0018,6011) Sequence of Ultrasound Regions, boxes clipped to ``shape`` (H, W)."""
+    seq = ds.get("SequenceOfUltrasoundRegions")
+    if not seq:
+        return []
+    h, w = shape
+    out = []
+    for item in seq:
+        coords = [_int(item, k) for k in ("RegionLocationMinX0", "RegionLocationMinY0",
+                                         "RegionLocationMaxX1", "RegionLocationMaxY1")]
+        if any(c is None for c in coords):
+            continue
+        x0, y0, x1, y1 = coords
+        x1, y1 = x1 + 1, y1 + 1  # inclusive -> half-open
+        cx0, cy0 = min(max(x0, 0), w), min(max(y0, 0), h)
+        cx1, cy1 = min(max(x1, 0), w), min(max(y1, 0), h)
+        out.append(UsRegion(
+            box=(cx0, cy0, cx1, cy1),
+            clipped=(cx0, cy0, cx1, cy1) != (x0, y0, x1, y1),
+            spatial_format=_int(item, "RegionSpatialFormat"),
+            data_type=_int(item, "RegionDataType"),
+            spacing_cm=_spacing(item),
+        ))
+    return out
+
+
+def select_tissue_region(regions: list[UsRegion]) -> UsRegion | None:
+    """The largest 2D tissue region with a non-empty box (first one on ties)."""
+    best = None
+    for r in regions:
+        if r.is_tissue and r.area > 0 and (best is None or r.area > best.area):
+            best = r
+    return best
+
+
+def _gray_unit(pixels: np.ndarray) -> np.ndarray:
+    a = np.asarray(pixels)
+    if a.ndim == 3:
+        a = a.max(axis=2)  # colored overlays count as bright, like on screen
+    a = a.astype(np.float32)
+    top = 255.0 if pixels.dtype == np.uint8 else float(np.percentile(a, 99.5)) or 1.0
+    return np.clip(a / top, 0.0, 1.0)
+
+
+def _grow(g: np.ndarray, box: tuple[int, int, int, int], *, low: float = 0.008,
+          fill: float = 0.4) -> tuple[int, int, int, int]:
+    """Extend the box over adjoining rows/columns that are mostly not black.
+
+    Deep tissue can be dark enough to fail the detection threshold, yet it is
+    rarely exactly black, whereas screen margins are; a gap of black pixels
+    stops the growth before text or rulers drawn next to the field.
+    """
+    h, w = g.shape
+    x0, y0, x1, y1 = box
+    lit = g > low
+    changed = True
+    while changed:
+        changed = False
+        if y1 < h and lit[y1, x0:x1].mean() >= fill:
+            y1, changed = y1 + 1, True
+        if y0 > 0 and lit[y0 - 1, x0:x1].mean() >= fill:
+            y0, changed = y0 - 1, True
+        if x1 < w and lit[y0:y1, x1].mean() >= fill:
+            x1, changed = x1 + 1, True
+        if x0 > 0 and lit[y0:y1, x0 - 1].mean() >= fill:
+            x0, changed = x0 - 1, True
+    return x0, y0, x1, y1
+
+
+def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
+                 source: str | None = None) -> tuple[int, int, int, int]:
+    """Find the ultrasound field in a device screenshot; returns its box.
+
+    Black margins are below ``threshold`` (a fraction of full scale).  Burned-in
+    text, tick marks, calipers and thin bars are removed by a median filter and
+    a morphological opening sized to the image, and the largest remaining bright
+    component is the field.  Raises ``InputError('no_tissue_region')`` when that
+    component covers less than ``min_fraction`` of the image.
+    """
+    from scipy import ndimage
+
+    g = _gray_unit(pixels)
+    h, w = g.shape
+    # work at <= ~640 px on the long side: the box does not need more and it keeps this fast
+    step = max(1, int(np.ceil(max(h, w) / 640)))
+    small = g[::step, ::step]
+    # a 5x5 median removes 1-2 px text strokes and speckle holes alike (on 8-bit levels: fast)
+    med = ndimage.median_filter((small * 255).astype(np.uint8), size=5, mode="nearest")
+    mask = (med > threshold * 255).astype(np.uint8)
+    # opening (min then max filter) removes what survives and is thinner than k:
+    # bold text, rulers, grey bars
+    k = max(7, int(round(min(small.shape) / 24))) | 1
+    mask = ndimage.maximum_filter(ndimage.minimum_filter(mask, size=k), size=k).astype(bool)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        raise InputError("no_tissue_region", "no ultrasound field found (the image is dark)", source=source)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    best = int(np.argmax(sizes)) + 1
+    sl = ndimage.find_objects(labels)[best - 1]
+    y0, y1 = sl[0].start * step, min(h, sl[0].stop * step)
+    x0, x1 = sl[1].start * step, min(w, sl[1].stop * step)
+    x0, y0, x1, y1 = _grow(g, (x0, y0, x1, y1))
+    if (x1 - x0) * (y1 - y0) < min_fraction * h * w:
+        raise InputError("no_tissue_region",
+                         f"the largest bright area ({x1 - x0}x{y1 - y0} px) is too small to be an ultrasound field",
+                         source=source)
+    return (int(x0), int(y0), int(x1), int(y1))
