@@ -6,6 +6,7 @@
 // image while it is still in L2.  Frames are independent, so results do not
 // depend on the thread count.
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -54,6 +55,7 @@ struct Workspace {
   int64_t row_id[2] = {-1, -1};
   int next_slot = 0;
   std::vector<float> acc;
+  std::vector<uint32_t> isum;  // integer row sums (vertical area pass)
   std::vector<float> img_a, img_b;  // padded working images
   std::vector<float> coef;          // SRAD coefficients, (H + 1) x (W + 1)
   std::vector<float> flat;     // one frame, unpadded, for order statistics
@@ -134,6 +136,57 @@ void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t 
   }
 }
 
+// Vertical area pass for gray, unit-stride rows: the rows fully inside an
+// output row's box all carry the weight 1/s, so they are summed as integers
+// (16 lanes of uint16 per AVX2 add for uint8 input) and converted once; only
+// the two partial rows at the box edges go through float.  Output row `acc`
+// gets sum_t w_t * row_t / max_value, as the generic path computes.
+template <typename T>
+bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const AxisTable& ty, int64_t i, float scale,
+                        float* acc, uint32_t* isum) {
+  using Acc = typename std::conditional<sizeof(T) == 1, uint16_t, uint32_t>::type;
+  const int ky = ty.g.taps;
+  const float* wy = &ty.w[i * ky];
+  const float wfull = static_cast<float>(1.0 / ty.g.scale);
+  const T* full_rows[512];
+  int n_full = 0;
+  const T* edge_rows[4];
+  float edge_w[4];
+  int n_edge = 0;
+  for (int t = 0; t < ky; ++t) {
+    if (wy[t] == 0.0f) continue;
+    const T* row = origin + (ty.start[i] + t) * stride_h;
+    if (wy[t] == wfull && n_full < 512) {
+      full_rows[n_full++] = row;
+    } else {
+      if (n_edge == 4) return false;
+      edge_rows[n_edge] = row;
+      edge_w[n_edge++] = wy[t] * scale;
+    }
+  }
+  if (sizeof(T) == 1 && n_full > 257) return false;  // uint16 sums of uint8 must not overflow
+  const float wf = wfull * scale;
+  // whole-row passes: long unit-stride loops vectorize with little overhead
+  Acc* sum = reinterpret_cast<Acc*>(isum);
+  if (n_full == 0) {
+    std::fill(acc, acc + rw, 0.0f);
+  } else {
+    const T* r0 = full_rows[0];
+    for (int64_t x = 0; x < rw; ++x) sum[x] = r0[x];
+    for (int r = 1; r < n_full; ++r) {
+      const T* row = full_rows[r];
+      for (int64_t x = 0; x < rw; ++x) sum[x] = static_cast<Acc>(sum[x] + row[x]);
+    }
+    for (int64_t x = 0; x < rw; ++x) acc[x] = wf * static_cast<float>(sum[x]);
+  }
+  for (int e = 0; e < n_edge; ++e) {
+    const T* row = edge_rows[e];
+    const float we = edge_w[e];
+    for (int64_t x = 0; x < rw; ++x) acc[x] += we * static_cast<float>(row[x]);
+  }
+  return true;
+}
+
 // Crop + luma + resize of one frame into the interior of a padded image of
 // row stride `wp` (out_w + 2 * kPad).
 template <typename T>
@@ -146,6 +199,7 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
   for (int s = 0; s < 2; ++s)
     if (ws.row_cache[s].size() < static_cast<size_t>(rw + 8)) ws.row_cache[s].resize(rw + 8);
   if (ws.acc.size() < static_cast<size_t>(rw + 8)) ws.acc.resize(rw + 8);
+  if (ws.isum.size() < static_cast<size_t>(rw)) ws.isum.resize(rw);
   const T* origin = frame + ry * in.stride_h + rx * in.stride_w;
 
   auto get_row = [&](int64_t r) -> const float* {
@@ -158,12 +212,15 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
     return ws.row_cache[s].data();
   };
 
-  const int ky = ty.g.taps, kx = tx.g.taps;
+  const int ky = ty.g.taps;
   float* acc = ws.acc.data();
+  const bool gray_area = in.c == 1 && in.stride_w == 1 && ty.g.mode == 1;
   for (int64_t i = 0; i < p.out_h; ++i) {
     const float* wy = &ty.w[i * ky];
     const float* src_row = nullptr;
-    if (ty.g.mode == 0 || ky == 1) {
+    if (gray_area && vertical_area_gray<T>(origin, in.stride_h, rw, ty, i, k.gray, acc, ws.isum.data())) {
+      src_row = acc;
+    } else if (ty.g.mode == 0 || ky == 1) {
       src_row = get_row(ty.start[i]);  // one tap of weight 1
     } else {
       bool first = true;
@@ -222,35 +279,59 @@ void median_filter(const float* src, float* dst, int64_t h, int64_t w, int64_t w
   }
 }
 
-// Min and max of v[0..n) with 8 independent lanes (vectorizes without
-// -ffast-math, which a plain std::min reduction would need).
+// Min and max of v[0..n).
 void min_max(const float* v, int64_t n, float* vmin_out, float* vmax_out) {
-  float mn[8], mx[8];
-  for (int l = 0; l < 8; ++l) mn[l] = mx[l] = v[0];
+  float a = v[0], b = v[0];
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) {
-      mn[l] = detail::min_f(mn[l], v[i + l]);
-      mx[l] = detail::max_f(mx[l], v[i + l]);
+#if defined(__AVX2__)
+  if (n >= 8) {
+    __m256 mn = _mm256_loadu_ps(v), mx = mn;
+    for (i = 8; i + 8 <= n; i += 8) {
+      const __m256 x = _mm256_loadu_ps(v + i);
+      mn = _mm256_min_ps(mn, x);
+      mx = _mm256_max_ps(mx, x);
     }
-  for (; i < n; ++i) {
-    mn[0] = detail::min_f(mn[0], v[i]);
-    mx[0] = detail::max_f(mx[0], v[i]);
+    float lmn[8], lmx[8];
+    _mm256_storeu_ps(lmn, mn);
+    _mm256_storeu_ps(lmx, mx);
+    for (int l = 0; l < 8; ++l) {
+      a = detail::min_f(a, lmn[l]);
+      b = detail::max_f(b, lmx[l]);
+    }
   }
-  float a = mn[0], b = mx[0];
-  for (int l = 1; l < 8; ++l) {
-    a = detail::min_f(a, mn[l]);
-    b = detail::max_f(b, mx[l]);
+#endif
+  for (; i < n; ++i) {
+    a = detail::min_f(a, v[i]);
+    b = detail::max_f(b, v[i]);
   }
   *vmin_out = a;
   *vmax_out = b;
 }
 
+// bins[i] = select_bin(v[i]) for all i.
+void compute_bins(const float* v, int64_t n, float vmin, float scale, uint16_t* bins) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  const __m256 vm = _mm256_set1_ps(vmin), sc = _mm256_set1_ps(scale);
+  const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(detail::kSelectBins - 1);
+  for (; i + 16 <= n; i += 16) {
+    __m256i b0 = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i), vm), sc));
+    __m256i b1 = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i + 8), vm), sc));
+    b0 = _mm256_min_epi32(_mm256_max_epi32(b0, zero), top);
+    b1 = _mm256_min_epi32(_mm256_max_epi32(b1, zero), top);
+    // pack 2 x 8 int32 -> 16 uint16 in order
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(b0, b1), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(bins + i), packed);
+  }
+#endif
+  for (; i < n; ++i) bins[i] = static_cast<uint16_t>(detail::select_bin(v[i], vmin, scale));
+}
+
 // Exact order statistics `ranks` (ascending, each in [0, n)) of v[0..n).
-// One pass assigns each value a bin of a 4096-bin value histogram (a
-// monotone map), the prefix sums name the bin holding each wanted rank, and
-// a selection runs only among that bin's few values.  The result is the
-// order statistic itself, so it does not depend on how it was found.
+// One pass assigns each value a bin of a value histogram (a monotone map),
+// the prefix sums name the bin holding each wanted rank, and a selection
+// runs only among that bin's few values.  The result is the order statistic
+// itself, so it does not depend on how it was found.
 void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float* out, Workspace& ws) {
   float vmin, vmax;
   min_max(v, n, &vmin, &vmax);
@@ -258,28 +339,25 @@ void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float*
     for (int q = 0; q < m; ++q) out[q] = vmin;
     return;
   }
-  const float scale = static_cast<float>(detail::kSelectBins) / (vmax - vmin);
+  constexpr int kBins = detail::kSelectBins;
+  const float scale = static_cast<float>(kBins) / (vmax - vmin);
   if (ws.bins.size() < static_cast<size_t>(n)) ws.bins.resize(n);
   uint16_t* bins = ws.bins.data();
-  for (int64_t i = 0; i < n; ++i) bins[i] = static_cast<uint16_t>(detail::select_bin(v[i], vmin, scale));
-  // four sub-histograms avoid store-to-load stalls on runs of equal bins
-  ws.hist.assign(4 * (detail::kSelectBins + 1), 0);
+  compute_bins(v, n, vmin, scale, bins);
+  // two sub-histograms halve store-to-load stalls on runs of equal bins
+  ws.hist.assign(2 * (kBins + 1), 0);
   int32_t* h0 = ws.hist.data();
-  int32_t* h1 = h0 + (detail::kSelectBins + 1);
-  int32_t* h2 = h1 + (detail::kSelectBins + 1);
-  int32_t* h3 = h2 + (detail::kSelectBins + 1);
+  int32_t* h1 = h0 + (kBins + 1);
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
+  for (; i + 2 <= n; i += 2) {
     ++h0[bins[i]];
     ++h1[bins[i + 1]];
-    ++h2[bins[i + 2]];
-    ++h3[bins[i + 3]];
   }
   for (; i < n; ++i) ++h0[bins[i]];
   // exclusive prefix: h0[b] = count of values in bins < b
   int32_t run = 0;
-  for (int b = 0; b <= detail::kSelectBins; ++b) {
-    const int32_t c = h0[b] + h1[b] + h2[b] + h3[b];
+  for (int b = 0; b <= kBins; ++b) {
+    const int32_t c = h0[b] + h1[b];
     h0[b] = run;
     run += c;
   }
@@ -287,8 +365,7 @@ void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float*
   int nwant = 0;
   int bin_of[8];
   for (int q = 0; q < m; ++q) {
-    const int b = static_cast<int>(std::upper_bound(h0, h0 + detail::kSelectBins + 1,
-                                                    static_cast<int32_t>(ranks[q])) - h0) - 1;
+    const int b = static_cast<int>(std::upper_bound(h0, h0 + kBins + 1, static_cast<int32_t>(ranks[q])) - h0) - 1;
     bin_of[q] = b;
     bool seen = false;
     for (int k = 0; k < nwant; ++k) seen = seen || want[k] == b;
@@ -303,11 +380,25 @@ void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float*
   }
   if (ws.scratch.size() < static_cast<size_t>(total)) ws.scratch.resize(total);
   float* cand = ws.scratch.data();
-  for (int64_t j = 0; j < n; ++j) {
+  auto take = [&](int64_t j) {
     const int b = bins[j];
     for (int k = 0; k < nwant; ++k)
       if (b == want[k]) cand[offset[k] + fill[k]++] = v[j];
+  };
+  int64_t j = 0;
+#if defined(__AVX2__)
+  // 16 bins per step; only blocks holding a wanted bin go to the scalar path
+  __m256i wv[8];
+  for (int k = 0; k < nwant; ++k) wv[k] = _mm256_set1_epi16(static_cast<int16_t>(want[k]));
+  for (; j + 16 <= n; j += 16) {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bins + j));
+    __m256i hit = _mm256_cmpeq_epi16(b, wv[0]);
+    for (int k = 1; k < nwant; ++k) hit = _mm256_or_si256(hit, _mm256_cmpeq_epi16(b, wv[k]));
+    if (_mm256_movemask_epi8(hit) == 0) continue;
+    for (int64_t q = j; q < j + 16; ++q) take(q);
   }
+#endif
+  for (; j < n; ++j) take(j);
   for (int q = 0; q < m; ++q) {
     int k = 0;
     while (want[k] != bin_of[q]) ++k;
@@ -331,14 +422,15 @@ void srad(float* a, float* b, Workspace& ws, int64_t h, int64_t w, int64_t wp, c
   float q0sq0 = 0.0f;
   for (int n = 0; n < p.srad_iterations; ++n) {
     replicate_border(a, h, w, wp, 1);
-    for (int64_t i = 0; i < h; ++i) {
-      const float* rc = a + (i + kPad) * wp + kPad;
-      const float* rn = rc - wp;
-      const float* rs = rc + wp;
-      float* cr = coef + i * wc;
-      for (int64_t j = 0; j < w; ++j) cr[j] = detail::srad_q2(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1]);
-    }
     if (n == 0) {
+      // q^2 first: its median over the frame sets the speckle scale q0^2(0)
+      for (int64_t i = 0; i < h; ++i) {
+        const float* rc = a + (i + kPad) * wp + kPad;
+        const float* rn = rc - wp;
+        const float* rs = rc + wp;
+        float* cr = coef + i * wc;
+        for (int64_t j = 0; j < w; ++j) cr[j] = detail::srad_q2(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1]);
+      }
       // median of q^2 over the frame (NumPy: mean of the two middle values)
       if (ws.flat.size() < static_cast<size_t>(h * w)) ws.flat.resize(h * w);
       float* q2 = ws.flat.data();
@@ -353,7 +445,15 @@ void srad(float* a, float* b, Workspace& ws, int64_t h, int64_t w, int64_t wp, c
     const float inv_den = detail::srad_inv_den(q0sq);
     for (int64_t i = 0; i < h; ++i) {
       float* cr = coef + i * wc;
-      for (int64_t j = 0; j < w; ++j) cr[j] = detail::srad_coeff(cr[j], q0sq, inv_den);
+      if (n == 0) {
+        for (int64_t j = 0; j < w; ++j) cr[j] = detail::srad_coeff(cr[j], q0sq, inv_den);
+      } else {  // q^2 and c in one pass
+        const float* rc = a + (i + kPad) * wp + kPad;
+        const float* rn = rc - wp;
+        const float* rs = rc + wp;
+        for (int64_t j = 0; j < w; ++j)
+          cr[j] = detail::srad_coeff(detail::srad_q2(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1]), q0sq, inv_den);
+      }
       cr[w] = cr[w - 1];
     }
     std::memcpy(coef + h * wc, coef + (h - 1) * wc, sizeof(float) * static_cast<size_t>(wc));

@@ -171,7 +171,7 @@ __device__ float block_select(float* img, int64_t h, int64_t w, int64_t wp, int6
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-      // serial scan over 4096 bins: short next to the passes over the image
+      // serial scan over the bins: short next to the passes over the image
       int64_t run = below;
       int found = detail::kSelectBins - 1;
       for (int b = 0; b < detail::kSelectBins; ++b) {
@@ -318,6 +318,7 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
       }
       __syncthreads();
       for (int64_t i = threadIdx.x; i < h; i += kThreads) coef[i * wc + w] = coef[i * wc + w - 1];
+      __syncthreads();  // the bottom row copies the right column's last value
       for (int64_t j = threadIdx.x; j < wc; j += kThreads) coef[h * wc + j] = coef[(h - 1) * wc + j];
       __syncthreads();
       for (int64_t q = threadIdx.x; q < n; q += kThreads) {

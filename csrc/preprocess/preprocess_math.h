@@ -244,10 +244,10 @@ TF_HOST_DEVICE inline float lerp_numpy(float a, float b, double t) {
   return static_cast<float>(v);
 }
 
-// Value-range bins for two-pass exact order-statistic selection: the bin of v
+// Value-range bins (fewer than 2^15: they are stored as uint16) for two-pass exact order-statistic selection: the bin of v
 // is a monotone function of v, so the r-th smallest value lies in the bin
 // where the histogram's running count passes r.
-constexpr int kSelectBins = 4096;
+constexpr int kSelectBins = 2048;
 
 TF_HOST_DEVICE inline int select_bin(float v, float vmin, float bin_scale) {
   const float t = (v - vmin) * bin_scale;
