@@ -12,5 +12,6 @@ spec = importlib.util.find_spec("thyrofast._core")
 print(spec.origin)
 PY
 )
-cp -f "$so" thyrofast/
+# atomic: a running test process may have the old module mapped
+cp -f "$so" "thyrofast/.$(basename "$so").tmp" && mv -f "thyrofast/.$(basename "$so").tmp" "thyrofast/$(basename "$so")"
 echo "built $(basename "$so")"

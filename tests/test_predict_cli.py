@@ -1,0 +1,79 @@
+"""``thyrofast predict`` end to end on a trained bundle and real image files."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thyrofast.cli import main
+
+
+def _helper(name):
+    mod_name = f"thyrofast_tests_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]
+
+
+fx = _helper("_bundle_fixture")
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory):
+    return fx.get_bundle(tmp_path_factory)
+
+
+@pytest.fixture
+def images(tmp_path):
+    frames, labels, _ = fx.phantom(8, seed=44)
+    d = tmp_path / "images"
+    d.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(d / f"f{i}.png")
+    return d, labels
+
+
+def test_cli_predicts_folder_with_saliency(bundle_dir, images, tmp_path, capsys):
+    d, labels = images
+    out = tmp_path / "r.jsonl"
+    rc = main(["predict", str(bundle_dir), str(d), "--out", str(out), "--backend", "onnxruntime",
+               "--precision", "fp32", "--threads", "1", "--saliency", str(tmp_path / "sal"), "--no-progress"])
+    assert rc == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
+    pred = [("BTN", "NMTN", "MMTN").index(r["pred"]) for r in sorted(recs, key=lambda r: r["input"])]
+    assert (np.array(pred) == labels).mean() >= 0.85
+    p = recs[0]["provenance"]
+    assert (p["backend"], p["precision"], p["device"]) == ("onnxruntime", "fp32", "cpu")
+    assert len(p["bundle_sha256"]) == 64
+    assert all(Path(r["saliency"]).is_file() for r in recs)
+    err = capsys.readouterr().err
+    assert "8 inputs: 8 ok, 0 failed" in err and "frames/s" in err
+
+
+def test_cli_exit_status_and_resume(bundle_dir, images, tmp_path, capsys):
+    d, _ = images
+    (d / "bad.png").write_bytes(b"not a png")
+    out = tmp_path / "r.csv"
+    args = ["predict", str(bundle_dir), str(d), "--out", str(out), "--backend", "openvino", "--no-progress"]
+    assert main(args) == 1  # one input failed
+    capsys.readouterr()
+    assert main(args) == 1  # still failed (recorded earlier), nothing new written
+    err = capsys.readouterr().err
+    assert "0 ok, 0 failed" in err and "9 already recorded" in err
+    assert len(out.read_text().splitlines()) == 1 + 9  # header + one row per input
+
+
+def test_cli_refuses_a_bad_bundle(tmp_path, images, capsys):
+    d, _ = images
+    rc = main(["predict", str(tmp_path), str(d), "--out", str(tmp_path / "r.jsonl"), "--no-progress"])
+    assert rc == 2
+    assert "cannot load the model" in capsys.readouterr().err

@@ -1,0 +1,345 @@
+"""End-to-end classifier: raw frames -> BTN / NMTN / MMTN probabilities.
+
+Pipeline: the bundle's own preprocessing (``thyrofast.preprocess``, written
+straight into the engine's preallocated input buffer) -> engine logits ->
+temperature scaling -> softmax.  Every result carries its provenance (package
+version, bundle SHA-256, backend, precision, device) so a stored prediction
+can always be traced to the exact model and runtime that made it.
+
+>>> clf = Classifier.load("bundle/")            # backend/device/precision "auto"
+>>> p = clf.predict(frames)                     # (N, 3) probabilities
+>>> p.provenance["backend"], p.pred
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["Classifier", "Prediction", "PatientPrediction", "aggregate_patients", "softmax"]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Prediction(np.ndarray):
+    """``(N, n_classes)`` probabilities (a NumPy array) with ``classes``, ``provenance`` and ``pred``."""
+
+    classes: tuple[str, ...]
+    provenance: dict
+
+    def __new__(cls, probs: np.ndarray, classes: Sequence[str], provenance: dict):
+        obj = np.asarray(probs, dtype=np.float64).view(cls)
+        obj.classes = tuple(classes)
+        obj.provenance = dict(provenance)
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.classes = getattr(obj, "classes", ())
+        self.provenance = getattr(obj, "provenance", {})
+
+    @property
+    def pred(self) -> list[str]:
+        """Predicted class name per image."""
+        return [self.classes[i] for i in np.asarray(self).argmax(axis=-1).ravel()]
+
+    def as_dicts(self) -> list[dict[str, float]]:
+        return [{c: float(p) for c, p in zip(self.classes, row)} for row in np.asarray(self)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PatientPrediction:
+    patient_id: Any
+    probs: dict
+    pred: str
+    n_images: int
+    provenance: dict
+
+
+def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any]) -> dict[Any, tuple[np.ndarray, int]]:
+    """Per-patient probabilities by mean log-probability (the bundle's ``aggregation``).
+
+    The mean of log p over a patient's images, renormalized: a geometric mean
+    of the image posteriors, so one confident image cannot be outvoted by
+    many uninformative ones as easily as with an arithmetic mean of scores.
+    Returns ``{patient_id: (probs, n_images)}`` in first-seen order.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(patient_ids) != len(probs):
+        raise ValueError(f"need (N, K) probabilities and N patient ids, got {probs.shape} and {len(patient_ids)}")
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    groups: dict[Any, list[int]] = {}
+    for i, pid in enumerate(patient_ids):
+        groups.setdefault(pid, []).append(i)
+    out = {}
+    for pid, idx in groups.items():
+        m = logp[idx].mean(axis=0)
+        out[pid] = (softmax(m), len(idx))
+    return out
+
+
+def _as_bundle(bundle) -> Any:
+    if isinstance(bundle, (str, Path)):
+        from .bundle import Bundle
+
+        return Bundle.load(bundle, verify=True)
+    return bundle
+
+
+class Classifier:
+    """A bundle + an engine + the bundle's preprocessing.  Create with :meth:`load`.
+
+    Not thread-safe: the engine's input buffers are reused between calls.  Use
+    one Classifier per thread (they can share nothing but the bundle folder).
+    """
+
+    def __init__(self, bundle, engine, preprocessor, *, batch_size: int | None = None):
+        from . import __version__
+
+        self.bundle = bundle
+        self.engine = engine
+        self.preprocessor = preprocessor
+        self.classes = tuple(bundle.classes)
+        self.temperature = float(bundle.temperature)
+        self.batch_size = int(batch_size or engine.max_batch)
+        self._roi = bundle.manifest.get("preprocess", {}).get("roi")
+        self._saliency_model = None
+        self.provenance = {
+            "thyrofast": __version__,
+            "bundle_sha256": _bundle_sha256(bundle),
+            "backend": engine.backend,
+            "precision": engine.precision,
+            "device": engine.device,
+        }
+
+    @classmethod
+    def load(
+        cls,
+        bundle,
+        backend: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        threads: int | None = None,
+        max_batch: int = 32,
+        **engine_options,
+    ) -> "Classifier":
+        """Open ``bundle`` (a folder or a :class:`thyrofast.bundle.Bundle`) and load an engine.
+
+        ``backend``: ``auto``, ``tensorrt``, ``torch``, ``openvino``, ``onnxruntime``;
+        ``device``: ``auto``, ``cpu``, ``cuda``; ``precision``: ``auto``,
+        ``fp32``, ``fp16``, ``int8`` (see :mod:`thyrofast.engines.select`).
+        ``threads``: CPU threads for preprocessing and CPU engines (default: all
+        this process may use).
+        """
+        from .engines import engine_class, resolve
+        from .preprocess import PreprocessParams, Preprocessor
+
+        bundle = _as_bundle(bundle)
+        choice = resolve(bundle.manifest.get("artifacts", {}), backend, device, precision)
+        options = dict(engine_options, max_batch=max_batch)
+        if choice.device == "cpu" and threads is not None:
+            options["threads"] = threads
+        engine = engine_class(choice.backend).from_bundle(
+            bundle, precision=choice.precision, device=choice.device, **options
+        )
+        params = PreprocessParams.from_dict(bundle.manifest["preprocess"])
+        # Preprocess straight into the engine's input dtype (fp16 engines get fp16).
+        params = params.replace(dtype=engine.input_dtype)
+        expected = tuple(bundle.manifest["input_shape"])
+        if (params.channels, *params.size) != expected:
+            raise ValueError(f"bundle preprocessing gives {(params.channels, *params.size)}, model expects {expected}")
+        pre = Preprocessor(params, threads=threads, device=choice.device)
+        return cls(bundle, engine, pre)
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return self.engine.backend
+
+    @property
+    def device(self) -> str:
+        return self.engine.device
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    def __repr__(self) -> str:
+        p = self.provenance
+        return (f"Classifier(backend={p['backend']!r}, precision={p['precision']!r}, device={p['device']!r}, "
+                f"bundle_sha256={p['bundle_sha256'][:12]}...)")
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- inference --------------------------------------------------------------------
+
+    def logits(self, frames) -> np.ndarray:
+        """Raw engine logits ``(N, n_classes)`` for ``frames`` (before temperature)."""
+        chunks = [self._run_chunk(chunk) for chunk in self._chunks(frames)]
+        if not chunks:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(chunks, axis=0)
+
+    def predict(self, frames) -> Prediction:
+        """Calibrated probabilities ``(N, 3)`` for BTN/NMTN/MMTN.
+
+        ``frames``: one frame ``(H, W)`` / ``(H, W, 3)``, a batch ``(N, H, W)`` /
+        ``(N, H, W, 3)`` (uint8 or uint16), or a list of frames of any sizes.
+        """
+        probs = softmax(self.logits(frames), self.temperature)
+        return Prediction(probs, self.classes, self.provenance)
+
+    def predict_patient(self, frames, patient_ids: Sequence[Any] | None = None):
+        """Per-patient probabilities (mean log-probability over each patient's images).
+
+        Without ``patient_ids`` all frames belong to one patient and one
+        :class:`PatientPrediction` is returned; with them, a dict keyed by id.
+        """
+        probs = self.predict(frames)
+        single = patient_ids is None
+        ids = [None] * len(probs) if single else list(patient_ids)
+        out = {}
+        for pid, (p, n) in aggregate_patients(np.asarray(probs), ids).items():
+            out[pid] = PatientPrediction(
+                patient_id=pid,
+                probs={c: float(v) for c, v in zip(self.classes, p)},
+                pred=self.classes[int(np.argmax(p))],
+                n_images=n,
+                provenance=dict(self.provenance),
+            )
+        return out[None] if single else out
+
+    def _chunks(self, frames) -> Iterable[list[np.ndarray] | np.ndarray]:
+        if isinstance(frames, (list, tuple)):
+            for i in range(0, len(frames), self.batch_size):
+                yield [np.asarray(f) for f in frames[i:i + self.batch_size]]
+            return
+        a = frames if hasattr(frames, "__cuda_array_interface__") else np.asarray(frames)
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+            yield a
+            return
+        if a.ndim not in (3, 4):
+            raise ValueError(f"frames must be (H,W), (H,W,3), (N,H,W) or (N,H,W,3); got shape {a.shape}")
+        for i in range(0, a.shape[0], self.batch_size):
+            yield a[i:i + self.batch_size]
+
+    def _n_frames(self, chunk) -> int:
+        if isinstance(chunk, list):
+            return len(chunk)
+        return 1 if chunk.ndim == 2 or (chunk.ndim == 3 and chunk.shape[-1] == 3) else chunk.shape[0]
+
+    def _run_chunk(self, chunk) -> np.ndarray:
+        n = self._n_frames(chunk)
+        buf = self.engine.input_buffer(n)
+        stream = self.engine.stream
+        if isinstance(chunk, list):
+            # Frames of different sizes: one core call each, each into its row.
+            for i, f in enumerate(chunk):
+                self._preprocess_into(f, buf[i:i + 1], stream)
+        else:
+            self._preprocess_into(chunk, buf, stream)
+        return self.engine.run(buf)
+
+    def _preprocess_into(self, frames, out, stream) -> None:
+        if self.engine.device == "cuda":
+            # The CUDA kernel writes the engine's input buffer on the engine's
+            # stream: uint8 frames go up, nothing comes back before inference.
+            frames = _to_device(frames, stream)
+            self.preprocessor(frames, out=out, stream=stream)
+        else:
+            self.preprocessor(np.ascontiguousarray(frames) if not frames.flags.c_contiguous else frames, out=out)
+
+    # -- saliency -------------------------------------------------------------------------
+
+    def saliency(self, frames, *, target=None, layer=None) -> list[np.ndarray]:
+        """Grad-CAM maps at each frame's own size (list of ``(H, W)`` float32 in [0, 1]).
+
+        Uses the bundle's torch model (FP32, on this classifier's device) whatever
+        the inference backend, so every backend can explain its predictions.
+        """
+        from .saliency import grad_cam, to_frame
+
+        frame_list = list(frames) if isinstance(frames, (list, tuple)) else _split_frames(np.asarray(frames))
+        model = self._torch_model()
+        maps = []
+        for f in frame_list:
+            f = np.ascontiguousarray(f)
+            params = self.preprocessor.params.replace(dtype="float32")
+            from .preprocess import Preprocessor
+
+            x = Preprocessor(params, threads=self.preprocessor.threads)(f)
+            cam = grad_cam(model, x, target=target, layer=layer)[0]
+            m = to_frame(cam, f.shape[:2], self._roi)
+            peak = float(m.max())
+            maps.append(m / peak if peak > 0 else m)  # resampling moves the peak a little
+        return maps
+
+    def save_saliency(self, frames, directory: str | Path, names: Sequence[str], **kwargs) -> list[Path]:
+        """Write one overlay PNG per frame into ``directory`` (``<name>.png``)."""
+        from .saliency import save_overlay
+
+        frame_list = list(frames) if isinstance(frames, (list, tuple)) else _split_frames(np.asarray(frames))
+        if len(names) != len(frame_list):
+            raise ValueError(f"need one name per frame: {len(names)} names for {len(frame_list)} frames")
+        maps = self.saliency(frame_list, **kwargs)
+        return [save_overlay(Path(directory) / f"{n}.png", f, m) for f, m, n in zip(frame_list, maps, names)]
+
+    def _torch_model(self):
+        if self._saliency_model is None:
+            if self.engine.backend == "torch" and self.engine.precision == "fp32":
+                self._saliency_model = self.engine.module
+            else:
+                model = self.bundle.build_model()
+                if self.engine.device == "cuda":
+                    model = model.to("cuda")
+                self._saliency_model = model
+        return self._saliency_model
+
+
+def _split_frames(a: np.ndarray) -> list[np.ndarray]:
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+        return [a]
+    return list(a)
+
+
+def _bundle_sha256(bundle) -> str:
+    sha = getattr(bundle, "sha256", None)
+    if isinstance(sha, str):
+        return sha
+    from .engines.base import sha256_file
+
+    return sha256_file(Path(bundle.path) / "thyrofast.json")
+
+
+def _to_device(frames, stream):
+    """Host frames -> a CUDA array (torch if available, else CuPy) on ``stream``."""
+    if hasattr(frames, "__cuda_array_interface__"):
+        return frames
+    frames = np.ascontiguousarray(frames)
+    try:
+        import torch
+
+        if isinstance(stream, torch.cuda.Stream):
+            with torch.cuda.stream(stream):
+                return torch.from_numpy(frames).to("cuda", non_blocking=True)
+    except ImportError:
+        pass
+    import cupy
+
+    with stream if stream is not None else cupy.cuda.Stream.null:
+        return cupy.asarray(frames)

@@ -1,0 +1,119 @@
+"""OpenVINO backend (CPU, FP32 / INT8 from the Q/DQ U8S8 ONNX graph).
+
+OpenVINO reads the Q/DQ ONNX directly and runs it with its own INT8 kernels.
+Deliberate settings: the LATENCY hint (one stream: batch-1 latency is what a
+device cart needs), an explicit thread count, and ``f32`` inference precision
+for the FP32 graph so CPUs with AMX/AVX512-BF16 do not silently switch to
+bf16.  Batch 1 is compiled with a static shape (lets the plugin pick its
+fastest kernels); larger batches share one dynamic-batch compile.  Each batch
+size has an infer request bound to an engine-owned NumPy buffer (shared
+memory, no copies).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Engine, artifact_name, bundle_input_shape, default_threads, read_artifact
+
+__all__ = ["OpenVinoEngine"]
+
+
+class OpenVinoEngine(Engine):
+    backend = "openvino"
+
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+        max_batch: int = 64,
+        input_shape: tuple[int, int, int] | None = None,
+    ):
+        import openvino as ov
+
+        if device != "cpu":
+            raise ValueError("the openvino backend runs on device='cpu' only")
+        self.precision = precision
+        self.device = "cpu"
+        self.max_batch = int(max_batch)
+        self.threads = int(threads) if threads else default_threads()
+        self._core = ov.Core()
+        # Bytes: what was hash-checked is what gets parsed, and ONNX external data
+        # (which could point outside the bundle) cannot be pulled in.
+        self._model = self._core.read_model(bytes(model) if isinstance(model, (bytes, bytearray)) else str(model))
+        inp = self._model.inputs[0]
+        if input_shape is None:
+            ps = inp.get_partial_shape()
+            if ps.rank.get_length() != 4 or not all(ps[i].is_static for i in (1, 2, 3)):
+                raise ValueError(f"model input shape {ps} is not (N, C, H, W) with static C, H, W; pass input_shape")
+            input_shape = tuple(ps[i].get_length() for i in (1, 2, 3))
+        self.input_shape = tuple(int(d) for d in input_shape)  # type: ignore[assignment]
+        self.input_dtype = "float32"
+        self._input_name = inp.get_any_name()
+        self._requests: dict[int, tuple[np.ndarray, object]] = {}
+        self._compiled_models: dict = {}
+
+    @classmethod
+    def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "OpenVinoEngine":
+        _, data = read_artifact(bundle, artifact_name(cls.backend, precision))
+        options.setdefault("input_shape", bundle_input_shape(bundle))
+        return cls(data, precision=precision, device=device, **options)
+
+    def _compiled(self, n: int):
+        """Batch 1 gets its own static-shape compile (the latency case); larger
+        batches share one dynamic-batch compile, so an odd batch size does not
+        cost a fresh compilation."""
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        key = 1 if n == 1 else "dynamic"
+        if key not in self._compiled_models:
+            model = self._model.clone()
+            batch = ov.Dimension(1) if key == 1 else ov.Dimension(1, self.max_batch)
+            model.reshape({self._input_name: ov.PartialShape([batch, *self.input_shape])})
+            config = {
+                hints.performance_mode: hints.PerformanceMode.LATENCY,
+                props.inference_num_threads: self.threads,
+                hints.num_requests: 1,
+            }
+            if self.precision == "fp32":
+                config[hints.inference_precision] = ov.Type.f32
+            self._compiled_models[key] = self._core.compile_model(model, "CPU", config)
+        return self._compiled_models[key]
+
+    def _request(self, n: int):
+        import openvino as ov
+
+        n = self._check_batch(n)
+        if n not in self._requests:
+            request = self._compiled(n).create_infer_request()
+            x = np.zeros((n, *self.input_shape), dtype=np.float32)
+            request.set_input_tensor(ov.Tensor(x, shared_memory=True))
+            self._requests[n] = (x, request)
+        return self._requests[n]
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        return self._request(batch)[0]
+
+    def run(self, x=None, *, batch: int | None = None) -> np.ndarray:
+        if x is None:
+            if batch is None:
+                raise TypeError("run() needs an input array or batch=")
+            buf, request = self._request(batch)
+        else:
+            x = self._check_host_input(x)
+            buf, request = self._request(x.shape[0])
+            if x is not buf:
+                np.copyto(buf, x, casting="same_kind")
+        request.infer()
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def close(self) -> None:
+        self._requests.clear()
+        self._compiled_models.clear()
+        self._model = None

@@ -1,0 +1,538 @@
+"""Batch prediction over files, folders, DICOM and manifests, crash-safe and resumable.
+
+Output (docs/contracts.md, "Prediction records"): one record per image, then
+per-patient records.  Guarantees:
+
+* **one record per input**: ``ok`` (one line per frame of the input) or
+  ``error`` with the :class:`~thyrofast.errors.InputError` code;
+* **atomic appends**: each input's lines go out in one ``write`` of whole
+  lines, then flush + fsync.  A run killed at any point leaves at most one
+  partial trailing line, which the next run truncates away before appending;
+* **resumable**: inputs whose file SHA-256 is already recorded are skipped
+  (hashing happens before decoding, so a resume costs one read per done file).
+  The same rule applies within a run, so identical files are recorded once and
+  an interrupted-then-resumed run writes exactly what an uninterrupted one would;
+* **full disk**: a failed write is rolled back (``ftruncate`` to the last
+  complete record) and :class:`OutputError` says what happened; the file is
+  never left with a corrupt record.
+
+Per-patient records (``kind: "patient"``) aggregate all ``ok`` image records
+of the output with a non-null ``patient_id`` by mean log-probability.  They
+are written at the end of a run; when a later run adds images of a patient, a
+new patient record is appended and the *last* patient record of an id wins.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import hashlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "predict_files",
+    "expand_inputs",
+    "InputItem",
+    "RecordWriter",
+    "OutputError",
+    "PredictSummary",
+    "CSV_FIELDS",
+]
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".npy"}
+MANIFEST_EXTENSIONS = {".csv"}
+
+CSV_FIELDS = (
+    "kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
+    "prob_BTN", "prob_NMTN", "prob_MMTN", "n_images", "error_code", "error_message",
+    "saliency", "thyrofast", "bundle_sha256", "backend", "precision", "device",
+)
+
+
+class OutputError(OSError):
+    """The results file could not be written (e.g. the disk is full); it was left consistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputItem:
+    path: str
+    patient_id: str | None = None
+    frame_index: int | None = None  # a manifest row may name one frame of a cine
+
+
+@dataclasses.dataclass
+class PredictSummary:
+    n_inputs: int = 0
+    n_ok: int = 0
+    n_error: int = 0
+    n_skipped: int = 0
+    #: inputs skipped now whose earlier record is an error (they still count as failed)
+    n_error_recorded: int = 0
+    n_frames: int = 0
+    n_patients: int = 0
+    seconds: float = 0.0
+    error_codes: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.n_frames / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+def _is_dicom_without_extension(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _manifest_items(path: Path) -> list[InputItem]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("bad_manifest", f"cannot read manifest: {exc}", source=str(path)) from None
+    if not rows:
+        raise InputError("empty", "manifest has no rows", source=str(path))
+    if "path" not in rows[0]:
+        raise InputError("bad_manifest", "manifest has no 'path' column", source=str(path))
+    items = []
+    for row in rows:
+        p = Path(row["path"])
+        if not p.is_absolute():
+            p = path.parent / p
+        pid = _hash_id((row.get("patient_id") or "").strip() or None)
+        fi = (row.get("frame_index") or "").strip()
+        try:
+            frame_index = int(fi) if fi else None
+        except ValueError:
+            raise InputError("bad_manifest", f"frame_index {fi!r} is not an integer", source=str(path)) from None
+        items.append(InputItem(str(p), pid, frame_index))
+    return items
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
+    """Files as given, folders walked (sorted; images, DICOM), manifests (``.csv``) expanded."""
+    items: list[InputItem] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    f = Path(root) / name
+                    ext = f.suffix.lower()
+                    if ext in IMAGE_EXTENSIONS or (ext == "" and _is_dicom_without_extension(f)):
+                        items.append(InputItem(str(f)))
+        elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
+            items.extend(_manifest_items(p))
+        else:
+            items.append(InputItem(str(p)))  # missing files become error records
+    return items
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_id(pid: str | None) -> str | None:
+    """Records carry pseudonymous ids only (contracts.md): hash raw manifest ids."""
+    if pid is None:
+        return None
+    from .io import hash_patient_id
+
+    return hash_patient_id(pid)
+
+
+def read_frames(path: str, frame_index: int | None = None) -> tuple[list[tuple[int, np.ndarray]], str | None]:
+    """``[(frame_index, pixels), ...]`` of one input and its hashed patient id (or None).
+
+    Images and DICOM go through :func:`thyrofast.read` (tissue-region crop,
+    memory guard, InputError codes); ``.npy`` arrays (uint8/uint16 ``(H, W)``,
+    ``(H, W, 3)`` or a stack) are read here without pickle.
+    """
+    if Path(path).suffix.lower() == ".npy":
+        frames = _read_npy(path)
+        pairs = list(enumerate(frames))
+        pid = None
+    else:
+        from .io import read
+
+        read_kw = {"frames": [frame_index]} if frame_index is not None else {}
+        got = read(path, **read_kw)
+        pairs = [(int(f.frame_index), f.pixels) for f in got]
+        pid = next((f.patient_hash for f in got if f.patient_hash), None)
+    if frame_index is not None:
+        pairs = [(i, f) for i, f in pairs if i == frame_index]
+        if not pairs:
+            raise InputError("empty", f"the input has no frame {frame_index}", source=path)
+    return pairs, pid
+
+
+def _read_npy(path: str) -> list[np.ndarray]:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("unreadable", "no such file", source=path) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError("unreadable", f"not a NumPy array file: {exc}", source=path) from None
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+        return [a]
+    if a.ndim in (3, 4):
+        return list(a)
+    raise InputError("unsupported_format", f"array of shape {a.shape} is not a frame or a stack of frames",
+                     source=path)
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def _flatten(rec: dict) -> dict:
+    row = {k: rec.get(k) for k in ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
+                                   "n_images", "saliency")}
+    for c, v in (rec.get("probs") or {}).items():
+        row[f"prob_{c}"] = v
+    err = rec.get("error") or {}
+    row["error_code"], row["error_message"] = err.get("code"), err.get("message")
+    row.update(rec.get("provenance") or {})
+    return {k: ("" if row.get(k) is None else row[k]) for k in CSV_FIELDS}
+
+
+def _unflatten(row: dict) -> dict:
+    rec: dict[str, Any] = {k: (row.get(k) or None) for k in ("kind", "input", "sha256", "patient_id", "status", "pred")}
+    if row.get("frame_index"):
+        rec["frame_index"] = int(row["frame_index"])
+    if row.get("n_images"):
+        rec["n_images"] = int(row["n_images"])
+    probs = {k[5:]: float(v) for k, v in row.items() if k and k.startswith("prob_") and v not in (None, "")}
+    if probs:
+        rec["probs"] = probs
+    if row.get("error_code"):
+        rec["error"] = {"code": row["error_code"], "message": row.get("error_message")}
+    return rec
+
+
+class RecordWriter:
+    """Append-only, crash-safe writer of prediction records (``.jsonl`` or ``.csv``)."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None):
+        self.path = Path(path)
+        fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
+        if fmt not in ("jsonl", "csv"):
+            raise ValueError(f"output format must be jsonl or csv, got {fmt!r}")
+        self.format = fmt
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records: list[dict] = []
+        self.truncated_bytes = 0
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _recover(self) -> None:
+        """Drop a trailing partial line, then load the records already written."""
+        size = os.fstat(self._fd).st_size
+        data = b""
+        if size:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(self._fd, 1 << 20):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                os.ftruncate(self._fd, keep)
+                os.fsync(self._fd)
+                self.truncated_bytes = len(data) - keep
+                data = data[:keep]
+        self._size = len(data)
+        text = data.decode("utf-8")
+        if self.format == "jsonl":
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise OutputError(f"{self.path}:{n} is not a JSON record; refusing to append to it") from None
+        elif text:
+            reader = csv.DictReader(io.StringIO(text))
+            if tuple(reader.fieldnames or ()) != CSV_FIELDS:
+                raise OutputError(f"{self.path} has a different CSV header; refusing to append to it")
+            self.records.extend(_unflatten(r) for r in reader)
+        if self.format == "csv" and self._size == 0:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(CSV_FIELDS)
+            self._append(buf.getvalue().encode())
+
+    def _encode(self, records: Sequence[dict]) -> bytes:
+        if self.format == "jsonl":
+            return "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records).encode()
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        for r in records:
+            w.writerow(_flatten(r))
+        return buf.getvalue().encode()
+
+    def _append(self, data: bytes) -> None:
+        try:
+            os.lseek(self._fd, self._size, os.SEEK_SET)
+            view = memoryview(data)
+            while view:  # a regular file takes it in one write unless the disk fills up
+                n = os.write(self._fd, view)
+                view = view[n:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            # Roll back to the last complete record so the file stays valid.
+            try:
+                os.ftruncate(self._fd, self._size)
+                os.fsync(self._fd)
+            except OSError:
+                pass
+            reason = "no space left on the device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            raise OutputError(
+                exc.errno, f"cannot write results to {self.path}: {reason}; the file was kept consistent "
+                f"({len(self.records)} records); free space and re-run the same command to resume"
+            ) from exc
+        self._size += len(data)
+
+    def write(self, records: Sequence[dict]) -> None:
+        """Append ``records`` (one input's) in a single write + fsync."""
+        if records:
+            self._append(self._encode(records))
+            self.records.extend(json.loads(json.dumps(r)) for r in records)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance: dict) -> dict:
+    return {
+        "kind": "image", "input": item.path, "sha256": sha, "frame_index": None,
+        "patient_id": item.patient_id, "status": "error",
+        "error": {"code": exc.code, "message": str(exc)}, "provenance": dict(provenance),
+    }
+
+
+def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict) -> list[dict]:
+    from .classifier import aggregate_patients
+
+    ok = [r for r in records if r.get("kind") == "image" and r.get("status") == "ok" and r.get("patient_id")]
+    if not ok:
+        return []
+    probs = np.array([[r["probs"][c] for c in classes] for r in ok], dtype=np.float64)
+    agg = aggregate_patients(probs, [r["patient_id"] for r in ok])
+    last = {r["patient_id"]: r for r in records if r.get("kind") == "patient"}
+    out = []
+    for pid, (p, n) in agg.items():
+        rec = {"kind": "patient", "patient_id": pid, "status": "ok",
+               "probs": {c: float(v) for c, v in zip(classes, p)}, "pred": classes[int(np.argmax(p))],
+               "n_images": int(n), "provenance": dict(provenance)}
+        prev = last.get(pid)
+        if prev and prev.get("n_images") == rec["n_images"] and prev.get("probs") and all(
+            abs(prev["probs"][c] - rec["probs"][c]) < 1e-9 for c in classes
+        ):
+            continue
+        out.append(rec)
+    return out
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="input", disable=not enabled, dynamic_ncols=True, desc="predict")
+
+
+def predict_files(
+    classifier,
+    inputs: Sequence[str | os.PathLike] | Sequence[InputItem],
+    out: str | os.PathLike,
+    *,
+    saliency_dir: str | os.PathLike | None = None,
+    batch_frames: int = 16,
+    progress: bool = True,
+    fmt: str | None = None,
+) -> PredictSummary:
+    """Classify every input and append one record per input (see module doc) to ``out``."""
+    items = [i if isinstance(i, InputItem) else None for i in inputs]
+    if any(i is None for i in items):
+        items = expand_inputs([str(i) for i in inputs])  # type: ignore[arg-type]
+    classes = tuple(classifier.classes)
+    provenance = dict(classifier.provenance)
+    summary = PredictSummary(n_inputs=len(items))
+    t0 = time.perf_counter()
+    with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
+        # Resume keys: a file's SHA-256 (whole file) and SHA-256#frame (one frame
+        # named by a manifest row).
+        done_sha: dict[str, str | None] = {}
+        for r in writer.records:
+            if r.get("kind") == "image" and r.get("sha256"):
+                done_sha.setdefault(r["sha256"], r.get("status"))
+                if r.get("frame_index") is not None:
+                    done_sha.setdefault(f"{r['sha256']}#{r['frame_index']}", r.get("status"))
+        done_path = {r["input"] for r in writer.records if r.get("kind") == "image" and not r.get("sha256")}
+        pending: list[tuple[InputItem, str, list[tuple[int, np.ndarray]], str | None]] = []
+        pending_sha: set[str] = set()
+
+        def flush() -> None:
+            if not pending:
+                return
+            frames = [f for _, _, fs, _ in pending for _, f in fs]
+            try:
+                probs = np.asarray(classifier.predict(frames), dtype=np.float64)
+                per_input = None
+            except (ValueError, TypeError):
+                # A frame the pipeline refuses (TypeError/ValueError are the API's
+                # "bad argument" errors): find which input, record it as an
+                # error, keep the others.  Engine failures still stop the run.
+                per_input = []
+                for _, _, fs, _ in pending:
+                    try:
+                        per_input.append(np.asarray(classifier.predict([f for _, f in fs]), dtype=np.float64))
+                    except (ValueError, TypeError) as exc:
+                        per_input.append(exc)
+            k = 0
+            for n_item, (item, sha, fs, pid) in enumerate(pending):
+                if per_input is not None:
+                    got = per_input[n_item]
+                    if isinstance(got, Exception):
+                        err = InputError("unsupported_format", f"the model's preprocessing refused it: {got}",
+                                         source=item.path)
+                        writer.write([_error_record(item, sha, err, provenance)])
+                        done_sha[_key(sha, item)] = "error"
+                        summary.n_error += 1
+                        summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
+                        bar.update(1)
+                        continue
+                    item_probs, k = got, 0
+                else:
+                    item_probs = probs
+                recs = []
+                for j, f in fs:
+                    p = item_probs[k]
+                    k += 1
+                    rec = {
+                        "kind": "image", "input": item.path, "sha256": sha, "frame_index": j,
+                        "patient_id": item.patient_id or pid, "status": "ok",
+                        "probs": {c: float(v) for c, v in zip(classes, p)},
+                        "pred": classes[int(np.argmax(p))], "provenance": dict(provenance),
+                    }
+                    if saliency_dir is not None:
+                        rec["saliency"] = str(_write_saliency(classifier, f, Path(saliency_dir), sha, j))
+                    recs.append(rec)
+                writer.write(recs)
+                done_sha[_key(sha, item)] = "ok"
+                summary.n_ok += 1
+                summary.n_frames += len(fs)
+                bar.update(1)
+            pending.clear()
+            pending_sha.clear()
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix_str(f"{summary.n_frames / elapsed:.1f} frames/s" if elapsed > 0 else "")
+
+        n_pending_frames = 0
+        for item in items:
+            try:
+                sha = sha256_file(item.path)
+            except OSError as exc:
+                flush()
+                n_pending_frames = 0
+                if item.path in done_path:
+                    summary.n_skipped += 1
+                    summary.n_error_recorded += 1
+                else:
+                    err = InputError("unreadable", f"cannot open: {exc.strerror or exc}", source=item.path)
+                    writer.write([_error_record(item, None, err, provenance)])
+                    done_path.add(item.path)
+                    summary.n_error += 1
+                    summary.error_codes["unreadable"] = summary.error_codes.get("unreadable", 0) + 1
+                bar.update(1)
+                continue
+            key = _key(sha, item)
+            if key in done_sha or key in pending_sha:
+                summary.n_skipped += 1
+                summary.n_error_recorded += done_sha.get(key) == "error"
+                bar.update(1)
+                continue
+            try:
+                frames, pid = read_frames(item.path, item.frame_index)
+                if not frames:
+                    raise InputError("empty", "the input holds no frames", source=item.path)
+                frames = list(zip([i for i, _ in frames], _check_frames([f for _, f in frames], item.path)))
+            except InputError as exc:
+                flush()
+                n_pending_frames = 0
+                writer.write([_error_record(item, sha, exc, provenance)])
+                done_sha[key] = "error"
+                summary.n_error += 1
+                summary.error_codes[exc.code] = summary.error_codes.get(exc.code, 0) + 1
+                bar.update(1)
+                continue
+            pending.append((item, sha, frames, pid))
+            pending_sha.add(key)
+            n_pending_frames += len(frames)
+            if n_pending_frames >= batch_frames:
+                flush()
+                n_pending_frames = 0
+        flush()
+        patients = _patient_records(writer.records, classes, provenance)
+        writer.write(patients)
+        summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _key(sha: str, item: InputItem) -> str:
+    return sha if item.frame_index is None else f"{sha}#{item.frame_index}"
+
+
+def _check_frames(frames: list[np.ndarray], source: str) -> list[np.ndarray]:
+    """Refuse what preprocessing cannot take, as an input error instead of a crash mid-batch."""
+    frames = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in frames]
+    for f in frames:
+        if f.dtype not in (np.uint8, np.uint16):
+            raise InputError("unsupported_format", f"pixel type {f.dtype} (need uint8 or uint16)", source=source)
+        if not (f.ndim == 2 or (f.ndim == 3 and f.shape[-1] in (1, 3))) or 0 in f.shape:
+            raise InputError("unsupported_format", f"frame shape {f.shape} is not (H, W) or (H, W, 3)", source=source)
+    return frames
+
+
+def _write_saliency(classifier, frame: np.ndarray, directory: Path, sha: str, index: int) -> Path:
+    frame = frame[..., 0] if frame.ndim == 3 and frame.shape[-1] == 1 else frame
+    name = f"{sha[:16]}_{index}"
+    final = directory / f"{name}.png"
+    tmp_name = f".{name}.tmp"
+    classifier.save_saliency([frame], directory, [tmp_name])
+    os.replace(directory / f"{tmp_name}.png", final)
+    return final

@@ -1,0 +1,59 @@
+"""``thyrofast predict BUNDLE INPUTS... --out results.jsonl|.csv``: thin CLI over :mod:`thyrofast.predict`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_INPUT_ERRORS = 1
+EXIT_OUTPUT_ERROR = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="model bundle folder (with thyrofast.json)")
+    parser.add_argument("inputs", nargs="+", help="image / DICOM files, folders, or manifest .csv files")
+    parser.add_argument("--out", required=True, help="results file: .jsonl (default format) or .csv; "
+                        "an existing file is resumed (inputs already recorded are skipped)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "torch", "openvino", "onnxruntime"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    parser.add_argument("--batch", type=int, default=16, help="frames per inference batch (default 16)")
+    parser.add_argument("--saliency", metavar="DIR", default=None,
+                        help="also write Grad-CAM overlays (PNG) into DIR (needs torch)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .classifier import Classifier
+    from .errors import InputError
+    from .predict import OutputError, predict_files
+
+    try:
+        clf = Classifier.load(args.bundle, backend=args.backend, device=args.device, precision=args.precision,
+                              threads=args.threads, max_batch=max(1, args.batch))
+    except (InputError, ValueError) as exc:
+        print(f"thyrofast predict: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    p = clf.provenance
+    print(f"model {p['bundle_sha256'][:12]} on {p['backend']}/{p['device']}/{p['precision']}", file=sys.stderr)
+    try:
+        s = predict_files(clf, args.inputs, args.out, saliency_dir=args.saliency, batch_frames=max(1, args.batch),
+                          progress=not args.no_progress)
+    except OutputError as exc:
+        print(f"thyrofast predict: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_OUTPUT_ERROR
+    except InputError as exc:  # e.g. an unreadable manifest given on the command line
+        print(f"thyrofast predict: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        clf.close()
+    codes = ", ".join(f"{k}: {v}" for k, v in sorted(s.error_codes.items()))
+    print(
+        f"{s.n_inputs} inputs: {s.n_ok} ok, {s.n_error} failed{f' ({codes})' if codes else ''}, "
+        f"{s.n_skipped} already recorded; {s.n_frames} frames in {s.seconds:.1f} s "
+        f"({s.frames_per_second:.1f} frames/s); {s.n_patients} patients -> {args.out}",
+        file=sys.stderr,
+    )
+    if s.n_error_recorded:
+        print(f"{s.n_error_recorded} skipped inputs had failed in an earlier run", file=sys.stderr)
+    return EXIT_INPUT_ERRORS if (s.n_error or s.n_error_recorded) else 0
