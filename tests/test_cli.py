@@ -1,0 +1,59 @@
+"""The CLI dispatcher: every command imports and parses; info and preprocess run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thyrofast import cli
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([name, "--help"])
+    assert exc.value.code == 0
+    assert f"thyrofast {name}" in capsys.readouterr().out
+
+
+def test_unknown_command_fails(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"])
+
+
+def test_version(capsys):
+    import thyrofast
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == thyrofast.__version__
+
+
+def test_info_json(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["core"]["version"] == info["thyrofast"]
+    assert {"onnxruntime", "torch"} <= set(info["backends"])
+
+
+def test_preprocess_command(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    img = tmp_path / "frame.png"
+    Image.fromarray(rng.integers(0, 256, size=(120, 160), dtype=np.uint8)).save(img)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    rc = cli.main(["preprocess", str(img), str(bad), "--out", str(out), "--size", "32", "48", "--png"])
+    assert rc == 1  # one input failed, and said so
+    x = np.load(out / "frame.npy")
+    assert x.shape == (1, 1, 32, 48) and x.dtype == np.float32
+    assert (out / "frame_000.png").exists()
+    assert "bad.png" in capsys.readouterr().err

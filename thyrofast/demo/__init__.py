@@ -1,0 +1,265 @@
+"""``thyrofast demo``: the paper's study reproduced end to end on the phantom.
+
+Steps (each resumable: its output is checked and kept; ``force`` redoes all):
+  1. synth     the ``paper`` phantom cohort (195 patients, 3,537 images)
+  2. train     the default CNN on the training patients, calibrated
+  3. export    FP32 / FP16 / gated INT8 ONNX in the bundle
+  4. evaluate  the 34 test patients vs the simulated readers and the Bayes
+               reference, beside the paper's published (clinical) numbers
+  5. bench     preprocessing and inference on this machine
+  6. summary   report.md, report.json, figures; a one-screen summary
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["run_demo", "DemoConfig", "PAPER_REFERENCE"]
+
+#: Zhao et al. 2025 (Front. Neurosci., doi 10.3389/fnins.2025.1684104), clinical data.
+PAPER_REFERENCE = {
+    "Zhao et al. 2025 CNN (clinical data)": {"auc": {"BTN": 0.97, "NMTN": 0.99, "MMTN": 0.96}, "accuracy": 0.95},
+    "Zhao et al. 2025 junior radiologist (clinical)": {"accuracy": 0.73},
+    "Zhao et al. 2025 senior radiologist (clinical)": {"accuracy": 0.84},
+}
+
+STEPS = ("synth", "train", "export", "evaluate", "bench", "summary")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    out: Path
+    quick: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    force: bool = False
+    epochs: int | None = None
+    image_size: int | None = None
+    patients: int | None = None
+    progress: bool = True
+
+    def resolved(self) -> dict[str, Any]:
+        """The settings that determine the result (a changed one redoes the steps)."""
+        quick = {"patients": 48, "image_size": 64, "epochs": 4} if self.quick else {}
+        return {
+            "seed": self.seed,
+            "patients": self.patients if self.patients is not None else quick.get("patients"),
+            "image_size": self.image_size or quick.get("image_size"),
+            "epochs": self.epochs or quick.get("epochs"),
+            "quick": self.quick,
+        }
+
+
+class _State:
+    """demo_state.json: which steps finished, with which settings, in how long."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], force: bool):
+        self.path = out / "demo_state.json"
+        self.settings = settings
+        data = {}
+        if self.path.exists() and not force:
+            try:
+                data = json.loads(self.path.read_text())
+            except ValueError:
+                data = {}
+        if data.get("settings") != settings:
+            data = {"settings": settings, "done": {}, "timings_s": {}}
+        self.data = data
+
+    def done(self, step: str) -> bool:
+        return step in self.data["done"]
+
+    def mark(self, step: str, seconds: float, info: Any = None) -> None:
+        self.data["done"][step] = info if info is not None else True
+        self.data["timings_s"][step] = round(seconds, 2)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+    def forget_from(self, step: str) -> None:
+        for s in STEPS[STEPS.index(step):]:
+            self.data["done"].pop(s, None)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the final report dict."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = cfg.resolved()
+    state = _State(out, settings, cfg.force)
+    cohort_dir, bundle_dir, eval_dir = out / "cohort", out / "bundle", out / "evaluation"
+    if cfg.force:
+        for d in (cohort_dir, bundle_dir, eval_dir):
+            shutil.rmtree(d, ignore_errors=True)
+            shutil.rmtree(d.with_name(d.name + ".partial"), ignore_errors=True)
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        if state.done(name):
+            log(f"[{name}] done earlier, skipped (--force redoes it)")
+            return state.data["done"][name]
+        log(f"[{name}] ...")
+        t0 = time.perf_counter()
+        info = fn()
+        state.mark(name, time.perf_counter() - t0, info)
+        log(f"[{name}] finished in {time.perf_counter() - t0:.1f} s")
+        return info
+
+    # 1. cohort
+    def do_synth():
+        from thyrofast.synth import generate_cohort
+
+        c = generate_cohort(cohort_dir, preset="paper", seed=cfg.seed, patients=settings["patients"],
+                            workers=cfg.workers, progress=cfg.progress)
+        return {"patients": c.n_patients, "images": c.n_images}
+
+    step("synth", do_synth)
+
+    # 2 + 3. training writes the bundle; export (FP32/FP16/gated INT8) is its own step
+    def do_train():
+        from thyrofast.train import DEFAULTS, train
+
+        kw = {}
+        if settings["epochs"]:
+            kw["epochs"] = settings["epochs"]
+        if settings["image_size"]:
+            kw["image_size"] = settings["image_size"]
+        resume = (bundle_dir / ".train").exists()
+        train(cohort_dir, bundle_dir, device=cfg.device, seed=cfg.seed, progress=cfg.progress, export=False,
+              resume=resume, **kw)
+        return {"arch": DEFAULTS.arch, **kw}
+
+    step("train", do_train)
+
+    def do_export():
+        from thyrofast.bundle import Bundle
+        from thyrofast.export_cli import export_from_data
+
+        rep = export_from_data(Bundle.load(bundle_dir), cohort_dir, fp16=True, seed=cfg.seed, progress=cfg.progress)
+        artifacts = sorted(Bundle.load(bundle_dir).manifest["artifacts"])
+        log(f"[export] artifacts: {', '.join(artifacts)}")
+        return {"artifacts": artifacts, "report": rep}
+
+    step("export", do_export)
+
+    # 4. evaluation against the readers and the Bayes reference
+    def do_evaluate():
+        from thyrofast.evaluate import evaluate_bundle, write_report
+
+        res = evaluate_bundle(bundle_dir, cohort_dir, split="test", readers=cohort_dir / "readers.csv",
+                              level="patient", device=cfg.device)
+        write_report(res, eval_dir, reference=PAPER_REFERENCE)
+        return {"report": str(eval_dir / "report.json")}
+
+    step("evaluate", do_evaluate)
+
+    # 5. benchmarks on this machine
+    def do_bench():
+        from thyrofast.bench import bench_preprocess_cpu
+
+        results = {"preprocess": bench_preprocess_cpu(rounds=20 if cfg.quick else 40, batch=16 if cfg.quick else 64)}
+        try:
+            from thyrofast.bench import inference_bench
+        except ImportError:
+            inference_bench = None
+        if inference_bench is not None:
+            for name, res in inference_bench.run("e2e", device="cpu", rounds=20 if cfg.quick else 40,
+                                                 bundle=str(bundle_dir)):
+                results[name] = res
+        (out / "bench.json").write_text(json.dumps(results, indent=2))
+        return {"bench": str(out / "bench.json")}
+
+    step("bench", do_bench)
+
+    # 6. the demo's own report: evaluation + timings + provenance + bench
+    def do_summary():
+        return _write_summary(out, eval_dir, bundle_dir, state)
+
+    state.forget_from("summary")  # always rewritten: it is cheap and carries the timings
+    step("summary", do_summary)
+    report = json.loads((out / "report.json").read_text())
+    print(summary_text(report))
+    return report
+
+
+def _write_summary(out: Path, eval_dir: Path, bundle_dir: Path, state: _State) -> dict[str, Any]:
+    from thyrofast.bundle import Bundle
+
+    ev = json.loads((eval_dir / "report.json").read_text())
+    bundle = Bundle.load(bundle_dir)
+    man = bundle.manifest
+    bench = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {}
+    report = dict(ev)
+    report["timings_s"] = dict(state.data["timings_s"])
+    report["provenance"] = {
+        "bundle": str(bundle_dir),
+        "arch": man.get("arch"),
+        "input_shape": man.get("input_shape"),
+        "thyrofast_version": man.get("thyrofast_version"),
+        "artifacts": {k: v.get("sha256") for k, v in man.get("artifacts", {}).items()},
+        "training": man.get("training", {}).get("fingerprint") if isinstance(man.get("training"), dict) else None,
+        "settings": state.settings,
+    }
+    report["paper"] = PAPER_REFERENCE
+    report["bench"] = bench
+    report["data"] = "phantom (thyrofast synth, paper preset): NOT clinical data"
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, out / "report.json")
+    md = (eval_dir / "report.md").read_text()
+    md = md.replace("](", "](evaluation/") if "](evaluation/" not in md else md
+    header = ["# thyrofast demo: Zhao et al. 2025 reproduced on phantom data", "",
+              "**Phantom data (thyrofast's synthetic cohort), not clinical data; the model is not for diagnosis.** "
+              "Published numbers from the paper are clinical and are shown for orientation only.", "",
+              "## Timings (s)", "", "| step | seconds |", "| --- | ---: |"]
+    header += [f"| {k} | {v:.1f} |" for k, v in state.data["timings_s"].items()]
+    header += [""]
+    (out / "report.md").write_text("\n".join(header) + "\n" + md)
+    for png in eval_dir.glob("*.png"):
+        shutil.copy2(png, out / png.name)
+    return {"report": str(out / "report.json")}
+
+
+def _fmt_ci(d: Any) -> str:
+    if not isinstance(d, dict) or d.get("value") is None:
+        return "  n/a"
+    ci = d.get("ci") or [None, None]
+    if ci[0] is None:
+        return f"{d['value']:.3f}"
+    return f"{d['value']:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """One screen: per-class AUC, macro AUC and accuracy for model, Bayes, readers, paper."""
+    from thyrofast import CLASSES
+
+    rows = [("model (phantom)", report.get("model")), ("Bayes reference", report.get("bayes"))]
+    for name, r in (report.get("readers") or {}).items():
+        rows.append((f"{name} reader (sim.)", r))
+    lines = ["", "thyrofast demo — phantom data, not clinical; not for diagnosis", ""]
+    head = f"{'':<24}" + "".join(f"{'AUC ' + c:>22}" for c in CLASSES) + f"{'macro AUC':>22}{'accuracy':>22}"
+    lines.append(head)
+    for name, r in rows:
+        if not r:
+            continue
+        auc = r.get("auc") or {}
+        lines.append(f"{name:<24}" + "".join(f"{_fmt_ci(auc.get(c)):>22}" for c in CLASSES)
+                     + f"{_fmt_ci(r.get('macro_auc')):>22}{_fmt_ci(r.get('accuracy')):>22}")
+    for name, r in PAPER_REFERENCE.items():
+        auc = r.get("auc", {})
+        lines.append(f"{name[:24]:<24}" + "".join(f"{auc.get(c, float('nan')):>22.2f}" for c in CLASSES)
+                     + f"{'':>22}{r.get('accuracy', float('nan')):>22.2f}")
+    t = report.get("timings_s", {})
+    lines += ["", "timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
+              + f"; total {sum(t.values()):.0f}"]
+    return "\n".join(lines)

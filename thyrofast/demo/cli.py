@@ -1,0 +1,28 @@
+"""``thyrofast demo [OUT] [--quick] [--force]``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", nargs="?", default="thyrofast-demo", type=Path,
+                   help="output folder (default ./thyrofast-demo); re-running resumes")
+    p.add_argument("--quick", action="store_true", help="smoke run: fewer patients, small input, few epochs")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=2, help="processes for the cohort generator")
+    p.add_argument("--epochs", type=int, help="override the training epochs")
+    p.add_argument("--image-size", type=int, help="override the network input size")
+    p.add_argument("--patients", type=int, help="override the cohort size (class mix kept)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=args.out, quick=args.quick, seed=args.seed, device=args.device, workers=args.workers,
+                        force=args.force, epochs=args.epochs, image_size=args.image_size, patients=args.patients,
+                        progress=not args.no_progress))
+    return 0
