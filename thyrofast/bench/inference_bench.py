@@ -153,7 +153,7 @@ def _opencv_torch_peer(b, threads: int):
         small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         small = cv2.medianBlur(small, 5).astype(np.float32) / 255.0
         lo, hi = np.percentile(small, (1, 99))
-        x = np.clip((small - lo) / max(hi - lo, 1e-6), 0, 1)
+        x = np.clip((small - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
         with torch.inference_mode():
             logits = model(torch.from_numpy(x)[None, None])
         return torch.softmax(logits, 1).numpy()
