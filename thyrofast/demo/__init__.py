@@ -247,18 +247,20 @@ def summary_text(report: dict[str, Any]) -> str:
     for name, r in (report.get("readers") or {}).items():
         rows.append((f"{name} reader (sim.)", r))
     lines = ["", "thyrofast demo — phantom data, not clinical; not for diagnosis", ""]
-    head = f"{'':<24}" + "".join(f"{'AUC ' + c:>22}" for c in CLASSES) + f"{'macro AUC':>22}{'accuracy':>22}"
+    head = f"{'':<22}" + "".join(f"{'AUC ' + c:>18}" for c in CLASSES) + f"{'macro AUC':>18}{'accuracy':>18}"
     lines.append(head)
     for name, r in rows:
         if not r:
             continue
         auc = r.get("auc") or {}
-        lines.append(f"{name:<24}" + "".join(f"{_fmt_ci(auc.get(c)):>22}" for c in CLASSES)
-                     + f"{_fmt_ci(r.get('macro_auc')):>22}{_fmt_ci(r.get('accuracy')):>22}")
+        lines.append(f"{name:<22}" + "".join(f"{_fmt_ci(auc.get(c)):>18}" for c in CLASSES)
+                     + f"{_fmt_ci(r.get('macro_auc')):>18}{_fmt_ci(r.get('accuracy')):>18}")
     for name, r in PAPER_REFERENCE.items():
         auc = r.get("auc", {})
-        lines.append(f"{name[:24]:<24}" + "".join(f"{auc.get(c, float('nan')):>22.2f}" for c in CLASSES)
-                     + f"{'':>22}{r.get('accuracy', float('nan')):>22.2f}")
+        cells = "".join(f"{auc[c]:>18.2f}" if c in auc else f"{'':>18}" for c in CLASSES)
+        acc = f"{r['accuracy']:>18.2f}" if "accuracy" in r else f"{'':>18}"
+        label = name.replace("Zhao et al. 2025 ", "paper ").replace(" radiologist", "").replace(" data)", ")")
+        lines.append(f"{label[:22]:<22}" + cells + f"{'':>18}" + acc)
     t = report.get("timings_s", {})
     lines += ["", "timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
               + f"; total {sum(t.values()):.0f}"]
