@@ -37,16 +37,15 @@ def _preload() -> str:
     return " ".join(libs)
 
 
-def test_core_tests_are_clean_under_asan_ubsan(tmp_path):
+def _build_module(tmp_path, *cmake_args: str) -> pathlib.Path:
+    """Build _core with extra CMake options into tmp_path/site/thyrofast beside the Python sources."""
     import pybind11
 
-    preload = _preload()
     build = tmp_path / "build"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     cfg = subprocess.run(
         ["cmake", "-S", str(REPO), "-B", str(build), *gen, "-DTHYROFAST_PYTHON=ON", "-DTHYROFAST_CUDA=OFF",
-         "-DTHYROFAST_SANITIZE=address,undefined", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
+         *cmake_args, f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}"],
         capture_output=True, text=True)
     assert cfg.returncode == 0, cfg.stdout + cfg.stderr
     bld = subprocess.run(["cmake", "--build", str(build), "--target", "_core"], capture_output=True, text=True,
@@ -56,6 +55,29 @@ def test_core_tests_are_clean_under_asan_ubsan(tmp_path):
     shutil.copytree(REPO / "thyrofast", pkg, ignore=shutil.ignore_patterns("_core*.so", "__pycache__"))
     for so in build.glob("_core*.so"):
         shutil.copy2(so, pkg)
+    return tmp_path / "site"
+
+
+def test_debug_build_threads_without_gil_assertions(tmp_path):
+    """A Debug build with pybind11's GIL-held assertions on every refcount change
+    runs the 8-thread test: the GIL is released only around pure C++ work."""
+    site = _build_module(tmp_path, "-DCMAKE_BUILD_TYPE=Debug", "-DTHYROFAST_GIL_CHECKS=ON")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={REPO}",
+         "-c", str(REPO / "pyproject.toml"), str(REPO / "tests" / "test_hardening_core.py") + "::"
+         "test_threads_are_bit_identical_to_serial"],
+        capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout
+    check = subprocess.run([sys.executable, "-c", "import thyrofast._core as c; print(c.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert str(site) in check.stdout
+
+
+def test_core_tests_are_clean_under_asan_ubsan(tmp_path):
+    preload = _preload()
+    _build_module(tmp_path, "-DTHYROFAST_SANITIZE=address,undefined", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
     env = {**os.environ, "LD_PRELOAD": preload, "PYTHONMALLOC": "malloc",
            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
