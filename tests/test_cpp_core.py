@@ -35,3 +35,20 @@ def test_cpp_core_builds_runs_and_installs(tmp_path):
     _run(["cmake", "--build", consumer], env=env)
     out = _run([consumer / "consumer"])
     assert "PASSED (0 failures)" in out
+
+
+@pytest.mark.parametrize("mode,ok,message", [
+    ("ON", False, "THYROFAST_CUDA=ON but no CUDA compiler"),
+    ("AUTO", True, "building without CUDA"),
+    ("OFF", True, None),
+    ("MAYBE", False, "must be AUTO, ON or OFF"),
+])
+def test_cuda_option_without_nvcc(tmp_path, mode, ok, message):
+    """THYROFAST_CUDA with no usable nvcc: ON fails clearly, AUTO falls back, OFF never looks."""
+    env = {**os.environ, "CUDACXX": str(tmp_path / "no-such-nvcc")}
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    res = subprocess.run(["cmake", "-S", REPO, "-B", tmp_path / "b", *gen, f"-DTHYROFAST_CUDA={mode}"],
+                         capture_output=True, text=True, env=env)
+    assert (res.returncode == 0) == ok, res.stdout + res.stderr
+    if message:
+        assert message in res.stdout + res.stderr
