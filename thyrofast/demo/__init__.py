@@ -47,7 +47,7 @@ class DemoConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The settings that determine the result (a changed one redoes the steps)."""
-        quick = {"patients": 48, "image_size": 64, "epochs": 4} if self.quick else {}
+        quick = {"patients": 40, "image_size": 64, "epochs": 3} if self.quick else {}
         return {
             "seed": self.seed,
             "patients": self.patients if self.patients is not None else quick.get("patients"),

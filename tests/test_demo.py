@@ -1,0 +1,35 @@
+"""`thyrofast demo --quick` end to end on a tiny cohort, and its resumability."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thyrofast.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_runs_and_resumes(tmp_path, capsys):
+    cfg = DemoConfig(out=tmp_path / "demo", quick=True, patients=24, epochs=1, image_size=48, workers=1,
+                     progress=False)
+    report = run_demo(cfg, log=lambda m: None)
+    for key in ("model", "bayes", "readers", "timings_s", "provenance", "paper"):
+        assert key in report, key
+    for who in (report["model"], report["bayes"], report["readers"]["junior"], report["readers"]["senior"]):
+        assert set(who["auc"]) == {"BTN", "NMTN", "MMTN"}
+        assert "value" in who["macro_auc"] and "ci" in who["macro_auc"]
+    assert set(report["timings_s"]) >= {"synth", "train", "export", "evaluate", "bench"}
+    out = tmp_path / "demo"
+    for f in ("report.md", "report.json", "roc.png", "confusion_matrix.png"):
+        assert (out / f).exists(), f
+    assert "not clinical" in (out / "report.md").read_text()
+    summary = capsys.readouterr().out
+    assert "macro AUC" in summary and "paper CNN" in summary
+    # a second run skips every finished step and gives the same evaluation
+    msgs = []
+    again = run_demo(cfg, log=msgs.append)
+    assert sum("skipped" in m for m in msgs) == 5
+    assert again["model"] == report["model"]
+    state = json.loads((out / "demo_state.json").read_text())
+    assert set(state["done"]) >= {"synth", "train", "export", "evaluate", "bench", "summary"}
