@@ -1,0 +1,178 @@
+"""CNN architectures for thyrofast: torchvision models adapted to ultrasound.
+
+Every model takes ``(N, in_channels, H, W)`` float input (1 channel by default:
+ultrasound B-mode is grayscale; 3 = the gray image replicated) and returns
+``(N, 3)`` logits in :data:`thyrofast.CLASSES` order.  Models are built from
+scratch (no weights can be downloaded); a user's own pretrained checkpoint is
+accepted only as ``.safetensors`` (never pickle).
+
+ResNets take an optional ``width`` multiplier (1.0 = torchvision's network):
+a half-width ResNet-18 has ~4x fewer multiply-adds, which is what makes
+training on a 2-core CPU practical.
+"""
+from __future__ import annotations
+
+import os
+__all__ = ["ARCHS", "build_model", "load_pretrained", "count_parameters", "arch_config",
+           "build_from_config"]
+
+NUM_CLASSES = 3
+
+#: Selectable architectures (``--arch``).  resnet18 is the default.
+ARCHS: tuple[str, ...] = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "convnext_tiny",
+)
+_RESNET_LAYERS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
+                  "resnet50": ("bottleneck", [3, 4, 6, 3])}
+
+
+def arch_config(arch: str, in_channels: int = 1, width: float = 1.0) -> dict:
+    """The JSON-safe description of a model that :func:`build_model` rebuilds."""
+    _check_args(arch, in_channels, width)
+    return {"arch": arch, "in_channels": int(in_channels), "width": float(width),
+            "num_classes": NUM_CLASSES}
+
+
+def _check_args(arch: str, in_channels: int, width: float) -> None:
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
+    if not (isinstance(width, (int, float)) and 0.0 < float(width) <= 4.0):
+        raise ValueError(f"width must be in (0, 4], got {width!r}")
+    if float(width) != 1.0 and arch not in _RESNET_LAYERS:
+        raise ValueError(f"width multiplier is supported for resnets only, not {arch!r}")
+
+
+def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 1.0,
+                pretrained: str | os.PathLike | None = None):
+    """Build ``arch`` for ``in_channels`` gray channels and 3 classes.
+
+    ``pretrained``: optional path to a local ``.safetensors`` state dict (e.g.
+    ImageNet weights a user converted).  Its first convolution may have 3 input
+    channels; for a 1-channel model they are summed (the gray image replicated
+    three times gives the same activations).  A classifier head of another
+    shape (e.g. ImageNet's 1000 classes) is skipped.
+    """
+    _check_args(arch, in_channels, width)
+    import torch.nn as nn
+    import torchvision.models as tvm
+
+    if arch in _RESNET_LAYERS:
+        model = _scaled_resnet(arch, in_channels, float(width))
+    else:
+        model = getattr(tvm, arch)(weights=None, num_classes=NUM_CLASSES)
+        first = _first_conv_parent(model, arch)
+        parent, attr = first
+        old = getattr(parent, attr)
+        setattr(parent, attr, nn.Conv2d(in_channels, old.out_channels, old.kernel_size,
+                                        old.stride, old.padding, bias=old.bias is not None))
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def _first_conv_parent(model, arch: str):
+    if arch in ("efficientnet_b0", "mobilenet_v3_large"):
+        return model.features[0], "0"
+    if arch == "convnext_tiny":
+        return model.features[0], "0"
+    raise AssertionError(arch)  # pragma: no cover
+
+
+def _scaled_resnet(arch: str, in_channels: int, width: float):
+    """torchvision's ResNet with every stage's width scaled (same module names)."""
+    import torch.nn as nn
+    from torchvision.models import resnet as tvr
+
+    kind, layers = _RESNET_LAYERS[arch]
+    block = tvr.BasicBlock if kind == "basic" else tvr.Bottleneck
+    planes = [max(8, int(round(p * width))) for p in (64, 128, 256, 512)]
+
+    class ScaledResNet(tvr.ResNet):
+        # Re-implements ResNet.__init__ with scaled stage widths; forward and
+        # _make_layer are torchvision's own, so state-dict keys match torchvision.
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+            self._norm_layer = nn.BatchNorm2d
+            self.inplanes = planes[0]
+            self.dilation = 1
+            self.groups = 1
+            self.base_width = 64
+            self.conv1 = nn.Conv2d(in_channels, planes[0], kernel_size=7, stride=2, padding=3,
+                                   bias=False)
+            self.bn1 = nn.BatchNorm2d(planes[0])
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.layer1 = self._make_layer(block, planes[0], layers[0])
+            self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+            self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+            self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(planes[3] * block.expansion, NUM_CLASSES)
+            for m in self.modules():  # torchvision's initialisation
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, nn.BatchNorm2d):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+
+    ScaledResNet.__name__ = ScaledResNet.__qualname__ = "ResNet"
+    return ScaledResNet()
+
+
+_HEAD_PREFIXES = ("fc.", "classifier.")
+
+
+def load_pretrained(model, path: str | os.PathLike) -> list[str]:
+    """Load a local ``.safetensors`` checkpoint into ``model`` (backbone only).
+
+    Returns the keys that were loaded.  Raises ValueError for a non-safetensors
+    file or for a checkpoint that does not fit the architecture.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"pretrained checkpoints must be .safetensors (never pickle): {path}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    state = load_file(path)
+    own = model.state_dict()
+    loaded = {}
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if key.startswith(_HEAD_PREFIXES) and own[key].shape != value.shape:
+            continue  # the classification head is for another label set
+        target = own[key]
+        if value.ndim == 4 and target.ndim == 4 and value.shape[1] != target.shape[1] \
+                and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
+            # RGB stem -> gray stem: replicated gray input means summing filters.
+            if target.shape[1] == 1:
+                value = value.sum(dim=1, keepdim=True)
+        if value.shape != target.shape:
+            raise ValueError(f"pretrained tensor {key!r} has shape {tuple(value.shape)}, "
+                             f"the model expects {tuple(target.shape)}")
+        loaded[key] = value.to(target.dtype)
+    if not loaded:
+        raise ValueError(f"no tensor in {path} matches the model's parameter names")
+    with torch.no_grad():
+        model.load_state_dict(loaded, strict=False)
+    return sorted(loaded)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_from_config(cfg: dict):
+    """Rebuild the (untrained) model described by :func:`arch_config`'s dict."""
+    return build_model(cfg["arch"], in_channels=int(cfg.get("in_channels", 1)),
+                       width=float(cfg.get("width", 1.0)))

@@ -1,0 +1,66 @@
+"""``thyrofast train DATA --out BUNDLE``: train a CNN and write a model bundle."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..models import ARCHS
+    from .loop import DEFAULTS
+
+    p.add_argument("data", help="cohort manifest CSV, or a folder holding manifest.csv")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
+    p.add_argument("--width", type=float, default=None,
+                   help=f"ResNet width multiplier (default {DEFAULTS.width} for resnets; 1.0 = torchvision's)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
+                   help="network input side in pixels (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="global batch size (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                   help="early stopping: epochs without a better validation AUC (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--denoise", default=None, choices=("srad", "median3", "median5", "none"),
+                   help="preprocessing noise reduction (default: srad, as the paper)")
+    p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
+                   help="preprocessing gray-level normalization (default: percentile)")
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3),
+                   help="network input channels (3 = gray replicated; default 1)")
+    p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
+    p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
+    p.add_argument("--no-int8", action="store_true", help="skip the INT8 graphs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and preprocessing (default: all cores)")
+    p.add_argument("--ghost-batches", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .loop import train
+
+    preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
+    try:
+        bundle = train(args.data, args.out, arch=args.arch, width=args.width, epochs=args.epochs,
+                       image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
+                       patience=args.patience, seed=args.seed, in_channels=args.channels,
+                       pretrained=args.pretrained, device=args.device, resume=args.resume,
+                       export=not args.no_export, int8=not args.no_int8,
+                       ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
+                       progress=not args.quiet)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        print(f"thyrofast train: error: {exc}", file=sys.stderr)
+        return 2
+    if bundle is not None:
+        t = bundle.manifest["training"]
+        val = t["validation"]["after_temperature"]
+        print(f"wrote {bundle.path}: {', '.join(bundle.artifacts)}")
+        print(f"validation: patient macro-AUC {val['patient_macro_auc']}, "
+              f"patient accuracy {val['patient_accuracy']}, temperature {bundle.temperature:.3f}")
+    return 0

@@ -1,0 +1,589 @@
+"""The training loop: data -> CNN -> calibrated, exported model bundle.
+
+Design notes (why, briefly):
+* Frames are preprocessed once (thyrofast's core, the bundle's exact
+  parameters) and augmented as tensors; the CPU time goes to the CNN.
+* Class imbalance: the loss weights each class by N / (K * n_k) so the rare
+  class (NMTN) is learnt; afterwards the classifier bias is shifted by
+  -log(weight) so deployed probabilities reflect the training class
+  frequencies again (the weighted optimum is p(k|x) * w_k; Menon et al. 2021,
+  "logit adjustment").  Temperature scaling then calibrates on validation.
+* Sample order comes from DistributedSampler in every mode (num_replicas=1 when
+  alone), and augmentation draws are indexed by sample, so a global batch holds
+  the same samples augmented the same way whatever the number of processes.
+  The loss is sum(weight * CE) / batch size, so DDP's gradient averaging gives
+  the single-process gradient.  BatchNorm: on CUDA, DDP uses SyncBatchNorm
+  (exactly the single-process model); on CPU (gloo, no SyncBatchNorm) each
+  process normalizes its own share of the batch, which single-process
+  training reproduces with ``ghost_batches=world_size`` (tested).
+* Deterministic on the CPU: seeded model init, sampler and augmentation, and
+  ``torch.use_deterministic_algorithms`` while training.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import _metrics as M
+from .augment import AugmentConfig, augment, epoch_table
+from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .data import CLASSES, assign_splits, data_fingerprint, load_frames, read_manifest
+
+__all__ = ["TrainConfig", "train", "DEFAULTS"]
+
+WORK_DIR = ".train"  # inside the bundle folder: checkpoints and the frame cache
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained model (saved in the bundle)."""
+
+    # Defaults sized for a 2-core CPU (measured on the `paper` phantom cohort:
+    # ~25-35 s per epoch with one thread on a shared machine); on a GPU use a
+    # wider network and larger images (--width 1 --image-size 224).
+    arch: str = "resnet18"
+    width: float = 0.25
+    in_channels: int = 1
+    image_size: int = 128
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    patience: int = 8
+    val_fraction: float = 0.15
+    class_weighting: str = "balanced"   # or "none"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    ghost_batches: int = 1
+    augment: AugmentConfig = AugmentConfig()
+    preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides
+    pretrained: str | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 16 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.class_weighting not in ("balanced", "none"):
+            raise ValueError(f"class_weighting must be 'balanced' or 'none', got {self.class_weighting!r}")
+        if self.ghost_batches < 1 or self.batch_size % self.ghost_batches:
+            raise ValueError("ghost_batches must divide batch_size")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = self.augment.to_dict()
+        d["preprocess"] = dict(self.preprocess)
+        return d
+
+
+DEFAULTS = TrainConfig()
+
+
+# ---------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    import torch
+
+    old = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old, warn_only=old_warn)
+
+
+def _dist_info():
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        return world, int(os.environ.get("RANK", "0")), True
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank(), False
+    return 1, 0, False
+
+
+def _head(model):
+    """The final Linear layer (whose bias carries the prior correction)."""
+    import torch.nn as nn
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].out_features != len(CLASSES):
+        raise AssertionError("model has no 3-way Linear head")  # pragma: no cover
+    return linears[-1]
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no decay on biases / norms
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _bn_layers(model):
+    import torch.nn as nn
+
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _precise_bn(model, frames, dev, seed: int, n: int = 512, batch: int = 64) -> None:
+    """Recompute BatchNorm running statistics with the current weights.
+
+    The exponential running averages lag behind fast-changing weights (few
+    steps, high learning rate), which can wreck eval-mode predictions on small
+    data; averaging the batch statistics of up to ``n`` un-augmented training
+    frames fixes that (Wu & Johnson 2021, "precise BN").
+    """
+    import torch
+
+    bns = _bn_layers(model)
+    if not bns or len(frames) == 0:
+        return
+    g = torch.Generator().manual_seed(int(seed) + 12345)
+    idx = torch.randperm(len(frames), generator=g)[:n]
+    moms = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(idx), batch):
+            x = frames[idx[i:i + batch]].to(dev, dtype=torch.float32)
+            if len(x) > 1:
+                model(x)
+    for m, mom in zip(bns, moms):
+        m.momentum = mom
+    model.train(was_training)
+
+
+def _predict_logits(model, frames, device, batch: int = 128, amp_dtype=None) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(frames), batch):
+            x = torch.from_numpy(np.asarray(frames[i:i + batch], dtype=np.float32)).to(device)
+            if amp_dtype is not None:
+                with torch.autocast(device_type=device.type, dtype=amp_dtype):
+                    y = model(x)
+            else:
+                y = model(x)
+            out.append(y.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def _evaluate(logits: np.ndarray, labels: np.ndarray, patients: list[str],
+              temperature: float = 1.0) -> dict:
+    lp = M.log_softmax(logits / temperature)
+    probs = np.exp(lp)
+    ids, pprobs = M.aggregate_patients(lp, patients)
+    plabels = np.array([labels[patients.index(p)] for p in ids])
+    return {
+        "image_macro_auc": M.macro_auc(labels, probs),
+        "patient_macro_auc": M.macro_auc(plabels, pprobs),
+        "image_accuracy": float(np.mean(probs.argmax(1) == labels)) if len(labels) else float("nan"),
+        "patient_accuracy": float(np.mean(pprobs.argmax(1) == plabels)) if len(ids) else float("nan"),
+        "image_nll": M.nll(logits, labels, temperature) if len(labels) else float("nan"),
+        "image_ece": M.ece(labels, probs),
+        "patient_ece": M.ece(plabels, pprobs),
+        "n_images": int(len(labels)),
+        "n_patients": int(len(ids)),
+    }
+
+
+def _finite(d: dict) -> dict:
+    """JSON-safe copy (NaN -> None)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------------- train
+def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAULTS.arch,
+          epochs: int = DEFAULTS.epochs, image_size: int = DEFAULTS.image_size,
+          device: str = "cpu", resume: bool = False, seed: int = DEFAULTS.seed,
+          progress: bool = True, width: float | None = None, batch_size: int = DEFAULTS.batch_size,
+          lr: float = DEFAULTS.lr, patience: int = DEFAULTS.patience,
+          val_fraction: float = DEFAULTS.val_fraction, in_channels: int = 1,
+          class_weighting: str = DEFAULTS.class_weighting, preprocess: Mapping | None = None,
+          pretrained: str | None = None, export: bool = True, int8: bool = True,
+          ghost_batches: int = 1, threads: int | None = None, log=None):
+    """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
+
+    ``data``: a manifest CSV (docs/contracts.md) or a folder holding
+    ``manifest.csv``.  Training uses the ``train`` patients; validation (early
+    stopping, temperature, INT8 gate) the ``val`` patients, or a seeded 15% of
+    the training patients when the manifest has none; ``test`` patients are
+    never read.  ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"``.  Run under
+    ``torchrun`` for DistributedDataParallel (one process per GPU, or gloo on
+    CPUs).  ``resume`` continues from the last checkpoint in ``out/.train``.
+    ``export``: also write FP32/FP16 ONNX, and with ``int8`` the gated INT8
+    Q/DQ graphs.  ``threads``: torch and preprocessing threads (default: torch's
+    own choice, all cores).  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
+    other DDP ranks return None).
+    """
+    import torch
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
+    from ..models import arch_config
+
+    if width is None:
+        width = DEFAULTS.width if arch in ("resnet18", "resnet34", "resnet50") else 1.0
+    cfg = TrainConfig(arch=arch, width=float(width), in_channels=in_channels, image_size=int(image_size),
+                      epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                      patience=int(patience), val_fraction=float(val_fraction),
+                      class_weighting=class_weighting, seed=int(seed),
+                      ghost_batches=int(ghost_batches), preprocess=dict(preprocess or {}),
+                      pretrained=os.fspath(pretrained) if pretrained else None)
+    arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
+
+    world, rank, own_group = _dist_info()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
+    if own_group:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    if world > 1 and cfg.ghost_batches != 1:
+        raise ValueError("ghost_batches is for single-process runs (it emulates DDP's BatchNorm)")
+    main = rank == 0
+    say = (log or (lambda msg: tqdm.write(msg))) if main else (lambda msg: None)
+    t_start = time.perf_counter()
+    old_threads = torch.get_num_threads()
+    if threads:
+        # Small CNNs on a busy CPU: one thread can be several times faster than
+        # two (OpenMP barriers stall when cores are shared); let the user choose.
+        torch.set_num_threads(int(threads))
+    try:
+        result = _run(cfg, data, Path(out), dev, world, rank, main, resume, progress, export,
+                      int8, threads, say, t_start)
+    finally:
+        torch.set_num_threads(old_threads)
+        if own_group and dist.is_initialized():
+            dist.destroy_process_group()
+    return result
+
+
+def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
+         progress: bool, export: bool, int8: bool, threads, say, t_start: float):
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.utils.data import DistributedSampler
+    from tqdm.auto import tqdm
+
+    from ..bundle import Bundle
+    from ..models import arch_config, build_model
+    from .. import PreprocessParams
+
+    # ---------------- data
+    records = read_manifest(data)
+    split = assign_splits(records, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    pre_kwargs = {"size": (cfg.image_size, cfg.image_size), "channels": cfg.in_channels}
+    pre_kwargs.update(cfg.preprocess)
+    params = PreprocessParams(**pre_kwargs)
+    work = out / WORK_DIR
+    indices = split.train + split.val
+    if main:
+        frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
+                                         threads=threads, progress=progress)
+    if world > 1:
+        dist.barrier()  # rank 0 has written the cache; the others read it
+    if not main:
+        frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
+                                         threads=threads, progress=False)
+    n_train = len(split.train)
+    x_all = torch.from_numpy(np.ascontiguousarray(frames))
+    x_train, x_val = x_all[:n_train], x_all[n_train:]
+    y_train = torch.tensor([records[i].label for i in split.train], dtype=torch.long)
+    y_val = np.array([records[i].label for i in split.val])
+    p_val = [records[i].patient_id for i in split.val]
+    fingerprint = hashlib.sha256(f"{data_fingerprint(records, split)}:{frames_key}".encode()).hexdigest()
+
+    counts = np.bincount(y_train.numpy(), minlength=len(CLASSES)).astype(np.float64)
+    if cfg.class_weighting == "balanced":
+        class_w = counts.sum() / (len(CLASSES) * counts)
+    else:
+        class_w = np.ones(len(CLASSES))
+    log_w = np.log(class_w)
+    w_t = torch.tensor(class_w, dtype=torch.float32, device=dev)
+
+    # ---------------- model / optimizer
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width,
+                        pretrained=cfg.pretrained).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                            betas=(0.9, 0.999), eps=1e-8)
+    amp_dtype = None
+    scaler = None
+    if dev.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp_dtype == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+
+    local_bs = cfg.batch_size // world
+    sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=False)
+    steps_per_epoch = math.ceil(len(sampler) / local_bs)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    # ---------------- resume
+    start_epoch, step = 0, 0
+    best = {"metric": -math.inf, "epoch": -1, "state": None}
+    history: list[dict] = []
+    stale = 0
+    ckpt_dir = work / "checkpoint"
+    cfg_json = json.loads(json.dumps(cfg.to_dict()))
+    if resume:
+        loaded = load_checkpoint(ckpt_dir)
+        if loaded is not None:
+            tensors, meta = loaded
+            if meta.get("config") != cfg_json or meta.get("fingerprint") != fingerprint \
+                    or meta.get("world_size") != world:
+                raise ValueError("cannot resume: the checkpoint in "
+                                 f"{ckpt_dir} was made with other settings, data or process "
+                                 "count; start without --resume (or use another --out)")
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            optimizer_from_flat(opt, tensors, meta["optimizer"])
+            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            best = {"metric": meta["best"]["metric"], "epoch": meta["best"]["epoch"],
+                    "state": best_state or None}
+            if best["metric"] is None:
+                best["metric"] = -math.inf
+            start_epoch, step = int(meta["epoch"]), int(meta["step"])
+            history = list(meta["history"])
+            stale = int(meta["stale"])
+            if scaler is not None and meta.get("grad_scale"):
+                scaler.update(float(meta["grad_scale"]))
+            say(f"resuming after epoch {start_epoch} (best patient macro-AUC "
+                f"{best['metric']:.4f} at epoch {best['epoch'] + 1})")
+    elif main and (ckpt_dir / "checkpoint.json").exists():
+        for f in ckpt_dir.iterdir():
+            f.unlink()
+
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if dev.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = net
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    bns = _bn_layers(model)
+    bn_momentum = [m.momentum for m in bns]
+    chunks = cfg.ghost_batches
+
+    def train_step(idx: torch.Tensor, table: torch.Tensor) -> float:
+        x = x_train[idx].to(dev, dtype=torch.float32, non_blocking=True)
+        x = augment(x, table[idx])
+        y = y_train[idx].to(dev)
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        parts = [torch.arange(k, len(idx), chunks) for k in range(chunks)] if chunks > 1 else [None]
+        for k, part in enumerate(parts):
+            xs, ys = (x, y) if part is None else (x[part], y[part])
+            if part is not None:  # ghost batch k: only the first updates BN running stats (as DDP rank 0)
+                for m, mom in zip(bns, bn_momentum):
+                    m.momentum = mom if k == 0 else 0.0
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = net(xs)
+            ce = F.cross_entropy(logits.float(), ys, reduction="none",
+                                 label_smoothing=cfg.label_smoothing)
+            loss = (ce * w_t[ys]).sum() / len(idx)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            total += float(loss.detach())
+        if chunks > 1:
+            for m, mom in zip(bns, bn_momentum):
+                m.momentum = mom
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        return total
+
+    # ---------------- epochs
+    deterministic = dev.type == "cpu"
+    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch",
+                     disable=not (progress and main), dynamic_ncols=True,
+                     initial=start_epoch, total=cfg.epochs)
+    stop = False
+    epoch_seconds = []
+    with _deterministic(deterministic):
+        for epoch in epoch_bar:
+            t0 = time.perf_counter()
+            model.train()
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            table = epoch_table(n_train, cfg.seed, epoch)
+            losses = []
+            batches = range(0, len(order), local_bs)
+            inner = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                         disable=not (progress and main), dynamic_ncols=True)
+            for b in inner:
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
+                losses.append(train_step(order[b:b + local_bs], table))
+                step += 1
+                inner.set_postfix(loss=f"{losses[-1]:.3f}")
+            inner.close()
+            train_seconds = time.perf_counter() - t0
+            decision = torch.zeros(1)
+            # every rank (SyncBatchNorm on CUDA needs them all; same data -> same stats)
+            _precise_bn(model, x_train, dev, cfg.seed)
+            if main:
+                logits = _predict_logits(model, x_val, dev) - log_w
+                ev = _evaluate(logits, y_val, p_val)
+                metric = ev["patient_macro_auc"]
+                if not math.isfinite(metric):
+                    metric = ev["image_macro_auc"]
+                improved = metric > best["metric"] + 1e-6
+                if improved:
+                    best = {"metric": metric, "epoch": epoch,
+                            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                    stale = 0
+                else:
+                    stale += 1
+                row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                       "lr": opt.param_groups[0]["lr"], "val_patient_macro_auc": ev["patient_macro_auc"],
+                       "val_image_macro_auc": ev["image_macro_auc"], "val_image_nll": ev["image_nll"],
+                       "seconds": time.perf_counter() - t0, "train_seconds": train_seconds}
+                history.append(_finite(row))
+                epoch_seconds.append(train_seconds)
+                epoch_bar.set_postfix(loss=f"{row['loss']:.3f}",
+                                      auc=f"{ev['patient_macro_auc']:.3f}",
+                                      best=f"{best['metric']:.3f}")
+                stop = stale >= cfg.patience and epoch + 1 < cfg.epochs
+                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+                tensors.update({f"best.{k}": v for k, v in (best["state"] or {}).items()})
+                opt_t, opt_meta = optimizer_to_flat(opt)
+                tensors.update(opt_t)
+                save_checkpoint(ckpt_dir, tensors, {
+                    "epoch": epoch + 1, "step": step, "config": cfg_json, "fingerprint": fingerprint,
+                    "world_size": world, "optimizer": opt_meta, "history": history, "stale": stale,
+                    "best": {"metric": best["metric"] if math.isfinite(best["metric"]) else None,
+                             "epoch": best["epoch"]},
+                    "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
+                })
+                decision[0] = 1.0 if stop else 0.0
+            if world > 1:
+                dist.broadcast(decision, src=0)
+                stop = bool(decision[0])
+            if stop:
+                say(f"early stop after epoch {epoch + 1}: no better validation macro-AUC for "
+                    f"{cfg.patience} epochs (best {best['metric']:.4f} at epoch {best['epoch'] + 1})")
+                break
+    epoch_bar.close()
+    if world > 1:
+        dist.barrier()
+    if not main:
+        return None
+
+    # ---------------- finalize on rank 0: best weights, prior correction, temperature
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model = model.to("cpu").float().eval()
+    if any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()):
+        model = _revert_sync_bn(model)
+    head = _head(model)
+    with torch.no_grad():
+        head.bias -= torch.tensor(log_w, dtype=head.bias.dtype)
+    cpu = torch.device("cpu")
+    logits = _predict_logits(model, x_val, cpu)
+    before = _evaluate(logits, y_val, p_val)
+    temperature = M.fit_temperature(logits, y_val)
+    after = _evaluate(logits, y_val, p_val, temperature)
+    say(f"temperature {temperature:.3f}: image ECE {before['image_ece']:.4f} -> {after['image_ece']:.4f}, "
+        f"patient ECE {before['patient_ece']:.4f} -> {after['patient_ece']:.4f}")
+
+    training = {
+        "config": cfg_json,
+        "data": {"manifest": str(Path(data).resolve()), "fingerprint": fingerprint,
+                 "split_source": split.val_source,
+                 "n_images": {"train": n_train, "val": len(split.val)},
+                 "n_patients": {"train": len({records[i].patient_id for i in split.train}),
+                                "val": len(set(p_val))},
+                 "class_counts_train": {c: int(n) for c, n in zip(CLASSES, counts)}},
+        "class_weights": {c: float(w) for c, w in zip(CLASSES, class_w)},
+        "prior_correction": "classifier bias shifted by -log(class weight)",
+        "best_epoch": best["epoch"] + 1,
+        "epochs_run": len(history),
+        "history": history,
+        "validation": {"before_temperature": _finite(before), "after_temperature": _finite(after)},
+        "world_size": world,
+        "device": str(dev.type),
+        "torch": torch.__version__,
+        "seconds_per_epoch": float(np.median(epoch_seconds)) if epoch_seconds else None,
+        "seconds": None,
+    }
+    bundle = Bundle.create(out, state_dict=model.state_dict(),
+                           model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width),
+                           preprocess=params, input_shape=[cfg.in_channels, *params.size],
+                           temperature=temperature, training=training)
+    if export:
+        from ..export import export_bundle
+
+        calib = x_train.numpy() if int8 else None
+        report = export_bundle(bundle, int8=int8, calib=calib, val_frames=np.asarray(x_val, np.float32),
+                               val_labels=y_val, seed=cfg.seed, log=say)
+        training["export"] = json.loads(json.dumps(report, default=str))
+    training["seconds"] = time.perf_counter() - t_start
+    bundle.update(training=training)
+    return bundle
+
+
+def _revert_sync_bn(module):
+    """SyncBatchNorm -> BatchNorm2d (for export and CPU inference)."""
+    import torch
+
+    out = module
+    if isinstance(module, torch.nn.SyncBatchNorm):
+        out = torch.nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+    for name, child in module.named_children():
+        out.add_module(name, _revert_sync_bn(child))
+    return out
