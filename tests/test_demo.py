@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_quick_demo_runs_and_resumes(tmp_path, capsys):
-    cfg = DemoConfig(out=tmp_path / "demo", quick=True, patients=24, epochs=1, image_size=48, workers=1,
+    cfg = DemoConfig(out=tmp_path / "demo", quick=True, patients=40, epochs=1, image_size=48, workers=1,
                      progress=False)
     report = run_demo(cfg, log=lambda m: None)
     for key in ("model", "bayes", "readers", "timings_s", "provenance", "paper"):
