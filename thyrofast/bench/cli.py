@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=60, help="timed rounds per contender (default 60)")
     p.add_argument("--bundle", help="model bundle for infer/e2e (default: a freshly exported demo-sized model)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for inference backends and peers (default 2)")
     p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
 
 
@@ -35,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     if args.what in ("infer", "e2e", "all"):
         from . import inference_bench
 
-        res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle)
+        res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
+                                  threads=args.threads)
         results.extend(res)
     meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit()}
