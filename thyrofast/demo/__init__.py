@@ -135,8 +135,13 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
         if settings["image_size"]:
             kw["image_size"] = settings["image_size"]
         resume = (bundle_dir / ".train").exists()
+        import torch
+
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        # A small CNN on a shared 2-core CPU trains several times faster with one
+        # thread (OpenMP barriers stall when the cores are busy).
         train(cohort_dir, bundle_dir, device=cfg.device, seed=cfg.seed, progress=cfg.progress, export=False,
-              resume=resume, **kw)
+              resume=resume, threads=1 if on_cpu else None, **kw)
         return {"arch": DEFAULTS.arch, **kw}
 
     step("train", do_train)
