@@ -9,8 +9,18 @@ import tempfile
 
 import atheris
 
+# thyrofast imports its readers lazily: import them (and the decoders they
+# drive) here so that atheris instruments them and coverage guides the search
 with atheris.instrument_imports():
+    import PIL.Image
+    import pydicom
+
     import thyrofast
+    import thyrofast.io
+    import thyrofast.io.dicom
+    import thyrofast.io.images
+    import thyrofast.io.reader
+    import thyrofast.io.regions
     from thyrofast import InputError
 
 EXTS = [".dcm", ".png", ".jpg", ".bmp", ".tif", ""]
