@@ -241,7 +241,10 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path_factory, tmp_path):
            "--arch", "resnet18", "--width", "0.25", "--image-size", "32", "--batch-size", "16",
            "--lr", "0.003", "--patience", "10", "--seed", "0", "--epochs", "2", "--threads", "1",
            "--denoise", "none", "--normalize", "minmax", "--no-export", "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    # cwd outside the repository: `-m` puts the cwd first on sys.path, and the
+    # source tree (no compiled _core in a clean checkout) must not shadow the
+    # package under test
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single, ddp = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
     assert set(single) == set(ddp)
