@@ -28,3 +28,11 @@ def device(request):
 @pytest.fixture(scope="session")
 def shared_dir() -> pathlib.Path:
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory):
+    """A small trained bundle (tests/_bundle_fixture.py), built once per session."""
+    import _bundle_fixture
+
+    return _bundle_fixture.get_bundle(tmp_path_factory)

@@ -1,9 +1,6 @@
 """Grad-CAM: maps at the input's size that highlight the lesion on a trained phantom model."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,22 +9,10 @@ from thyrofast.classifier import Classifier
 from thyrofast.saliency import grad_cam, overlay, to_frame
 
 
-def _helper(name):
-    mod_name = f"thyrofast_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
 
 
-fx = _helper("_bundle_fixture")
+import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
 
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory):
-    return fx.get_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

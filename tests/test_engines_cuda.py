@@ -5,25 +5,14 @@ CUDA; skipped (with the reason) everywhere else.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 
-def _helper(name):
-    mod_name = f"thyrofast_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
 
 
-fx = _helper("_bundle_fixture")
+import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
 
 
 def _need_cuda(core: bool = False):

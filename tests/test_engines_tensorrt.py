@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,17 +20,10 @@ from thyrofast.engines import tensorrt_engine as te
 from thyrofast.engines.engine_cache import EngineCache, EngineCacheError
 
 
-def _helper(name):
-    mod_name = f"thyrofast_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
 
 
-fake = _helper("_fake_tensorrt")
+import _fake_tensorrt as fake  # noqa: E402  (tests/ is on pythonpath)
+import _bundle_fixture as _fixture  # noqa: E402
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 SHAPE = (1, 16, 16)
 
@@ -147,12 +139,8 @@ def test_device_must_be_cuda(trt, tmp_path):
                           device_arrays=fake.HostArrays())
 
 
-_fixture = _helper("_bundle_fixture")
 
 
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory):
-    return _fixture.get_bundle(tmp_path_factory)
 
 
 @pytest.mark.parametrize("precision,artifact", [("fp16", "model.fp16.onnx"), ("int8", "model.int8.qdq-s8s8.onnx"),

@@ -490,13 +490,9 @@ def test_evaluate_bundle_with_the_real_classifier(tmp_path, tmp_path_factory):
     pytest.importorskip("thyrofast.classifier")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
-    import importlib.util
-
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location("_bundle_fixture", Path(__file__).with_name("_bundle_fixture.py"))
-    bf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bf)
+    import _bundle_fixture as bf  # the session's shared bundle
     bundle = bf.get_bundle(tmp_path_factory)
     frames, labels, _ = bf.phantom(36, seed=7)
     (tmp_path / "img").mkdir()

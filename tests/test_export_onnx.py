@@ -1,8 +1,6 @@
 """ONNX artifacts of a trained bundle: FP32 == PyTorch, strongly typed FP16, gated INT8 Q/DQ."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +18,9 @@ from thyrofast.export import (INPUT_NAME, KEEP_FP32_OPS, OUTPUT_NAME, convert_fp
 
 
 def _fixture():
-    name = "_thyrofast_train_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_train_fixture.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    import _train_fixture  # tests/ is on pythonpath: one module, one cohort per session
+
+    return _train_fixture
 
 
 @pytest.fixture(scope="module")

@@ -135,12 +135,10 @@ def _rss_kib() -> int:
 
 
 @pytest.mark.slow
-def test_classifier_predict_does_not_leak(tmp_path_factory):
-    from _bundle_fixture import get_bundle
-
+def test_classifier_predict_does_not_leak(bundle_dir):
     import thyrofast
 
-    clf = thyrofast.Classifier.load(get_bundle(tmp_path_factory), backend="onnxruntime", device="cpu",
+    clf = thyrofast.Classifier.load(bundle_dir, backend="onnxruntime", device="cpu",
                                     precision="fp32", threads=1)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(96, 96), dtype=np.uint8)

@@ -1,9 +1,7 @@
 """``thyrofast predict`` end to end on a trained bundle and real image files."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +11,10 @@ from PIL import Image
 from thyrofast.cli import main
 
 
-def _helper(name):
-    mod_name = f"thyrofast_tests_{name}"
-    if mod_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(mod_name, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[mod_name]
 
 
-fx = _helper("_bundle_fixture")
+import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
 
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory):
-    return fx.get_bundle(tmp_path_factory)
 
 
 @pytest.fixture

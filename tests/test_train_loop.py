@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,13 +27,9 @@ SMALL = dict(arch="resnet18", width=0.25, image_size=32, batch_size=16, lr=3e-3,
 
 
 def _fixture():
-    name = "_thyrofast_train_fixture"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_train_fixture.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    import _train_fixture  # tests/ is on pythonpath: one module, one cohort per session
+
+    return _train_fixture
 
 
 def _weights(path) -> dict:
