@@ -185,6 +185,42 @@ def test_aggregation_is_renormalized_mean_log_probability():
     assert agg.ids == ["a", "b"] and list(agg.y) == [0, 2]
 
 
+def test_a_fitted_aggregation_rule_is_applied(cohort, tmp_path):
+    """evaluate_predictions(aggregation=spec) and `--aggregation-from BUNDLE` use the fitted rule."""
+    from thyrofast import aggregation as A
+    from thyrofast.cli import main as cli
+
+    preds, man, rd, recs = cohort
+    ids, y, _ = _patient_probs(recs, man)
+    with open(man) as f:
+        pid_of = {r["path"]: r["patient_id"] for r in csv.DictReader(f)}
+    img_ids = [pid_of["img/" + Path(r["input"]).name] for r in recs]
+    probs = np.array([[r["probs"][c] for c in CLASSES] for r in recs])
+    labels = [y[ids.index(p)] for p in img_ids]
+    spec = A.fit_pooled_logistic(np.log(probs), img_ids, labels, l2=3.0)
+    res = evaluate_predictions(preds, man, rd, n_boot=NB, aggregation=spec)
+    assert res["aggregation"] == "pooled_logistic"
+    agg = A.aggregate(probs, img_ids, spec)
+    want = np.array([agg[p][0] for p in ids])
+    auc = [sklearn_metrics.roc_auc_score(y == k, want[:, k]) for k in range(3)]
+    assert [res["model"]["auc"][c]["value"] for c in CLASSES] == pytest.approx(auc, abs=1e-12)
+    base = evaluate_predictions(preds, man, rd, n_boot=NB)
+    assert base["aggregation"] == "mean_log_prob"
+    assert [base["model"]["auc"][c]["value"] for c in CLASSES] != [res["model"]["auc"][c]["value"] for c in CLASSES]
+    # the CLI takes the rule from a bundle's card
+    card = tmp_path / "b" / "thyrofast.json"
+    card.parent.mkdir()
+    card.write_text(json.dumps({"format": "thyrofast-bundle", "format_version": 1, "classes": list(CLASSES),
+                                "arch": "resnet18", "in_channels": 1, "input_shape": [1, 8, 8], "preprocess": {},
+                                "aggregation": spec, "artifacts": {"weights": {
+                                    "path": "weights.safetensors", "sha256": "0" * 64, "bytes": 0}}}))
+    assert cli(["evaluate", "--predictions", str(preds), "--labels", str(man), "--aggregation-from",
+                str(tmp_path / "b"), "--report", str(tmp_path / "rep"), "--no-figures", "--bootstrap", "200"]) == 0
+    got = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert got["aggregation"] == "pooled_logistic"
+    assert [got["model"]["auc"][c]["value"] for c in CLASSES] == pytest.approx(auc, abs=1e-12)
+
+
 # ----------------------------------------------------------------------------
 # small and degenerate sets
 

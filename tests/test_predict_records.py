@@ -310,3 +310,45 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     subprocess.run([sys.executable, str(script), str(d), str(out)], check=True)
     recs = image_records(out)
     assert len(recs) == 40 and len({r["sha256"] for r in recs}) == 40
+
+
+class _Card:
+    def __init__(self, crop, aggregation="mean_log_prob"):
+        self.read_options = {"crop": crop}
+        self.aggregation = aggregation
+
+
+def test_files_are_read_with_the_bundles_crop_and_patients_get_its_rule(tmp_path):
+    """A bundle trained on detected fields gets detected fields at prediction time too."""
+    from thyrofast import aggregation as A
+
+    rng = np.random.default_rng(0)
+    frame = np.zeros((120, 160), np.uint8)                  # black margins around a bright field
+    frame[20:100, 40:140] = rng.integers(150, 250, (80, 100))
+    Image.fromarray(frame).save(tmp_path / "a.png")
+    seen = {}
+    for crop in ("none", "detect"):
+        clf = FakeClassifier()
+        clf.bundle = _Card(crop)
+        predict_files(clf, [tmp_path / "a.png"], tmp_path / f"{crop}.jsonl", progress=False)
+        seen[crop] = image_records(tmp_path / f"{crop}.jsonl")[0]["probs"]["NMTN"]
+    field = FakeClassifier().predict([frame[20:100, 40:140]])[0, 1]
+    whole = FakeClassifier().predict([frame])[0, 1]
+    assert seen["detect"] == pytest.approx(field) and seen["none"] == pytest.approx(whole)
+    assert field != pytest.approx(whole)
+    # patient records follow the bundle's aggregation rule
+    paths = make_inputs(tmp_path / "in", 6)
+    ids = ["p1", "p1", "p1", "p2", "p2", "p2"]
+    probs = FakeClassifier().predict([np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
+                                      for p in paths])
+    spec = A.fit_pooled_logistic(np.log(np.vstack([probs, probs[::-1]])), ids + ["q1", "q1", "q1", "q2", "q2", "q2"],
+                                 [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0], l2=1.0)
+    clf = FakeClassifier()
+    clf.bundle = _Card("auto", spec)
+    items = [pr.InputItem(str(p), patient_id=i) for p, i in zip(paths, ids)]
+    predict_files(clf, items, tmp_path / "pat.jsonl", progress=False)
+    pats = {r["patient_id"]: r for r in read_jsonl(tmp_path / "pat.jsonl") if r["kind"] == "patient"}
+    want = A.aggregate(probs, ids, spec)
+    for pid, (p, n) in want.items():
+        assert pats[pid]["n_images"] == n
+        assert [pats[pid]["probs"][c] for c in CLASSES] == pytest.approx(list(p), abs=1e-9)

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 import thyrofast  # noqa: E402
 from thyrofast import InputError  # noqa: E402
+from thyrofast.aggregation import aggregate  # noqa: E402
 from thyrofast.bundle import Bundle  # noqa: E402
 from thyrofast.train import train  # noqa: E402
 from thyrofast.train import _metrics as M  # noqa: E402
@@ -39,11 +40,14 @@ def _weights(path) -> dict:
 def _patient_probs(bundle: Bundle, manifest, split_name: str):
     records = read_manifest(manifest)
     idx = [i for i, r in enumerate(records) if r.split == split_name]
-    frames, _ = load_frames(records, idx, bundle.preprocess_params, progress=False)
+    frames, _ = load_frames(records, idx, bundle.preprocess_params, progress=False,
+                            crop=bundle.read_options["crop"])
     with torch.no_grad():
         logits = bundle.build_model()(torch.from_numpy(frames.astype(np.float32))).numpy()
     lp = M.log_softmax(logits / bundle.temperature)
-    ids, probs = M.aggregate_patients(lp, [records[i].patient_id for i in idx])
+    agg = aggregate(np.exp(lp), [records[i].patient_id for i in idx], bundle.aggregation)  # as deployed
+    ids = list(agg)
+    probs = np.array([agg[p][0] for p in ids])
     labels = {records[i].patient_id: records[i].label for i in idx}
     return np.array([labels[p] for p in ids]), probs
 
@@ -212,10 +216,6 @@ def test_metric_helpers_match_references():
     p = M.softmax(z)
     yy = np.array([rng.choice(3, p=row) for row in p])
     assert M.fit_temperature(3.0 * z, yy) == pytest.approx(3.0, rel=0.1)
-    ids, agg = M.aggregate_patients(np.log(np.array([[0.5, 0.25, 0.25], [0.5, 0.25, 0.25],
-                                                     [0.1, 0.1, 0.8]])), ["a", "a", "b"])
-    assert ids == ["a", "b"]
-    np.testing.assert_allclose(agg, [[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]], atol=1e-12)
 
 
 def test_ddp_two_cpu_processes_equal_single_process(tmp_path_factory, tmp_path):

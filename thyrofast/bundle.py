@@ -30,6 +30,7 @@ __all__ = [
 BUNDLE_FILE = "thyrofast.json"
 FORMAT = "thyrofast-bundle"
 FORMAT_VERSION = 1
+READ_CROPS = ("auto", "detect", "regions", "none")  # thyrofast.read(crop=...) modes a bundle may name
 
 #: artifact name -> file name inside the bundle (docs/contracts.md)
 ARTIFACT_FILES: dict[str, str] = {
@@ -159,8 +160,18 @@ class Bundle:
         return float(self._manifest.get("temperature", 1.0))
 
     @property
-    def aggregation(self) -> str:
+    def aggregation(self) -> str | dict:
+        """The image -> patient rule: "mean_log_prob" or a fitted rule (:mod:`thyrofast.aggregation`)."""
         return self._manifest.get("aggregation", "mean_log_prob")
+
+    @property
+    def read_options(self) -> dict:
+        """:func:`thyrofast.read` options the model was trained with (``{"crop": ...}``).
+
+        Files go through them in ``predict``/``evaluate``; arrays given to
+        :class:`thyrofast.Classifier` are taken as already cropped.
+        """
+        return {"crop": "auto", **dict(self._manifest.get("read") or {})}
 
     @property
     def preprocess_dict(self) -> dict:
@@ -297,7 +308,8 @@ class Bundle:
     @classmethod
     def create(cls, path: str | os.PathLike, *, state_dict: Mapping, model_config: Mapping,
                preprocess: Any, input_shape, temperature: float = 1.0,
-               training: Mapping | None = None, classes=None) -> "Bundle":
+               training: Mapping | None = None, classes=None, aggregation: Any = "mean_log_prob",
+               read: Mapping | None = None) -> "Bundle":
         """Write a new bundle (weights + model card) into folder ``path``.
 
         ``preprocess``: a PreprocessParams or its ``to_dict()``.  Existing ONNX
@@ -331,7 +343,8 @@ class Bundle:
             "input_shape": shape,
             "preprocess": pre,
             "temperature": temperature,
-            "aggregation": "mean_log_prob",
+            "aggregation": json.loads(json.dumps(aggregation)),
+            "read": dict(read or {"crop": "auto"}),
             "training": dict(training or {}),
             "thyrofast_version": _thyrofast_version(),
             "artifacts": {"weights": {"path": weights_file, "sha256": sha256_bytes(data),
@@ -423,3 +436,12 @@ def _validate_manifest(m: Any, source: Path) -> None:
     t = m.get("temperature", 1.0)
     if not (isinstance(t, (int, float)) and t > 0):
         bad(f"temperature must be a positive number, got {t!r}")
+    rd = m.get("read", {"crop": "auto"})
+    if not (isinstance(rd, dict) and set(rd) <= {"crop"} and rd.get("crop", "auto") in READ_CROPS):
+        bad(f"read must be {{'crop': one of {READ_CROPS}}}, got {rd!r}")
+    from .aggregation import check_spec
+
+    try:
+        check_spec(m.get("aggregation"), len(m["classes"]) if isinstance(m["classes"], list) else 3)
+    except ValueError as exc:
+        bad(str(exc))

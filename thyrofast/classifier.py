@@ -62,26 +62,18 @@ class PatientPrediction:
     provenance: dict
 
 
-def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any]) -> dict[Any, tuple[np.ndarray, int]]:
-    """Per-patient probabilities by mean log-probability (the bundle's ``aggregation``).
+def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any], aggregation: Any = "mean_log_prob"
+                       ) -> dict[Any, tuple[np.ndarray, int]]:
+    """Per-patient probabilities by the bundle's ``aggregation`` rule (:mod:`thyrofast.aggregation`).
 
-    The mean of log p over a patient's images, renormalized: a geometric mean
-    of the image posteriors, so one confident image cannot be outvoted by
-    many uninformative ones as easily as with an arithmetic mean of scores.
-    Returns ``{patient_id: (probs, n_images)}`` in first-seen order.
+    The default, "mean_log_prob", is the mean of log p over a patient's images,
+    renormalized (a geometric mean of the image posteriors); bundles trained by
+    thyrofast carry a fitted "pooled_logistic" rule.  Returns
+    ``{patient_id: (probs, n_images)}`` in first-seen order.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or len(patient_ids) != len(probs):
-        raise ValueError(f"need (N, K) probabilities and N patient ids, got {probs.shape} and {len(patient_ids)}")
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
-    groups: dict[Any, list[int]] = {}
-    for i, pid in enumerate(patient_ids):
-        groups.setdefault(pid, []).append(i)
-    out = {}
-    for pid, idx in groups.items():
-        m = logp[idx].mean(axis=0)
-        out[pid] = (softmax(m), len(idx))
-    return out
+    from .aggregation import aggregate
+
+    return aggregate(probs, patient_ids, aggregation)
 
 
 def _as_bundle(bundle) -> Any:
@@ -200,12 +192,15 @@ class Classifier:
 
         ``frames``: one frame ``(H, W)`` / ``(H, W, 3)``, a batch ``(N, H, W)`` /
         ``(N, H, W, 3)`` (uint8 or uint16), or a list of frames of any sizes.
+        Arrays are used as given: crop them to the ultrasound field the way
+        ``self.bundle.read_options`` says the model was trained (files read by
+        ``thyrofast predict`` / ``evaluate`` are cropped that way for you).
         """
         probs = softmax(self.logits(frames), self.temperature)
         return Prediction(probs, self.classes, self.provenance)
 
     def predict_patient(self, frames, patient_ids: Sequence[Any] | None = None):
-        """Per-patient probabilities (mean log-probability over each patient's images).
+        """Per-patient probabilities (the bundle's aggregation rule over each patient's images).
 
         Without ``patient_ids`` all frames belong to one patient and one
         :class:`PatientPrediction` is returned; with them, a dict keyed by id.
@@ -214,7 +209,7 @@ class Classifier:
         single = patient_ids is None
         ids = [None] * len(probs) if single else list(patient_ids)
         out = {}
-        for pid, (p, n) in aggregate_patients(np.asarray(probs), ids).items():
+        for pid, (p, n) in aggregate_patients(np.asarray(probs), ids, self.bundle.aggregation).items():
             out[pid] = PatientPrediction(
                 patient_id=pid,
                 probs={c: float(v) for c, v in zip(self.classes, p)},

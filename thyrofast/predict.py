@@ -163,7 +163,8 @@ def _hash_id(pid: str | None) -> str | None:
     return hash_patient_id(pid)
 
 
-def read_frames(path: str, frame_index: int | None = None) -> tuple[list[tuple[int, np.ndarray]], str | None]:
+def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
+                ) -> tuple[list[tuple[int, np.ndarray]], str | None]:
     """``[(frame_index, pixels), ...]`` of one input and its hashed patient id (or None).
 
     Images and DICOM go through :func:`thyrofast.read` (tissue-region crop,
@@ -178,6 +179,7 @@ def read_frames(path: str, frame_index: int | None = None) -> tuple[list[tuple[i
         from .io import read
 
         read_kw = {"frames": [frame_index]} if frame_index is not None else {}
+        read_kw["crop"] = crop
         got = read(path, **read_kw)
         pairs = [(int(f.frame_index), f.pixels) for f in got]
         pid = next((f.patient_hash for f in got if f.patient_hash), None)
@@ -345,14 +347,15 @@ def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance:
     }
 
 
-def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict) -> list[dict]:
+def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict,
+                     aggregation: Any = "mean_log_prob") -> list[dict]:
     from .classifier import aggregate_patients
 
     ok = [r for r in records if r.get("kind") == "image" and r.get("status") == "ok" and r.get("patient_id")]
     if not ok:
         return []
     probs = np.array([[r["probs"][c] for c in classes] for r in ok], dtype=np.float64)
-    agg = aggregate_patients(probs, [r["patient_id"] for r in ok])
+    agg = aggregate_patients(probs, [r["patient_id"] for r in ok], aggregation)
     last = {r["patient_id"]: r for r in records if r.get("kind") == "patient"}
     out = []
     for pid, (p, n) in agg.items():
@@ -390,6 +393,8 @@ def predict_files(
         items = expand_inputs([str(i) for i in inputs])  # type: ignore[arg-type]
     classes = tuple(classifier.classes)
     provenance = dict(classifier.provenance)
+    # files are read as the model was trained (the bundle's tissue crop)
+    crop = (getattr(getattr(classifier, "bundle", None), "read_options", None) or {}).get("crop", "auto")
     summary = PredictSummary(n_inputs=len(items))
     t0 = time.perf_counter()
     with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
@@ -486,7 +491,7 @@ def predict_files(
                 bar.update(1)
                 continue
             try:
-                frames, pid = read_frames(item.path, item.frame_index)
+                frames, pid = read_frames(item.path, item.frame_index, crop)
                 if not frames:
                     raise InputError("empty", "the input holds no frames", source=item.path)
                 frames = list(zip([i for i, _ in frames], _check_frames([f for _, f in frames], item.path)))
@@ -506,7 +511,9 @@ def predict_files(
                 flush()
                 n_pending_frames = 0
         flush()
-        patients = _patient_records(writer.records, classes, provenance)
+        bundle = getattr(classifier, "bundle", None)
+        patients = _patient_records(writer.records, classes, provenance,
+                                    getattr(bundle, "aggregation", "mean_log_prob"))
         writer.write(patients)
         summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
     summary.seconds = time.perf_counter() - t0

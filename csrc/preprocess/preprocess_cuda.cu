@@ -284,9 +284,17 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     __syncthreads();
     img = img_b;
   } else if (a.p.denoise == Denoise::srad && a.p.srad_iterations > 0) {
+    float ymin = 3.4e38f, ymax = -3.4e38f;
+    for (int64_t q = threadIdx.x; q < n; q += kThreads) {
+      const float v = px(img_a, q, w, wp);
+      ymin = detail::min_f(ymin, v);
+      ymax = detail::max_f(ymax, v);
+    }
+    block_min_max(ymin, ymax, s);
+    const float shift = detail::srad_log_shift(ymax);
     for (int64_t q = threadIdx.x; q < n; q += kThreads) {
       float& v = px(img_a, q, w, wp);
-      v = detail::exp_f(v);
+      v = detail::exp_f(detail::clamp_f(v, -87.0f, 88.0f) - shift);
     }
     const int64_t wc = w + 1;
     const float quarter_lambda = 0.25f * a.p.srad_lambda;
@@ -295,26 +303,26 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     float* nxt = img_b;
     for (int it = 0; it < a.p.srad_iterations; ++it) {
       replicate_border(cur, h, w, wp, 1);
-      for (int64_t q = threadIdx.x; q < n; q += kThreads) {
-        const int64_t i = q / w, j = q % w;
-        const float* rc = cur + (i + kPad) * wp + kPad;
-        coef[i * wc + j] = detail::srad_q2(rc[j], rc[j - wp], rc[j + wp], rc[j - 1], rc[j + 1]);
-      }
-      __syncthreads();
       if (it == 0) {
-        // median of q^2: select on a padded view of coef (row stride wc, no pad)
-        // through the same helper: copy into nxt's interior first
-        for (int64_t q = threadIdx.x; q < n; q += kThreads) px(nxt, q, w, wp) = coef[(q / w) * wc + q % w];
+        // q0^2(0) = median of q^2: q^2 into nxt's interior (a padded view
+        // the select helper takes), which the update overwrites afterwards
+        for (int64_t q = threadIdx.x; q < n; q += kThreads) {
+          const int64_t i = q / w, j = q % w;
+          const float* rc = cur + (i + kPad) * wp + kPad;
+          px(nxt, q, w, wp) = detail::srad_q2(rc[j], rc[j - wp], rc[j + wp], rc[j - 1], rc[j + 1]);
+        }
         __syncthreads();
         const float m0 = block_select(nxt, h, w, wp, (n - 1) / 2, s);
         const float m1 = block_select(nxt, h, w, wp, n / 2, s);
         q0sq0 = (m0 + m1) * 0.5f;
       }
       const float q0sq = detail::srad_q0sq(q0sq0, it, a.p.srad_rho, a.p.srad_lambda);
-      const float inv_den = detail::srad_inv_den(q0sq);
+      const detail::SradCoeffK k = detail::srad_coeff_k(q0sq);
       for (int64_t q = threadIdx.x; q < n; q += kThreads) {
         const int64_t i = q / w, j = q % w;
-        coef[i * wc + j] = detail::srad_coeff(coef[i * wc + j], q0sq, inv_den);
+        const float* rc = cur + (i + kPad) * wp + kPad;
+        coef[i * wc + j] = detail::srad_coeff(detail::srad_q2_frac(rc[j], rc[j - wp], rc[j + wp], rc[j - 1], rc[j + 1]),
+                                              k);
       }
       __syncthreads();
       for (int64_t i = threadIdx.x; i < h; i += kThreads) coef[i * wc + w] = coef[i * wc + w - 1];
@@ -335,7 +343,7 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     }
     for (int64_t q = threadIdx.x; q < n; q += kThreads) {
       float& v = px(cur, q, w, wp);
-      v = detail::log_f(v);
+      v = detail::log_f(v) + shift;
     }
     __syncthreads();
     img = cur;

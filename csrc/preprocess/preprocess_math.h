@@ -125,16 +125,45 @@ TF_HOST_DEVICE inline LumaCoeffs luma_coeffs(double max_value, bool bgr) {
 }
 
 // ------------------------------------------------------------------ SRAD ---
+// SRAD runs on J = exp(clamp(y, -87, 88) - shift) (exp_f clamps the same
+// way).  q^2 and c are invariant under scaling J and the update is linear in
+// J, so this only moves log J by `shift` (added back at the end).  The shift
+// keeps the J^2-sized terms of srad_q2_frac finite when y is large (a
+// max_value far below the data's range); for the usual y <= 40 it is 0 and
+// changes nothing.
+TF_HOST_DEVICE inline float srad_log_shift(float ymax) {
+  const float top = min_f(ymax, 88.0f);
+  return top > 40.0f ? top - 40.0f : 0.0f;
+}
+
 // Instantaneous coefficient of variation q^2 at a pixel with value jc and its
-// (replicated-border) neighbours.
-TF_HOST_DEVICE inline float srad_q2(float jc, float jn, float js, float jw, float je) {
+// (replicated-border) neighbours, as a fraction num / den.  With the diffs
+// d = neighbour - jc, G = sum d^2 and S = sum d, the textbook form
+//   q^2 = (G / (2 jc^2) - S^2 / (16 jc^2)) / (1 + S / (4 jc))^2
+// has jc^2 in every term, which cancels:
+//   q^2 = (8 G - S^2) / M^2,   M = 4 jc + S (the sum of the four neighbours),
+// one division instead of three (numerator and denominator are both 16x the
+// natural ones; a power of two, so the quotient is unchanged).  num >= 4 G >= 0
+// (Cauchy-Schwarz: S^2 <= 4 G) and den > 0 for J = exp(y) > 0.
+struct SradQ2 {
+  float num;
+  float den;
+};
+
+TF_HOST_DEVICE inline SradQ2 srad_q2_frac(float jc, float jn, float js, float jw, float je) {
   const float dn = jn - jc, ds = js - jc, dw = jw - jc, de = je - jc;
-  const float inv = 1.0f / jc;
-  const float g2 = (dn * dn + ds * ds + dw * dw + de * de) * (inv * inv);
-  const float l = (dn + ds + dw + de) * inv;
-  const float num = 0.5f * g2 - 0.0625f * (l * l);
-  const float den = 1.0f + 0.25f * l;
-  return num / (den * den);
+  const float g = dn * dn + ds * ds + dw * dw + de * de;
+  const float s = dn + ds + dw + de;
+  const float m = 4.0f * jc + s;  // one rounding (4 jc is exact), fused or not
+  SradQ2 r;
+  r.num = 8.0f * g - s * s;
+  r.den = m * m;
+  return r;
+}
+
+TF_HOST_DEVICE inline float srad_q2(float jc, float jn, float js, float jw, float je) {
+  const SradQ2 f = srad_q2_frac(jc, jn, js, jw, je);
+  return f.num / f.den;
 }
 
 // q0^2 at iteration n from the first iteration's median q0^2(0).
@@ -143,20 +172,38 @@ TF_HOST_DEVICE inline float srad_q0sq(float q0sq0, int n, float rho, float lambd
   return max_f(v, 1e-10f);
 }
 
-// 1 / (q0^2 (1 + q0^2)), computed once per iteration.
-TF_HOST_DEVICE inline float srad_inv_den(float q0sq) { return 1.0f / (q0sq * (1.0f + q0sq)); }
+// Per-iteration constants of srad_coeff.
+struct SradCoeffK {
+  float inv_den;  // 1 / (q0^2 (1 + q0^2))
+  float k;        // q0^2 / (1 + q0^2)
+};
 
-// Diffusion coefficient clamped to [0, 1].  q^2 <= q0^2 means c >= 1; testing
-// it first keeps float rounding from flipping 1 + x through zero.
-TF_HOST_DEVICE inline float srad_coeff(float q2, float q0sq, float inv_den) {
-  const float c = 1.0f / (1.0f + (q2 - q0sq) * inv_den);
-  return q2 <= q0sq ? 1.0f : clamp_f(c, 0.0f, 1.0f);
+TF_HOST_DEVICE inline SradCoeffK srad_coeff_k(float q0sq) {
+  SradCoeffK r;
+  r.inv_den = 1.0f / (q0sq * (1.0f + q0sq));
+  r.k = q0sq / (1.0f + q0sq);
+  return r;
 }
 
+// Diffusion coefficient c = 1 / (1 + (q^2 - q0^2) inv_den), clamped to [0, 1],
+// from q^2 = num / den.  Multiplying through by den and using
+// 1 - q0^2 inv_den = k gives
+//   c = den / (num inv_den + den k),
+// one division, and a denominator of two non-negative terms (the textbook
+// 1 + (q^2 - q0^2) inv_den cancels towards zero for q^2 < q0^2).  So c >= 0,
+// c > 1 exactly when q^2 < q0^2 (clamped to 1), and c -> 0 when num inv_den
+// overflows, its limit.
+TF_HOST_DEVICE inline float srad_coeff(SradQ2 q, SradCoeffK k) {
+  const float c = q.den / (q.num * k.inv_den + q.den * k.k);
+  return min_f(c, 1.0f);
+}
+
+// J after one step: jc + lambda / 4 (c_c dn + c_s ds + c_c dw + c_e de), the
+// two c_c terms summed first (one product fewer).
 TF_HOST_DEVICE inline float srad_update(float jc, float jn, float js, float jw, float je, float c_c,
                                         float c_s, float c_e, float quarter_lambda) {
   const float dn = jn - jc, ds = js - jc, dw = jw - jc, de = je - jc;
-  return jc + quarter_lambda * (c_c * dn + c_s * ds + c_c * dw + c_e * de);
+  return jc + quarter_lambda * (c_c * (dn + dw) + c_s * ds + c_e * de);
 }
 
 // ------------------------------------------------------------ median k x k ---

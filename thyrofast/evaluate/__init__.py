@@ -5,9 +5,10 @@
 ...                               readers_csv="cohort/readers.csv", split="test")
 >>> write_report(result, "report/")       # report.json, report.md, *.png
 
-Patient level by default: a patient's probabilities are the mean of its
-images' log-probabilities, renormalized (a normalized geometric mean, the
-bundle's ``aggregation: "mean_log_prob"``).  The statistics themselves are
+Patient level by default: a patient's probabilities come from its images'
+by the bundle's ``aggregation`` rule with a bundle (:mod:`thyrofast.aggregation`),
+else by ``aggregation=`` (default "mean_log_prob": the mean of the images'
+log-probabilities, renormalized).  The statistics themselves are
 plain functions in :mod:`thyrofast.metrics`.
 """
 from __future__ import annotations

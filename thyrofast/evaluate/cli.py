@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="readers.csv (junior/senior calls and scores); with a bundle, readers.csv "
                              "beside the manifest is used when present")
     parser.add_argument("--level", choices=("patient", "image"), default="patient",
-                        help="patient (default; image probabilities averaged in log space per patient) "
-                             "or image")
+                        help="patient (default; image probabilities aggregated per patient by the bundle's "
+                             "rule) or image")
+    parser.add_argument("--aggregation-from", metavar="BUNDLE", default=None,
+                        help="with --predictions: aggregate images per patient by this bundle's rule "
+                             "(default: mean log-probability)")
     parser.add_argument("--report", metavar="OUT", required=True,
                         help="output folder for report.json, report.md and figures")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -50,9 +53,17 @@ def main(args: argparse.Namespace) -> int:
             if args.bundle or args.data:
                 print("thyrofast evaluate: give either BUNDLE DATA or --predictions/--labels", file=sys.stderr)
                 return 2
+            if args.aggregation_from:
+                from thyrofast.bundle import Bundle  # noqa: PLC0415
+
+                opts["aggregation"] = Bundle.load(args.aggregation_from, verify=False).aggregation
             result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
                                           level=args.level, split=args.split, **opts)
         else:
+            if args.aggregation_from:
+                print("thyrofast evaluate: --aggregation-from goes with --predictions (a bundle uses its own rule)",
+                      file=sys.stderr)
+                return 2
             if not (args.bundle and args.data):
                 print("thyrofast evaluate: give BUNDLE DATA, or --predictions and --labels", file=sys.stderr)
                 return 2

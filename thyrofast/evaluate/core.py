@@ -1,7 +1,8 @@
 """The evaluation itself: model, Bayes reference and readers, with CIs and tests.
 
 Level: patient by default.  Image probabilities are aggregated per patient
-by the mean log-probability, renormalized (``inputs.aggregate_patients``).
+by an aggregation rule (:mod:`thyrofast.aggregation`; a bundle's own rule in
+:func:`evaluate_bundle`, the mean log-probability otherwise).
 At image level the model's intervals come from a patient-level (cluster)
 bootstrap, because images of one patient are not independent; readers and
 the Bayes reference rate patients, so comparisons are always per patient.
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import metrics as M
+from ..aggregation import describe as describe_aggregation
 from ..errors import InputError
 from . import inputs as I
 
@@ -291,6 +293,7 @@ def evaluate_predictions(
     seed: int = 0,
     stratified: bool = True,
     n_bins: int = 10,
+    aggregation: Any = AGGREGATION,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -300,7 +303,8 @@ def evaluate_predictions(
     manifest (``path, patient_id, label[, split]``; its ``bayes_*`` columns,
     if any, become the "bayes" reference).  ``readers``: an optional
     readers.csv.  ``level``: "patient" (default; image probabilities
-    aggregated by mean log-probability, renormalized) or "image".
+    aggregated by ``aggregation``: a rule of :mod:`thyrofast.aggregation`,
+    default mean log-probability, renormalized) or "image".
     Bootstrap intervals resample patients (``n_boot`` replicates, seeded,
     stratified by class).  Returns a dict of plain numbers and arrays; pass
     it to :func:`write_report`.
@@ -318,7 +322,7 @@ def evaluate_predictions(
     img = None
     if n_image_records:
         img, stats = I.image_table(records, lab, src)
-        pat = I.aggregate_patients(img)
+        pat = I.aggregate_patients(img, aggregation)
     else:
         if level == "image":
             raise InputError("empty", "image level asked but the predictions hold only patient records",
@@ -340,7 +344,7 @@ def evaluate_predictions(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "classes": list(CLASSES),
         "level": level,
-        "aggregation": AGGREGATION if (level == "patient" and img is not None) else None,
+        "aggregation": describe_aggregation(aggregation) if (level == "patient" and img is not None) else None,
         "split": split,
         "labels": lab.source,
         "predictions": src,
@@ -453,6 +457,13 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     read = reader or _default_reader()
+    if reader is None and read is not _pil_read:
+        # the reader options the model was trained with (tissue crop)
+        opts = getattr(getattr(classifier, "bundle", None), "read_options", None) or {}
+        if opts.get("crop", "auto") != "auto":
+            import functools  # noqa: PLC0415
+
+            read = functools.partial(read, crop=opts["crop"])
     records = []
     wanted: dict[str, set[int] | None] = {}  # file -> frames listed in the manifest (None: all)
     for path, fi in zip(labels.path, labels.frame_index):
@@ -529,6 +540,8 @@ def evaluate_bundle(
 
         classifier = Classifier.load(bundle, backend=backend, device=device)
     records = predict_manifest(classifier, lab, reader=reader)
+    if "aggregation" not in kwargs:
+        kwargs["aggregation"] = getattr(getattr(classifier, "bundle", None), "aggregation", AGGREGATION)
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

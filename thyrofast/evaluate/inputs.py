@@ -11,14 +11,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 
 CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
-_EPS = 1e-12  # floor for probabilities before taking logs
 
 
 @dataclass
@@ -271,26 +270,22 @@ def patient_records_table(records: Sequence[Mapping], labels: Labels, source: st
     return Table(ids, np.asarray(ys, dtype=np.int64), np.vstack(probs))
 
 
-def aggregate_patients(table: Table) -> Table:
-    """Per-patient probabilities: mean log-probability over the patient's images, renormalized.
+def aggregate_patients(table: Table, aggregation: Any = "mean_log_prob") -> Table:
+    """Per-patient probabilities by an aggregation rule (:mod:`thyrofast.aggregation`).
 
-    ``p_patient ∝ exp(mean_i log p_i)`` (a normalized geometric mean; the
-    bundle's ``aggregation: "mean_log_prob"``), so one confident image does
-    not outvote many, and a patient with one image keeps its probabilities.
+    Default: ``p_patient ∝ exp(mean_i log p_i)`` (a normalized geometric mean),
+    so one confident image does not outvote many, and a patient with one image
+    keeps its probabilities.  Patients come out sorted by id.
     """
-    uniq, codes = np.unique(np.asarray(table.ids, dtype=object), return_inverse=True)
-    K = table.probs.shape[1]
-    logp = np.log(np.clip(table.probs, _EPS, 1.0))
-    sums = np.zeros((uniq.size, K))
-    np.add.at(sums, codes, logp)
-    counts = np.bincount(codes, minlength=uniq.size)[:, None]
-    mean = sums / counts
-    mean -= mean.max(axis=1, keepdims=True)
-    P = np.exp(mean)
-    P /= P.sum(axis=1, keepdims=True)
-    y = np.zeros(uniq.size, dtype=np.int64)
-    y[codes] = table.y
-    return Table([str(u) for u in uniq], y, P)
+    from ..aggregation import aggregate
+
+    ids = [str(p) for p in table.ids]
+    agg = aggregate(table.probs, ids, aggregation)
+    label = dict(zip(ids, table.y))
+    order = sorted(agg)
+    P = np.vstack([agg[p][0] for p in order]) if order else np.zeros((0, table.probs.shape[1]))
+    y = np.array([label[p] for p in order], dtype=np.int64)
+    return Table(order, y, P)
 
 
 # ----------------------------------------------------------------------------

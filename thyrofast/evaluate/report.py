@@ -119,7 +119,7 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
     pct = int(round(100 * result.get("ci_level", 0.95)))
     L: list[str] = ["# thyrofast evaluation report", ""]
     desc = (f"Level: **{lvl}**"
-            + (f" (image probabilities aggregated per patient: {result['aggregation']}, renormalized)"
+            + (f" (image probabilities aggregated per patient by the rule {result['aggregation']!r})"
                if result.get("aggregation") else "")
             + f". Split: {result.get('split') or 'all'}. Patients: {c['patients']} ("
             + ", ".join(f"{k} {v}" for k, v in c["patients_per_class"].items()) + ")"

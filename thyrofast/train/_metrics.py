@@ -1,4 +1,4 @@
-"""Numpy helpers of the training loop: softmax, patient aggregation, temperature.
+"""Numpy helpers of the training loop: softmax, temperature (aggregation: thyrofast.aggregation).
 
 AUC and ECE come from :mod:`thyrofast.metrics` (one implementation project-wide).
 """
@@ -8,8 +8,7 @@ import numpy as np
 
 from ..metrics import ece, macro_auc
 
-__all__ = ["softmax", "log_softmax", "macro_auc", "ece", "aggregate_patients",
-           "fit_temperature", "nll"]
+__all__ = ["softmax", "log_softmax", "macro_auc", "ece", "fit_temperature", "nll"]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -20,23 +19,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
-
-
-def aggregate_patients(log_probs: np.ndarray, patient_ids) -> tuple[list, np.ndarray]:
-    """Patient-level probabilities: softmax of the mean image log-probability.
-
-    (The normalized geometric mean of the image probabilities: one confident
-    image counts, but cannot override many that disagree.)  Returns the patient
-    ids in first-seen order and their (P, K) probabilities.
-    """
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    ids = list(dict.fromkeys(patient_ids))
-    index = {p: i for i, p in enumerate(ids)}
-    inv = np.array([index[p] for p in patient_ids], dtype=np.int64)
-    sums = np.zeros((len(ids), log_probs.shape[1]))
-    np.add.at(sums, inv, log_probs)
-    counts = np.bincount(inv, minlength=len(ids))[:, None]
-    return ids, softmax(sums / counts)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

@@ -32,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=1, choices=(1, 3),
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
+    p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight,
+                   help="weight of the auxiliary finding heads, used when the manifest annotates findings "
+                        "(view, TI-RADS lexicon, lymph nodes); 0: class labels only (default: %(default)s)")
+    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"),
+                   help="how files are cropped before preprocessing (stored in the bundle; default: "
+                        "%(default)s = DICOM tissue region, else the detected ultrasound field)")
+    p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"),
+                   help="image -> patient rule stored in the bundle (default: %(default)s, fitted on the "
+                        "training patients)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -53,13 +62,14 @@ def main(args: argparse.Namespace) -> int:
                        pretrained=args.pretrained, device=args.device, resume=args.resume,
                        export=not args.no_export, int8=not args.no_int8,
                        ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
+                       aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        progress=not args.quiet)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
         return 2
     if bundle is not None:
         t = bundle.manifest["training"]
-        val = t["validation"]["after_temperature"]
+        val = t["validation"].get("final") or t["validation"]["after_temperature"]
         print(f"wrote {bundle.path}: {', '.join(bundle.artifacts)}")
         print(f"validation: patient macro-AUC {val['patient_macro_auc']}, "
               f"patient accuracy {val['patient_accuracy']}, temperature {bundle.temperature:.3f}")

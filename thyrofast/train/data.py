@@ -122,12 +122,13 @@ def assign_splits(records: Sequence[Record], *, val_fraction: float = 0.15, seed
     return split
 
 
-def decode_image(record: Record) -> np.ndarray:
+def decode_image(record: Record, crop: str = "auto") -> np.ndarray:
     """The record's frame as the preprocessing core takes it, read by :func:`thyrofast.read`
-    (the reader ``thyrofast predict`` uses, so training sees what inference sees)."""
+    with ``crop`` (the reader ``thyrofast predict`` uses with the bundle's ``read``
+    options, so training sees what inference sees)."""
     from ..io import read
 
-    frames = read(record.path, frames=[record.frame_index])
+    frames = read(record.path, frames=[record.frame_index], crop=crop)
     return frames[0].pixels
 
 
@@ -143,7 +144,7 @@ def data_fingerprint(records: Sequence[Record], split: Split) -> str:
 
 def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
                 cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                progress: bool = True) -> tuple[np.ndarray, str]:
+                progress: bool = True, crop: str = "auto") -> tuple[np.ndarray, str]:
     """Preprocess ``records[indices]`` with ``params`` -> float16 (N, C, H, W), content hash.
 
     With ``cache_dir``, the result is stored as ``frames-<key>.npy`` where the
@@ -155,7 +156,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
 
     params = params.replace(dtype="float32")
     pre = Preprocessor(params, threads=threads)
-    h = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps([params.to_dict(), crop], sort_keys=True).encode())
     # Hash the raw bytes first: cheap, and it decides whether the cache is valid.
     for i in indices:
         r = records[i]
@@ -176,7 +177,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
     it = tqdm(range(len(indices)), desc="preprocess", unit="img", disable=not progress,
               leave=False, dynamic_ncols=True)
     for j in it:
-        out[j] = pre(decode_image(records[indices[j]]))[0]
+        out[j] = pre(decode_image(records[indices[j]], crop))[0]
     if cache is not None:
         from ..bundle import atomic_write
 

@@ -35,8 +35,9 @@ import numpy as np
 
 from . import _metrics as M
 from .augment import AugmentConfig, augment, epoch_table
+from .aux import aux_loss, read_aux_targets
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .data import CLASSES, assign_splits, data_fingerprint, load_frames, read_manifest
+from .data import CLASSES, _manifest_path, assign_splits, data_fingerprint, load_frames, read_manifest
 
 __all__ = ["TrainConfig", "train", "DEFAULTS"]
 
@@ -68,6 +69,9 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides
     pretrained: str | None = None
+    aux_weight: float = 1.0             # weight of the auxiliary finding heads (0: class head only)
+    aggregation: str = "pooled_logistic"  # image -> patient rule fitted after training, or "mean_log_prob"
+    crop: str = "detect"                # thyrofast.read crop: DICOM tissue region, else the detected field
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -82,6 +86,12 @@ class TrainConfig:
             raise ValueError("ghost_batches must divide batch_size")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.crop not in ("auto", "detect", "regions", "none"):
+            raise ValueError(f"crop must be 'auto', 'detect', 'regions' or 'none', got {self.crop!r}")
+        if self.aggregation not in ("pooled_logistic", "mean_log_prob"):
+            raise ValueError(f"aggregation must be 'pooled_logistic' or 'mean_log_prob', got {self.aggregation!r}")
+        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
+            raise ValueError(f"aux_weight must be a finite number >= 0, got {self.aux_weight}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -126,6 +136,38 @@ def _head(model):
     if not linears or linears[-1].out_features != len(CLASSES):
         raise AssertionError("model has no 3-way Linear head")  # pragma: no cover
     return linears[-1]
+
+
+def _multi_task(model, width: int):
+    """The model plus a linear head of auxiliary findings on its pooled features.
+
+    A forward hook on the class head grabs its input, so any architecture with a
+    final 3-way Linear works; ``close()`` removes the hook (export sees the bare
+    model).  Defined here because torch is imported lazily.
+    """
+    import torch.nn as nn
+
+    class MultiTask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.aux = nn.Linear(_head(model).in_features, width)
+            self._feats = None
+            self._hook = _head(model).register_forward_hook(self._grab)
+
+        def _grab(self, module, inputs, output):
+            self._feats = inputs[0]
+
+        def forward(self, x):
+            logits = self.model(x)
+            feats, self._feats = self._feats, None
+            return logits, self.aux(feats)
+
+        def close(self):
+            self._hook.remove()
+            self._feats = None
+
+    return MultiTask()
 
 
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -198,10 +240,14 @@ def _predict_logits(model, frames, device, batch: int = 128, amp_dtype=None) -> 
 
 
 def _evaluate(logits: np.ndarray, labels: np.ndarray, patients: list[str],
-              temperature: float = 1.0) -> dict:
+              temperature: float = 1.0, aggregation: Any = "mean_log_prob") -> dict:
+    from ..aggregation import aggregate
+
     lp = M.log_softmax(logits / temperature)
     probs = np.exp(lp)
-    ids, pprobs = M.aggregate_patients(lp, patients)
+    agg = aggregate(probs, patients, aggregation) if len(patients) else {}
+    ids = list(agg)
+    pprobs = np.array([agg[p][0] for p in ids]) if ids else np.zeros((0, len(CLASSES)))
     plabels = np.array([labels[patients.index(p)] for p in ids])
     return {
         "image_macro_auc": M.macro_auc(labels, probs),
@@ -230,7 +276,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           val_fraction: float = DEFAULTS.val_fraction, in_channels: int = 1,
           class_weighting: str = DEFAULTS.class_weighting, preprocess: Mapping | None = None,
           pretrained: str | None = None, export: bool = True, int8: bool = True,
-          ghost_batches: int = 1, threads: int | None = None, log=None):
+          ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
+          crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -242,7 +289,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     CPUs).  ``resume`` continues from the last checkpoint in ``out/.train``.
     ``export``: also write FP32/FP16 ONNX, and with ``int8`` the gated INT8
     Q/DQ graphs.  ``threads``: torch and preprocessing threads (default: torch's
-    own choice, all cores).  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
+    own choice, all cores).  ``aux_weight``: weight of the auxiliary heads that
+    learn the findings the manifest annotates per image (view, TI-RADS lexicon,
+    lymph-node features; see :mod:`thyrofast.train.aux`), training only; 0 turns
+    them off.  ``crop``: how :func:`thyrofast.read` crops each file ("detect":
+    the DICOM tissue region, else the detected ultrasound field; stored in the
+    bundle so ``predict``/``evaluate`` read files the same way).
+    ``aggregation``: the image -> patient rule stored in the bundle,
+    "pooled_logistic" (fitted on the training patients) or "mean_log_prob".
+    Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
     other DDP ranks return None).
     """
     import torch
@@ -258,7 +313,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                       patience=int(patience), val_fraction=float(val_fraction),
                       class_weighting=class_weighting, seed=int(seed),
                       ghost_batches=int(ghost_batches), preprocess=dict(preprocess or {}),
-                      pretrained=os.fspath(pretrained) if pretrained else None)
+                      pretrained=os.fspath(pretrained) if pretrained else None,
+                      aux_weight=float(aux_weight), crop=crop, aggregation=aggregation)
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
 
     world, rank, own_group = _dist_info()
@@ -320,12 +376,12 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     indices = split.train + split.val
     if main:
         frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
-                                         threads=threads, progress=progress)
+                                         threads=threads, progress=progress, crop=cfg.crop)
     if world > 1:
         dist.barrier()  # rank 0 has written the cache; the others read it
     if not main:
         frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
-                                         threads=threads, progress=False)
+                                         threads=threads, progress=False, crop=cfg.crop)
     n_train = len(split.train)
     x_all = torch.from_numpy(np.ascontiguousarray(frames))
     x_train, x_val = x_all[:n_train], x_all[n_train:]
@@ -333,6 +389,16 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     y_val = np.array([records[i].label for i in split.val])
     p_val = [records[i].patient_id for i in split.val]
     fingerprint = hashlib.sha256(f"{data_fingerprint(records, split)}:{frames_key}".encode()).hexdigest()
+    aux = read_aux_targets(_manifest_path(data), len(records)) if cfg.aux_weight > 0 else None
+    if aux is not None:
+        aux = aux.take(split.train)
+        if not aux.mask.any():
+            aux = None
+    if aux is not None:
+        aux_values = torch.from_numpy(aux.values)
+        aux_mask = torch.from_numpy(aux.mask)
+        say("auxiliary finding heads (training only): "
+            + ", ".join(f"{k} ({n})" for k, n in aux.summary().items() if n))
 
     counts = np.bincount(y_train.numpy(), minlength=len(CLASSES)).astype(np.float64)
     if cfg.class_weighting == "balanced":
@@ -348,7 +414,9 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                         pretrained=cfg.pretrained).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+    multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
+    trainable = multi if multi is not None else model
+    opt = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr,
                             betas=(0.9, 0.999), eps=1e-8)
     amp_dtype = None
     scaler = None
@@ -381,6 +449,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                                  f"{ckpt_dir} was made with other settings, data or process "
                                  "count; start without --resume (or use another --out)")
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            if multi is not None:
+                multi.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
             optimizer_from_flat(opt, tensors, meta["optimizer"])
             best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
             best = {"metric": meta["best"]["metric"], "epoch": meta["best"]["epoch"],
@@ -398,14 +468,18 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         for f in ckpt_dir.iterdir():
             f.unlink()
 
-    net = model
+    net = trainable
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if dev.type == "cuda":
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            model = net
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(trainable)
+            trainable = net
+            if multi is not None:
+                model = multi.model
+            else:
+                model = net
+        net = DDP(trainable, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     bns = _bn_layers(model)
     bn_momentum = [m.momentum for m in bns]
@@ -427,9 +501,15 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                     m.momentum = mom if k == 0 else 0.0
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = net(xs)
+            if multi is not None:
+                logits, aux_pred = logits
             ce = F.cross_entropy(logits.float(), ys, reduction="none",
                                  label_smoothing=cfg.label_smoothing)
             loss = (ce * w_t[ys]).sum() / len(idx)
+            if multi is not None:
+                rows = idx if part is None else idx[part]
+                loss = loss + cfg.aux_weight * (len(rows) / len(idx)) * aux_loss(
+                    aux_pred.float(), aux_values[rows].to(dev), aux_mask[rows].to(dev), aux.tasks)
             if scaler is not None:
                 scaler.scale(loss).backward()
             else:
@@ -498,6 +578,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                                       best=f"{best['metric']:.3f}")
                 stop = stale >= cfg.patience and epoch + 1 < cfg.epochs
                 tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+                if multi is not None:
+                    tensors.update({f"aux.{k}": v for k, v in multi.aux.state_dict().items()})
                 tensors.update({f"best.{k}": v for k, v in (best["state"] or {}).items()})
                 opt_t, opt_meta = optimizer_to_flat(opt)
                 tensors.update(opt_t)
@@ -523,6 +605,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         return None
 
     # ---------------- finalize on rank 0: best weights, prior correction, temperature
+    if multi is not None:
+        multi.close()
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model = model.to("cpu").float().eval()
@@ -538,6 +622,23 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     after = _evaluate(logits, y_val, p_val, temperature)
     say(f"temperature {temperature:.3f}: image ECE {before['image_ece']:.4f} -> {after['image_ece']:.4f}, "
         f"patient ECE {before['patient_ece']:.4f} -> {after['patient_ece']:.4f}")
+    aggregation: Any = "mean_log_prob"
+    final = after
+    if cfg.aggregation == "pooled_logistic":
+        from ..aggregation import fit_pooled_logistic
+
+        # fitted on the training patients' images (the validation patients stay held out to judge it)
+        lp_train = M.log_softmax(_predict_logits(model, x_train, cpu) / temperature)
+        try:
+            aggregation = fit_pooled_logistic(lp_train, [records[i].patient_id for i in split.train],
+                                              y_train.numpy(), classes=CLASSES, seed=cfg.seed)
+        except ValueError as exc:
+            say(f"aggregation: kept mean_log_prob ({exc})")
+        else:
+            final = _evaluate(logits, y_val, p_val, temperature, aggregation)
+            say(f"aggregation pooled_logistic (l2 {aggregation['l2']:g}): validation patient macro-AUC "
+                f"{after['patient_macro_auc']:.4f} -> {final['patient_macro_auc']:.4f}, accuracy "
+                f"{after['patient_accuracy']:.4f} -> {final['patient_accuracy']:.4f} (vs mean_log_prob)")
 
     training = {
         "config": cfg_json,
@@ -549,10 +650,12 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                  "class_counts_train": {c: int(n) for c, n in zip(CLASSES, counts)}},
         "class_weights": {c: float(w) for c, w in zip(CLASSES, class_w)},
         "prior_correction": "classifier bias shifted by -log(class weight)",
+        "aux_tasks": aux.summary() if aux is not None else None,
         "best_epoch": best["epoch"] + 1,
         "epochs_run": len(history),
         "history": history,
-        "validation": {"before_temperature": _finite(before), "after_temperature": _finite(after)},
+        "validation": {"before_temperature": _finite(before), "after_temperature": _finite(after),
+                       "final": _finite(final)},
         "world_size": world,
         "device": str(dev.type),
         "torch": torch.__version__,
@@ -562,7 +665,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     bundle = Bundle.create(out, state_dict=model.state_dict(),
                            model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width),
                            preprocess=params, input_shape=[cfg.in_channels, *params.size],
-                           temperature=temperature, training=training)
+                           temperature=temperature, training=training, aggregation=aggregation,
+                           read={"crop": cfg.crop})
     if export:
         from ..export import export_bundle
 

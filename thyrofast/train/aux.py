@@ -1,0 +1,172 @@
+"""Auxiliary per-image targets: the ultrasound findings a manifest may carry.
+
+Patient labels are noisy image labels (a reactive lymph node or a benign-looking
+nodule of a cancer patient is still labelled MMTN), so on a few thousand images
+a CNN learns the findings that matter slowly from them alone.  When the manifest
+also annotates what each image shows -- the view, the ACR TI-RADS lexicon of
+the shown nodule, the shown lymph node's features and status, as radiologists
+annotate clinical data and as ``thyrofast synth`` writes them -- every finding
+becomes an extra head on the shared features during training (multi-task
+learning).  The heads are dropped at export: the deployed model is unchanged.
+
+A target applies to a row only when its column is non-empty there; nodule
+findings are used only for single-nodule patients (``n_nodules == 1``) unless
+the row names the shown nodule's own findings, since the manifest's nodule
+columns describe the patient's index nodule.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "TASKS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxTask:
+    name: str
+    column: str
+    kind: str                      # "binary", "categorical", "log_regression", "regression"
+    values: tuple = ()             # categorical levels
+    scope: str = "all"             # "all", "node" (lymph-node views), "nodule" (nodule views)
+    scale: float = 1.0             # regression targets are divided by this
+
+    @property
+    def width(self) -> int:
+        return len(self.values) if self.kind == "categorical" else 1
+
+
+_NODULE = dict(scope="nodule")
+_NODE = dict(scope="node")
+TASKS: tuple[AuxTask, ...] = (
+    AuxTask("view_node", "view", "binary"),
+    AuxTask("tirads_points", "shown_tirads_points", "regression", scale=5.0, **_NODULE),
+    AuxTask("composition", "composition", "categorical", ("cystic", "spongiform", "mixed", "solid"), **_NODULE),
+    AuxTask("echogenicity", "echogenicity", "categorical",
+            ("anechoic", "hyperechoic", "isoechoic", "hypoechoic", "very_hypoechoic"), **_NODULE),
+    AuxTask("shape", "shape", "categorical", ("wider_than_tall", "taller_than_wide"), **_NODULE),
+    AuxTask("margin", "margin", "categorical",
+            ("smooth", "ill_defined", "lobulated_irregular", "extrathyroidal_extension"), **_NODULE),
+    AuxTask("foci", "foci", "categorical",
+            ("none", "comet_tail", "macrocalcification", "peripheral_rim", "punctate"), **_NODULE),
+    AuxTask("size", "size_mm", "log_regression", scale=0.5, **_NODULE),
+    AuxTask("capsule_contact", "capsule_contact", "binary", **_NODULE),
+    AuxTask("node_metastatic", "ln_metastatic", "binary", **_NODE),
+    AuxTask("node_short_axis", "ln_short_axis_mm", "log_regression", scale=0.5, **_NODE),
+    AuxTask("node_round", "ln_round", "binary", **_NODE),
+    AuxTask("node_hilum_absent", "ln_hilum_absent", "binary", **_NODE),
+    AuxTask("node_microcalc", "ln_microcalc", "binary", **_NODE),
+    AuxTask("node_cystic", "ln_cystic", "binary", **_NODE),
+    AuxTask("node_hyperechoic", "ln_hyperechoic", "binary", **_NODE),
+)
+_INDEX_NODULE_COLUMNS = {"composition", "echogenicity", "shape", "margin", "foci", "size_mm", "capsule_contact"}
+
+
+@dataclasses.dataclass
+class AuxTargets:
+    """Targets (N, T) float32 (categorical: the level index) and a validity mask (N, T)."""
+
+    tasks: tuple[AuxTask, ...]
+    values: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def width(self) -> int:
+        return sum(t.width for t in self.tasks)
+
+    def take(self, indices: Sequence[int]) -> "AuxTargets":
+        idx = np.asarray(indices, dtype=np.int64)
+        return AuxTargets(self.tasks, self.values[idx], self.mask[idx])
+
+    def summary(self) -> dict:
+        return {t.name: int(self.mask[:, j].sum()) for j, t in enumerate(self.tasks)}
+
+
+def _parse(task: AuxTask, raw: str) -> float | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    if task.column == "view":
+        return 1.0 if raw == "lymph_node" else 0.0
+    if task.kind == "categorical":
+        return float(task.values.index(raw)) if raw in task.values else None
+    try:
+        v = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(v):
+        return None
+    if task.kind == "binary":
+        return 1.0 if v >= 0.5 else 0.0
+    if task.kind == "log_regression":
+        return math.log(v) / task.scale if v > 0 else None
+    return v / task.scale
+
+
+def read_aux_targets(manifest: str | os.PathLike, n_rows: int) -> AuxTargets | None:
+    """Targets for every manifest row (row order = :func:`thyrofast.io.read_manifest`'s).
+
+    Returns None when the manifest has none of the annotation columns.
+    """
+    path = Path(manifest)
+    if path.is_dir():
+        path = path / "manifest.csv"
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        rows = list(reader)
+    tasks = tuple(t for t in TASKS if t.column in header)
+    if not tasks or len(rows) != n_rows:
+        return None
+    vals = np.zeros((n_rows, len(tasks)), np.float32)
+    mask = np.zeros((n_rows, len(tasks)), bool)
+    has_view = "view" in header
+    for i, row in enumerate(rows):
+        is_node = row.get("view", "").strip() == "lymph_node" if has_view else None
+        single = (row.get("n_nodules") or "").strip() == "1"
+        for j, t in enumerate(tasks):
+            if t.scope != "all":
+                if is_node is None or is_node != (t.scope == "node"):
+                    continue
+            if t.scope == "nodule" and t.column in _INDEX_NODULE_COLUMNS and not single:
+                continue  # the columns describe the index nodule, maybe not the one shown
+            v = _parse(t, row.get(t.column, ""))
+            if v is not None:
+                vals[i, j], mask[i, j] = v, True
+    keep = mask.any(axis=0)
+    if not keep.any():
+        return None
+    return AuxTargets(tuple(t for t, k in zip(tasks, keep) if k), vals[:, keep], mask[:, keep])
+
+
+def aux_loss(pred, values, mask, tasks: Sequence[AuxTask]):
+    """Mean over tasks of each task's mean loss over the rows where it applies."""
+    import torch
+    import torch.nn.functional as F
+
+    total = pred.new_zeros(())
+    n = 0
+    col = 0
+    for j, t in enumerate(tasks):
+        w = t.width
+        m = mask[:, j]
+        if bool(m.any()):
+            p = pred[m, col:col + w]
+            y = values[m, j]
+            if t.kind == "categorical":
+                loss = F.cross_entropy(p, y.long())
+            elif t.kind == "binary":
+                loss = F.binary_cross_entropy_with_logits(p[:, 0], y)
+            else:
+                loss = F.smooth_l1_loss(p[:, 0], y)
+            total = total + loss
+            n += 1
+        col += w
+    return total / max(n, 1) if n else total + 0.0 * pred.sum()
