@@ -148,6 +148,12 @@ def test_bundle_carries_and_checks_the_rule(bundle_dir, tmp_path):
     (tmp_path / "b" / "thyrofast.json").write_text(json.dumps(card))
     with pytest.raises(InputError, match="aggregation"):
         Bundle.load(tmp_path / "b")
+    assert again.read_options == {"crop": "auto"}  # bundles without a "read" field: thyrofast.read's default
+    card["aggregation"] = spec
+    card["read"] = {"crop": "middle"}
+    (tmp_path / "b" / "thyrofast.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="read"):
+        Bundle.load(tmp_path / "b")
 
 
 def test_too_few_patients_to_cross_validate_falls_back_to_the_strongest_penalty():

@@ -17,6 +17,9 @@
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
 
 #include "preprocess_math.h"
 #include "thyrofast/preprocess.h"
@@ -50,6 +53,22 @@ AxisTable build_axis(int64_t in_len, int64_t out_len) {
   return t;
 }
 
+// The tables depend only on (in_len, out_len); a video stream resizes every
+// frame with the same geometry, so each calling thread keeps the last table
+// per axis (`slot`: 0 rows, 1 columns) and rebuilds it only when the
+// geometry changes.  OpenMP workers only read it during the call.
+const AxisTable& cached_axis(int slot, int64_t in_len, int64_t out_len) {
+  thread_local AxisTable cache[2];
+  thread_local bool valid[2] = {false, false};
+  AxisTable& t = cache[slot];
+  if (!valid[slot] || t.g.in_len != in_len || t.g.out_len != out_len) {
+    valid[slot] = false;  // stays invalid if building throws
+    t = build_axis(in_len, out_len);
+    valid[slot] = true;
+  }
+  return t;
+}
+
 struct Workspace {
   std::vector<float> row_cache[2];
   int64_t row_id[2] = {-1, -1};
@@ -61,7 +80,7 @@ struct Workspace {
   std::vector<float> flat;     // one frame, unpadded, for order statistics
   std::vector<float> scratch;  // selection candidates
   std::vector<int32_t> hist;
-  std::vector<uint16_t> bins;
+  std::vector<uint8_t> bins;
 
   void reset_rows() {
     row_id[0] = row_id[1] = -1;
@@ -136,6 +155,56 @@ void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t 
   }
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// The uint8 vertical area sum in one pass over 64 columns at a time, the
+// row sums held in registers (uint16: at most 257 rows of 255): acc =
+// wf * sum(full rows), then acc = fma(w_e, edge row, acc) per edge row, the
+// same operations as the whole-row loops.  Returns the columns done (a
+// multiple of 64); the caller finishes the rest.
+inline __m256 u8x8_to_ps(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+int64_t vertical_area_u8_avx2(const uint8_t* const* full_rows, int n_full, const uint8_t* const* edge_rows,
+                              const float* edge_w, int n_edge, float wf, int64_t rw, float* acc) {
+  constexpr int kB = 64;  // columns per block: 8 float accumulators
+  const __m256 vwf = _mm256_set1_ps(wf);
+  int64_t x = 0;
+  for (; x + kB <= rw; x += kB) {
+    __m256 f[8];
+    if (n_full == 0) {
+      for (int q = 0; q < 8; ++q) f[q] = _mm256_setzero_ps();
+    } else {
+      auto load16 = [](const uint8_t* p) {
+        return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      };
+      __m256i s[4];
+      for (int q = 0; q < 4; ++q) s[q] = load16(full_rows[0] + x + 16 * q);
+      int r = 1;
+      for (; r + 2 <= n_full; r += 2) {  // rows in pairs (integer sums: any order is exact)
+        const uint8_t* a = full_rows[r] + x;
+        const uint8_t* b = full_rows[r + 1] + x;
+        for (int q = 0; q < 4; ++q)
+          s[q] = _mm256_add_epi16(s[q], _mm256_add_epi16(load16(a + 16 * q), load16(b + 16 * q)));
+      }
+      if (r < n_full)
+        for (int q = 0; q < 4; ++q) s[q] = _mm256_add_epi16(s[q], load16(full_rows[r] + x + 16 * q));
+      for (int q = 0; q < 4; ++q) {
+        f[2 * q] = _mm256_mul_ps(vwf, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(s[q]))));
+        f[2 * q + 1] = _mm256_mul_ps(vwf, _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(s[q], 1))));
+      }
+    }
+    for (int e = 0; e < n_edge; ++e) {
+      const uint8_t* row = edge_rows[e] + x;
+      const __m256 we = _mm256_set1_ps(edge_w[e]);
+      for (int q = 0; q < 8; ++q) f[q] = _mm256_fmadd_ps(we, u8x8_to_ps(row + 8 * q), f[q]);
+    }
+    for (int q = 0; q < 8; ++q) _mm256_storeu_ps(acc + x + 8 * q, f[q]);
+  }
+  return x;
+}
+#endif
+
 // Vertical area pass for gray, unit-stride rows: the rows fully inside an
 // output row's box all carry the weight 1/s, so they are summed as integers
 // (16 lanes of uint16 per AVX2 add for uint8 input) and converted once; only
@@ -166,23 +235,31 @@ bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const Axi
   }
   if (sizeof(T) == 1 && n_full > 257) return false;  // uint16 sums of uint8 must not overflow
   const float wf = wfull * scale;
-  // whole-row passes: long unit-stride loops vectorize with little overhead
+  int64_t x0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (sizeof(T) == 1) {
+    x0 = vertical_area_u8_avx2(reinterpret_cast<const uint8_t* const*>(full_rows), n_full,
+                               reinterpret_cast<const uint8_t* const*>(edge_rows), edge_w, n_edge, wf, rw, acc);
+  }
+#endif
+  if (x0 == rw) return true;
+  // whole-row passes over [x0, rw): long unit-stride loops vectorize with little overhead
   Acc* sum = reinterpret_cast<Acc*>(isum);
   if (n_full == 0) {
-    std::fill(acc, acc + rw, 0.0f);
+    std::fill(acc + x0, acc + rw, 0.0f);
   } else {
     const T* r0 = full_rows[0];
-    for (int64_t x = 0; x < rw; ++x) sum[x] = r0[x];
+    for (int64_t x = x0; x < rw; ++x) sum[x] = r0[x];
     for (int r = 1; r < n_full; ++r) {
       const T* row = full_rows[r];
-      for (int64_t x = 0; x < rw; ++x) sum[x] = static_cast<Acc>(sum[x] + row[x]);
+      for (int64_t x = x0; x < rw; ++x) sum[x] = static_cast<Acc>(sum[x] + row[x]);
     }
-    for (int64_t x = 0; x < rw; ++x) acc[x] = wf * static_cast<float>(sum[x]);
+    for (int64_t x = x0; x < rw; ++x) acc[x] = wf * static_cast<float>(sum[x]);
   }
   for (int e = 0; e < n_edge; ++e) {
     const T* row = edge_rows[e];
     const float we = edge_w[e];
-    for (int64_t x = 0; x < rw; ++x) acc[x] += we * static_cast<float>(row[x]);
+    for (int64_t x = x0; x < rw; ++x) acc[x] += we * static_cast<float>(row[x]);
   }
   return true;
 }
@@ -308,56 +385,89 @@ void min_max(const float* v, int64_t n, float* vmin_out, float* vmax_out) {
   *vmax_out = b;
 }
 
-// bins[i] = select_bin(v[i]) for all i.
-void compute_bins(const float* v, int64_t n, float vmin, float scale, uint16_t* bins) {
+// Index of the lowest set bit of m != 0.
+inline int lowest_bit(uint32_t m) {
+#if defined(_MSC_VER) && !defined(__clang__)
+  unsigned long i;
+  _BitScanForward(&i, m);
+  return static_cast<int>(i);
+#else
+  return __builtin_ctz(m);
+#endif
+}
+
+// Value bins of the CPU selection: 256, so a bin index is one byte and the
+// SIMD passes over the bins take 32 per step (the CUDA path keeps
+// detail::kSelectBins).  Any monotone binning gives the same order
+// statistics; fewer bins only mean more candidates in the wanted bins.
+constexpr int kCpuBins = 256;
+
+inline int cpu_bin(float v, float vmin, float bin_scale) {
+  const float t = (v - vmin) * bin_scale;
+  int b = static_cast<int>(t);
+  b = b < 0 ? 0 : b;
+  return b > kCpuBins - 1 ? kCpuBins - 1 : b;
+}
+
+// bins[i] = cpu_bin(v[i]) for all i.
+void compute_bins(const float* v, int64_t n, float vmin, float scale, uint8_t* bins) {
   int64_t i = 0;
 #if defined(__AVX2__)
   const __m256 vm = _mm256_set1_ps(vmin), sc = _mm256_set1_ps(scale);
-  const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(detail::kSelectBins - 1);
-  for (; i + 16 <= n; i += 16) {
-    __m256i b0 = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i), vm), sc));
-    __m256i b1 = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i + 8), vm), sc));
-    b0 = _mm256_min_epi32(_mm256_max_epi32(b0, zero), top);
-    b1 = _mm256_min_epi32(_mm256_max_epi32(b1, zero), top);
-    // pack 2 x 8 int32 -> 16 uint16 in order
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(b0, b1), 0xD8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(bins + i), packed);
+  const __m256i top = _mm256_set1_epi32(kCpuBins - 1);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (; i + 32 <= n; i += 32) {
+    __m256i b[4];
+    for (int q = 0; q < 4; ++q)  // negatives (and NaN's INT_MIN) saturate to 0 in the packs below
+      b[q] = _mm256_min_epi32(
+          _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i + 8 * q), vm), sc)), top);
+    // 4 x 8 int32 -> 32 uint8; the packs interleave 4-byte groups per 128-bit lane, the permute restores order
+    const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(b[0], b[1]), _mm256_packus_epi32(b[2], b[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(bins + i), _mm256_permutevar8x32_epi32(p, order));
   }
 #endif
-  for (; i < n; ++i) bins[i] = static_cast<uint16_t>(detail::select_bin(v[i], vmin, scale));
+  for (; i < n; ++i) bins[i] = static_cast<uint8_t>(cpu_bin(v[i], vmin, scale));
 }
 
 // Exact order statistics `ranks` (ascending, each in [0, n)) of v[0..n).
 // One pass assigns each value a bin of a value histogram (a monotone map),
 // the prefix sums name the bin holding each wanted rank, and a selection
 // runs only among that bin's few values.  The result is the order statistic
-// itself, so it does not depend on how it was found.
-void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float* out, Workspace& ws) {
-  float vmin, vmax;
-  min_max(v, n, &vmin, &vmax);
+// itself, so it does not depend on how it was found.  This form takes the
+// min and max of v[0..n), already known; select_ranks below finds them.
+void select_ranks_in(const float* v, int64_t n, float vmin, float vmax, const int64_t* ranks, int m, float* out,
+                     Workspace& ws) {
   if (!(vmax > vmin)) {
     for (int q = 0; q < m; ++q) out[q] = vmin;
     return;
   }
-  constexpr int kBins = detail::kSelectBins;
+  constexpr int kBins = kCpuBins;
   const float scale = static_cast<float>(kBins) / (vmax - vmin);
   if (ws.bins.size() < static_cast<size_t>(n)) ws.bins.resize(n);
-  uint16_t* bins = ws.bins.data();
+  uint8_t* bins = ws.bins.data();
   compute_bins(v, n, vmin, scale, bins);
-  // two sub-histograms halve store-to-load stalls on runs of equal bins
-  ws.hist.assign(2 * (kBins + 1), 0);
+  // four sub-histograms cut store-to-load stalls on runs of equal bins
+  ws.hist.assign(4 * (kBins + 1), 0);
   int32_t* h0 = ws.hist.data();
   int32_t* h1 = h0 + (kBins + 1);
+  int32_t* h2 = h1 + (kBins + 1);
+  int32_t* h3 = h2 + (kBins + 1);
   int64_t i = 0;
-  for (; i + 2 <= n; i += 2) {
+  for (; i + 8 <= n; i += 8) {
     ++h0[bins[i]];
     ++h1[bins[i + 1]];
+    ++h2[bins[i + 2]];
+    ++h3[bins[i + 3]];
+    ++h0[bins[i + 4]];
+    ++h1[bins[i + 5]];
+    ++h2[bins[i + 6]];
+    ++h3[bins[i + 7]];
   }
   for (; i < n; ++i) ++h0[bins[i]];
   // exclusive prefix: h0[b] = count of values in bins < b
   int32_t run = 0;
   for (int b = 0; b <= kBins; ++b) {
-    const int32_t c = h0[b] + h1[b];
+    const int32_t c = h0[b] + h1[b] + h2[b] + h3[b];
     h0[b] = run;
     run += c;
   }
@@ -387,15 +497,18 @@ void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float*
   };
   int64_t j = 0;
 #if defined(__AVX2__)
-  // 16 bins per step; only blocks holding a wanted bin go to the scalar path
+  // 32 bins per step; only blocks holding a wanted bin go to the scalar path
   __m256i wv[8];
-  for (int k = 0; k < nwant; ++k) wv[k] = _mm256_set1_epi16(static_cast<int16_t>(want[k]));
-  for (; j + 16 <= n; j += 16) {
+  for (int k = 0; k < nwant; ++k) wv[k] = _mm256_set1_epi8(static_cast<char>(want[k]));
+  for (; j + 32 <= n; j += 32) {
     const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bins + j));
-    __m256i hit = _mm256_cmpeq_epi16(b, wv[0]);
-    for (int k = 1; k < nwant; ++k) hit = _mm256_or_si256(hit, _mm256_cmpeq_epi16(b, wv[k]));
-    if (_mm256_movemask_epi8(hit) == 0) continue;
-    for (int64_t q = j; q < j + 16; ++q) take(q);
+    __m256i hit = _mm256_cmpeq_epi8(b, wv[0]);
+    for (int k = 1; k < nwant; ++k) hit = _mm256_or_si256(hit, _mm256_cmpeq_epi8(b, wv[k]));
+    uint32_t mask = static_cast<uint32_t>(_mm256_movemask_epi8(hit));
+    while (mask != 0) {  // only the hits, in index order
+      take(j + lowest_bit(mask));
+      mask &= mask - 1;
+    }
   }
 #endif
   for (; j < n; ++j) take(j);
@@ -407,6 +520,50 @@ void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float*
     std::nth_element(first, first + local, first + fill[k]);
     out[q] = first[local];
   }
+}
+
+void select_ranks(const float* v, int64_t n, const int64_t* ranks, int m, float* out, Workspace& ws) {
+  float vmin, vmax;
+  min_max(v, n, &vmin, &vmax);
+  select_ranks_in(v, n, vmin, vmax, ranks, m, out, ws);
+}
+
+// Copy the interior of the padded image (h x w, row stride wp) into dst,
+// unpadded, taking its min and max on the way (one pass instead of two).
+void copy_min_max(const float* img, int64_t h, int64_t w, int64_t wp, float* dst, float* vmin_out, float* vmax_out) {
+  float a = img[kPad * wp + kPad], b = a;
+#if defined(__AVX2__)
+  __m256 mn = _mm256_set1_ps(a), mx = mn;
+#endif
+  for (int64_t i = 0; i < h; ++i) {
+    const float* row = img + (i + kPad) * wp + kPad;
+    float* d = dst + i * w;
+    int64_t j = 0;
+#if defined(__AVX2__)
+    for (; j + 8 <= w; j += 8) {
+      const __m256 x = _mm256_loadu_ps(row + j);
+      _mm256_storeu_ps(d + j, x);
+      mn = _mm256_min_ps(mn, x);
+      mx = _mm256_max_ps(mx, x);
+    }
+#endif
+    for (; j < w; ++j) {
+      d[j] = row[j];
+      a = detail::min_f(a, row[j]);
+      b = detail::max_f(b, row[j]);
+    }
+  }
+#if defined(__AVX2__)
+  float lmn[8], lmx[8];
+  _mm256_storeu_ps(lmn, mn);
+  _mm256_storeu_ps(lmx, mx);
+  for (int l = 0; l < 8; ++l) {
+    a = detail::min_f(a, lmn[l]);
+    b = detail::max_f(b, lmx[l]);
+  }
+#endif
+  *vmin_out = a;
+  *vmax_out = b;
 }
 
 // ------------------------------------------------------------------ SRAD ---
@@ -421,11 +578,9 @@ struct SradQ2x8 {
   __m256 num, den;
 };
 
-// detail::srad_q2_frac for the 8 pixels rc[j..j+8)
-inline SradQ2x8 srad_q2_frac8(const float* rc, const float* rn, const float* rs, int64_t j) {
-  const __m256 jc = _mm256_loadu_ps(rc + j);
-  const __m256 jn = _mm256_loadu_ps(rn + j), js = _mm256_loadu_ps(rs + j);
-  const __m256 jw = _mm256_loadu_ps(rc + j - 1), je = _mm256_loadu_ps(rc + j + 1);
+// detail::srad_q2_frac for 8 pixels given as values; *dn_out gets jn - jc
+// (the fused row step reuses it as minus the south diff of the row above)
+inline SradQ2x8 srad_q2_frac8(__m256 jc, __m256 jn, __m256 js, __m256 jw, __m256 je, __m256* dn_out) {
   const __m256 dn = _mm256_sub_ps(jn, jc), ds = _mm256_sub_ps(js, jc);
   const __m256 dw = _mm256_sub_ps(jw, jc), de = _mm256_sub_ps(je, jc);
   __m256 g = _mm256_mul_ps(dn, dn);
@@ -437,7 +592,14 @@ inline SradQ2x8 srad_q2_frac8(const float* rc, const float* rn, const float* rs,
   SradQ2x8 r;
   r.num = _mm256_fmsub_ps(_mm256_set1_ps(8.0f), g, _mm256_mul_ps(s, s));
   r.den = _mm256_mul_ps(m, m);
+  if (dn_out) *dn_out = dn;
   return r;
+}
+
+// the same for the 8 pixels rc[j..j+8)
+inline SradQ2x8 srad_q2_frac8(const float* rc, const float* rn, const float* rs, int64_t j) {
+  return srad_q2_frac8(_mm256_loadu_ps(rc + j), _mm256_loadu_ps(rn + j), _mm256_loadu_ps(rs + j),
+                       _mm256_loadu_ps(rc + j - 1), _mm256_loadu_ps(rc + j + 1), nullptr);
 }
 
 // detail::srad_coeff for 8 pixels (min_ps(1, c) is min_f(c, 1), NaN included)
@@ -497,19 +659,9 @@ void srad_step_row(const float* r0, const float* r1, const float* r2, const floa
     const __m256 b = _mm256_loadu_ps(r2 + j), b_w = _mm256_loadu_ps(r2 + j - 1), b_e = _mm256_loadu_ps(r2 + j + 1);
     const __m256 b_s = _mm256_loadu_ps(r3 + j), up_n = _mm256_loadu_ps(r0 + j);
     const __m256 c_c = _mm256_loadu_ps(cc + j), c_e = _mm256_loadu_ps(cc + j + 1);
-    // q^2 and c of row i + 1 (srad_q2_frac8 / srad_coeff8 on these values)
-    const __m256 dn = _mm256_sub_ps(up, b), ds = _mm256_sub_ps(b_s, b);
-    const __m256 dw = _mm256_sub_ps(b_w, b), de = _mm256_sub_ps(b_e, b);
-    __m256 g = _mm256_mul_ps(dn, dn);
-    g = _mm256_fmadd_ps(ds, ds, g);
-    g = _mm256_fmadd_ps(dw, dw, g);
-    g = _mm256_fmadd_ps(de, de, g);
-    const __m256 sd = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(dn, ds), dw), de);
-    const __m256 m = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), b, sd);
-    SradQ2x8 q;
-    q.num = _mm256_fmsub_ps(_mm256_set1_ps(8.0f), g, _mm256_mul_ps(sd, sd));
-    q.den = _mm256_mul_ps(m, m);
-    const __m256 c_s = srad_coeff8(q, vinv, vk);
+    // q^2 and c of row i + 1
+    __m256 dn;
+    const __m256 c_s = srad_coeff8(srad_q2_frac8(b, up, b_s, b_w, b_e, &dn), vinv, vk);
     // update of row i: srad_update's c_c (dn + dw) + c_s ds + c_e de, in
     // that order; row i's south diff b - up is exactly -dn
     __m256 t = _mm256_mul_ps(c_c, _mm256_add_ps(_mm256_sub_ps(up_n, up), _mm256_sub_ps(up_w, up)));
@@ -692,12 +844,13 @@ detail::FrameAffine frame_affine(const float* img, int64_t h, int64_t w, int64_t
     case Normalize::percentile: {
       std::vector<float>& flat = ws.flat;
       if (flat.size() < static_cast<size_t>(n)) flat.resize(n);
-      for (int64_t i = 0; i < h; ++i) std::memcpy(&flat[i * w], img + (i + kPad) * wp + kPad, sizeof(float) * w);
+      float vmin, vmax;
+      copy_min_max(img, h, w, wp, flat.data(), &vmin, &vmax);
       const detail::PercentilePos lo = detail::percentile_pos(n, p.percentile_lo);
       const detail::PercentilePos hi = detail::percentile_pos(n, p.percentile_hi);
       int64_t ranks[4] = {lo.k, std::min(lo.k + 1, n - 1), hi.k, std::min(hi.k + 1, n - 1)};
       float vals[4];
-      select_ranks(flat.data(), n, ranks, 4, vals, ws);
+      select_ranks_in(flat.data(), n, vmin, vmax, ranks, 4, vals, ws);
       const float vlo = detail::lerp_numpy(vals[0], vals[1], lo.frac);
       const float vhi = detail::lerp_numpy(vals[2], vals[3], hi.frac);
       f.clip = 1;
@@ -763,7 +916,26 @@ void write_output(const float* img, int64_t h, int64_t w, int64_t wp, const deta
     for (int64_t i = 0; i < h; ++i) {
       const float* row = img + (i + kPad) * wp + kPad;
       float* dst = o + i * w;
-      for (int64_t j = 0; j < w; ++j) dst[j] = detail::apply_affine(row[j], f);
+      int64_t j = 0;
+#if defined(__AVX2__)
+      // apply_affine 8 at a time, clip hoisted (max_ps(lo, v) / min_ps(hi, v)
+      // are max_f / min_f, NaN included)
+      const __m256 vlo = _mm256_set1_ps(f.lo), va = _mm256_set1_ps(f.a), vmean = _mm256_set1_ps(f.mean),
+                   vis = _mm256_set1_ps(f.inv_std), zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+      if (f.clip) {
+        for (; j + 8 <= w; j += 8) {
+          __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j), vlo), va);
+          t = _mm256_min_ps(one, _mm256_max_ps(zero, t));
+          _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_sub_ps(t, vmean), vis));
+        }
+      } else {
+        for (; j + 8 <= w; j += 8) {
+          const __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + j), vlo), va);
+          _mm256_storeu_ps(dst + j, _mm256_mul_ps(_mm256_sub_ps(t, vmean), vis));
+        }
+      }
+#endif
+      for (; j < w; ++j) dst[j] = detail::apply_affine(row[j], f);
     }
     for (int ch = 1; ch < c; ++ch) std::memcpy(o + ch * plane, o, sizeof(float) * static_cast<size_t>(plane));
   } else {
@@ -832,8 +1004,8 @@ void process_frame(const FrameBatch& in, const PreprocessParams& p, const AxisTa
 template <typename T>
 void run_cpu(const FrameBatch& in, const PreprocessParams& p, void* out, int threads) {
   const int64_t rh = p.has_roi ? p.roi_h : in.h, rw = p.has_roi ? p.roi_w : in.w;
-  const AxisTable ty = build_axis(rh, p.out_h);
-  const AxisTable tx = build_axis(rw, p.out_w);
+  const AxisTable& ty = cached_axis(0, rh, p.out_h);
+  const AxisTable& tx = cached_axis(1, rw, p.out_w);
   const double max_value = p.max_value > 0.0 ? p.max_value : (in.type == PixelType::u8 ? 255.0 : 65535.0);
   const LumaCoeffs k = detail::luma_coeffs(max_value, p.channel_order == ChannelOrder::bgr);
 #ifdef _OPENMP

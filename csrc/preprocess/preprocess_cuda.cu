@@ -117,19 +117,27 @@ __device__ inline float& px(float* img, int64_t q, int64_t w, int64_t wp) {
   return img[(q / w + kPad) * wp + (q % w) + kPad];
 }
 
+// Min and max of the h*w interior values of `img` over the whole block.
+__device__ inline void frame_min_max(float* img, int64_t n, int64_t w, int64_t wp, float& mn, float& mx,
+                                     SharedScratch& s) {
+  mn = 3.4e38f;
+  mx = -3.4e38f;
+  for (int64_t q = threadIdx.x; q < n; q += kThreads) {
+    const float v = px(img, q, w, wp);
+    mn = detail::min_f(mn, v);
+    mx = detail::max_f(mx, v);
+  }
+  block_min_max(mn, mx, s);
+}
+
 // The exact r-th smallest of the h*w interior values of `img` (same result as
 // the CPU's select_ranks: order statistics do not depend on the method).
 // Iterative histogram refinement: the member set [lo, hi] shrinks every
 // round until it holds one distinct value or few enough to rank directly.
 __device__ float block_select(float* img, int64_t h, int64_t w, int64_t wp, int64_t r, SharedScratch& s) {
   const int64_t n = h * w;
-  float lo = 3.4e38f, hi = -3.4e38f;
-  for (int64_t q = threadIdx.x; q < n; q += kThreads) {
-    const float v = px(img, q, w, wp);
-    lo = detail::min_f(lo, v);
-    hi = detail::max_f(hi, v);
-  }
-  block_min_max(lo, hi, s);
+  float lo, hi;
+  frame_min_max(img, n, w, wp, lo, hi, s);
   int64_t below = 0;  // members' rank offset: values < lo
   for (int round = 0; round < 64; ++round) {
     if (!(hi > lo)) return lo;
@@ -284,13 +292,8 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     __syncthreads();
     img = img_b;
   } else if (a.p.denoise == Denoise::srad && a.p.srad_iterations > 0) {
-    float ymin = 3.4e38f, ymax = -3.4e38f;
-    for (int64_t q = threadIdx.x; q < n; q += kThreads) {
-      const float v = px(img_a, q, w, wp);
-      ymin = detail::min_f(ymin, v);
-      ymax = detail::max_f(ymax, v);
-    }
-    block_min_max(ymin, ymax, s);
+    float ymin, ymax;
+    frame_min_max(img_a, n, w, wp, ymin, ymax, s);
     const float shift = detail::srad_log_shift(ymax);
     for (int64_t q = threadIdx.x; q < n; q += kThreads) {
       float& v = px(img_a, q, w, wp);
@@ -365,13 +368,8 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     fa.a = (vhi - vlo) < 1e-6f ? 0.0f : 1.0f / (vhi - vlo);
     if (fa.a == 0.0f) fa.lo = 0.0f;
   } else if (a.p.normalize == Normalize::minmax) {
-    float mn = 3.4e38f, mx = -3.4e38f;
-    for (int64_t q = threadIdx.x; q < n; q += kThreads) {
-      const float v = px(img, q, w, wp);
-      mn = detail::min_f(mn, v);
-      mx = detail::max_f(mx, v);
-    }
-    block_min_max(mn, mx, s);
+    float mn, mx;
+    frame_min_max(img, n, w, wp, mn, mx, s);
     fa.clip = 1;
     fa.lo = mn;
     fa.a = (mx - mn) < 1e-6f ? 0.0f : 1.0f / (mx - mn);
