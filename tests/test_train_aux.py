@@ -158,3 +158,28 @@ def test_bad_aux_weight_and_crop_are_refused():
         TrainConfig(crop="middle")
     with pytest.raises(ValueError, match="aggregation"):
         TrainConfig(aggregation="max")
+
+
+def test_the_configured_augmentation_is_the_one_applied(tmp_path_factory, tmp_path, monkeypatch):
+    """Regression: the loop used to call augment() with its default config, ignoring TrainConfig.augment."""
+    import _train_fixture
+
+    import thyrofast.train.loop as loop
+    from thyrofast.bundle import Bundle
+    from thyrofast.train import train
+    from thyrofast.train.augment import AugmentConfig
+
+    seen = []
+    real = loop.augment
+
+    def spy(x, u, cfg=AugmentConfig()):
+        seen.append(cfg)
+        return real(x, u, cfg)
+
+    monkeypatch.setattr(loop, "augment", spy)
+    strong = {"rotate_deg": 20.0, "scale": 0.3, "translate": 0.1, "hflip": 0.0, "gain": 0.0, "contrast": 0.0}
+    kw = dict(_train_fixture.TRAIN_KW, epochs=1)
+    train(_train_fixture.cohort(tmp_path_factory), tmp_path / "b", export=False, log=lambda m: None,
+          augment_config=strong, **kw)
+    assert seen and all(c == AugmentConfig(**strong) for c in seen)
+    assert Bundle.load(tmp_path / "b").manifest["training"]["config"]["augment"] == strong

@@ -277,7 +277,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           class_weighting: str = DEFAULTS.class_weighting, preprocess: Mapping | None = None,
           pretrained: str | None = None, export: bool = True, int8: bool = True,
           ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
-          crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation, log=None):
+          crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
+          augment_config: AugmentConfig | Mapping | None = None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -297,7 +298,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     bundle so ``predict``/``evaluate`` read files the same way).
     ``aggregation``: the image -> patient rule stored in the bundle,
     "pooled_logistic" (fitted on the training patients) or "mean_log_prob".
-    Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
+    ``augment_config``: an :class:`AugmentConfig` (or its fields as a dict)
+    for the training-time augmentation.  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
     other DDP ranks return None).
     """
     import torch
@@ -314,7 +316,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                       class_weighting=class_weighting, seed=int(seed),
                       ghost_batches=int(ghost_batches), preprocess=dict(preprocess or {}),
                       pretrained=os.fspath(pretrained) if pretrained else None,
-                      aux_weight=float(aux_weight), crop=crop, aggregation=aggregation)
+                      aux_weight=float(aux_weight), crop=crop, aggregation=aggregation,
+                      augment=(augment_config if isinstance(augment_config, AugmentConfig)
+                               else AugmentConfig(**dict(augment_config)) if augment_config is not None
+                               else DEFAULTS.augment))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
 
     world, rank, own_group = _dist_info()
@@ -487,7 +492,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
 
     def train_step(idx: torch.Tensor, table: torch.Tensor) -> float:
         x = x_train[idx].to(dev, dtype=torch.float32, non_blocking=True)
-        x = augment(x, table[idx])
+        x = augment(x, table[idx], cfg.augment)
         y = y_train[idx].to(dev)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
