@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thyrofast
+from _proc import rss_kib
 from _reference import preprocess_ref
 
 MODES = [(d, n) for d in ("none", "median3", "median5", "srad") for n in ("percentile", "minmax", "zscore", "none")]
@@ -48,12 +49,6 @@ def test_threads_are_bit_identical_to_serial():
     assert not mismatches, f"{len(mismatches)} results differ from the serial run"
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs /proc")
@@ -65,13 +60,13 @@ def test_no_leak_over_10000_calls():
     for _ in range(500):  # warm up allocators and the per-thread workspace
         pre(frame, out=out)
         thyrofast.preprocess(frame, size=(32, 32), denoise="median3")
-    before = _rss_kib()
+    before = rss_kib()
     for i in range(10_000):
         if i % 2:
             pre(frame, out=out)
         else:
             thyrofast.preprocess(frame, size=(32, 32), denoise="median3")
-    grown = _rss_kib() - before
+    grown = rss_kib() - before
     assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 10,000 calls"
 
 

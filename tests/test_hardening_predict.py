@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _proc import rss_kib
 from conftest import REPO
 from thyrofast.predict import OutputError, predict_files
 
@@ -126,12 +127,6 @@ def test_no_pickle_in_any_load_path():
     assert not hits, hits
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.mark.slow
@@ -144,9 +139,9 @@ def test_classifier_predict_does_not_leak(bundle_dir):
     frame = rng.integers(0, 256, size=(96, 96), dtype=np.uint8)
     for _ in range(200):
         clf.predict(frame)
-    before = _rss_kib()
+    before = rss_kib()
     for _ in range(2000):
         clf.predict(frame)
-    grown = _rss_kib() - before
+    grown = rss_kib() - before
     clf.close()
     assert grown < 5 * 1024, f"RSS grew by {grown} KiB over 2,000 predict calls"

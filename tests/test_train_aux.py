@@ -172,7 +172,7 @@ def test_the_configured_augmentation_is_the_one_applied(tmp_path_factory, tmp_pa
     seen = []
     real = loop.augment
 
-    def spy(x, u, cfg=AugmentConfig()):
+    def spy(x, u, cfg):
         seen.append(cfg)
         return real(x, u, cfg)
 

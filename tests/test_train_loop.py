@@ -195,8 +195,8 @@ def test_augment_is_keyed_by_sample():
     assert torch.equal(t, epoch_table(10, seed=1, epoch=2))
     assert not torch.equal(t, epoch_table(10, seed=1, epoch=3))
     idx = torch.tensor([7, 2, 5, 0, 9, 3])
-    full = augment(x, t[idx])
-    half = torch.cat([augment(x[:3], t[idx[:3]]), augment(x[3:], t[idx[3:]])])
+    full = augment(x, t[idx], AugmentConfig())
+    half = torch.cat([augment(x[:3], t[idx[:3]], AugmentConfig()), augment(x[3:], t[idx[3:]], AugmentConfig())])
     assert torch.allclose(full, half, atol=1e-6)  # batch composition does not matter
     none = AugmentConfig(rotate_deg=0, scale=0, translate=0, hflip=0, gain=0, contrast=0)
     assert torch.allclose(augment(x, t[idx], none), x, atol=1e-5)

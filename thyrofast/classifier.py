@@ -76,6 +76,17 @@ def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any], aggregatio
     return aggregate(probs, patient_ids, aggregation)
 
 
+def bundle_crop(classifier) -> str:
+    """The ``thyrofast.read`` crop of the classifier's bundle ("auto" for stand-ins without one)."""
+    opts = getattr(getattr(classifier, "bundle", None), "read_options", None) or {}
+    return opts.get("crop", "auto")
+
+
+def bundle_aggregation(classifier) -> Any:
+    """The image -> patient rule of the classifier's bundle ("mean_log_prob" for stand-ins without one)."""
+    return getattr(getattr(classifier, "bundle", None), "aggregation", "mean_log_prob")
+
+
 def _as_bundle(bundle) -> Any:
     if isinstance(bundle, (str, Path)):
         from .bundle import Bundle

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .classifier import bundle_aggregation, bundle_crop
 from .errors import InputError
 
 __all__ = [
@@ -394,7 +395,7 @@ def predict_files(
     classes = tuple(classifier.classes)
     provenance = dict(classifier.provenance)
     # files are read as the model was trained (the bundle's tissue crop)
-    crop = (getattr(getattr(classifier, "bundle", None), "read_options", None) or {}).get("crop", "auto")
+    crop = bundle_crop(classifier)
     summary = PredictSummary(n_inputs=len(items))
     t0 = time.perf_counter()
     with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
@@ -511,9 +512,7 @@ def predict_files(
                 flush()
                 n_pending_frames = 0
         flush()
-        bundle = getattr(classifier, "bundle", None)
-        patients = _patient_records(writer.records, classes, provenance,
-                                    getattr(bundle, "aggregation", "mean_log_prob"))
+        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier))
         writer.write(patients)
         summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
     summary.seconds = time.perf_counter() - t0

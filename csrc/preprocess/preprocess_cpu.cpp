@@ -356,6 +356,20 @@ void median_filter(const float* src, float* dst, int64_t h, int64_t w, int64_t w
   }
 }
 
+#if defined(__AVX2__)
+// Folds the 8 lanes of running minima / maxima into a / b (lane order, so the
+// result matches a scalar pass over the same values).
+inline void fold_min_max8(__m256 mn, __m256 mx, float& a, float& b) {
+  float lmn[8], lmx[8];
+  _mm256_storeu_ps(lmn, mn);
+  _mm256_storeu_ps(lmx, mx);
+  for (int l = 0; l < 8; ++l) {
+    a = detail::min_f(a, lmn[l]);
+    b = detail::max_f(b, lmx[l]);
+  }
+}
+#endif
+
 // Min and max of v[0..n).
 void min_max(const float* v, int64_t n, float* vmin_out, float* vmax_out) {
   float a = v[0], b = v[0];
@@ -368,13 +382,7 @@ void min_max(const float* v, int64_t n, float* vmin_out, float* vmax_out) {
       mn = _mm256_min_ps(mn, x);
       mx = _mm256_max_ps(mx, x);
     }
-    float lmn[8], lmx[8];
-    _mm256_storeu_ps(lmn, mn);
-    _mm256_storeu_ps(lmx, mx);
-    for (int l = 0; l < 8; ++l) {
-      a = detail::min_f(a, lmn[l]);
-      b = detail::max_f(b, lmx[l]);
-    }
+    fold_min_max8(mn, mx, a, b);
   }
 #endif
   for (; i < n; ++i) {
@@ -554,13 +562,7 @@ void copy_min_max(const float* img, int64_t h, int64_t w, int64_t wp, float* dst
     }
   }
 #if defined(__AVX2__)
-  float lmn[8], lmx[8];
-  _mm256_storeu_ps(lmn, mn);
-  _mm256_storeu_ps(lmx, mx);
-  for (int l = 0; l < 8; ++l) {
-    a = detail::min_f(a, lmn[l]);
-    b = detail::max_f(b, lmx[l]);
-  }
+  fold_min_max8(mn, mx, a, b);
 #endif
   *vmin_out = a;
   *vmax_out = b;

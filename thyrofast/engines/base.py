@@ -134,7 +134,28 @@ class Engine(abc.ABC):
             f"device={self.device!r}, input_shape={self.input_shape}, max_batch={self.max_batch})"
         )
 
+    @classmethod
+    def _from_onnx_artifact(cls, bundle: Any, precision: str, device: str, **options) -> "Engine":
+        """``from_bundle`` of the engines built from an ONNX graph: the precision's
+        graph as hash-checked bytes, the bundle's input shape unless given."""
+        _, data = read_artifact(bundle, artifact_name(cls.backend, precision))
+        options.setdefault("input_shape", bundle_input_shape(bundle))
+        return cls(data, precision=precision, device=device, **options)
+
     # -- helpers shared by the host-memory engines --------------------------------
+
+    def _stage_host_input(self, x, batch: int | None, slot) -> tuple:
+        """``run``'s input handling: ``slot(n)`` gives the preallocated ``(buffer, ...)``
+        for batch ``n``; ``x`` (unless it is that buffer) is copied in.  Returns the slot."""
+        if x is None:
+            if batch is None:
+                raise TypeError("run() needs an input array or batch=")
+            return slot(batch)
+        x = self._check_host_input(x)
+        staged = slot(x.shape[0])
+        if x is not staged[0]:
+            np.copyto(staged[0], x, casting="same_kind")
+        return staged
 
     def _check_batch(self, n: int) -> int:
         n = int(n)

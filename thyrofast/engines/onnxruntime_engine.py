@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, artifact_name, bundle_input_shape, default_threads, read_artifact
+from .base import Engine, default_threads
 
 __all__ = ["OnnxRuntimeEngine"]
 
@@ -70,9 +70,7 @@ class OnnxRuntimeEngine(Engine):
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "OnnxRuntimeEngine":
-        _, data = read_artifact(bundle, artifact_name(cls.backend, precision))
-        options.setdefault("input_shape", bundle_input_shape(bundle))
-        return cls(data, precision=precision, device=device, **options)
+        return cls._from_onnx_artifact(bundle, precision, device, **options)
 
     def _binding(self, n: int):
         import onnxruntime as ort
@@ -95,15 +93,7 @@ class OnnxRuntimeEngine(Engine):
         return self._binding(batch)[0]
 
     def run(self, x=None, *, batch: int | None = None) -> np.ndarray:
-        if x is None:
-            if batch is None:
-                raise TypeError("run() needs an input array or batch=")
-            buf, y, io = self._binding(batch)
-        else:
-            x = self._check_host_input(x)
-            buf, y, io = self._binding(x.shape[0])
-            if x is not buf:
-                np.copyto(buf, x, casting="same_kind")
+        _, y, io = self._stage_host_input(x, batch, self._binding)
         self._session.run_with_iobinding(io)
         return y.astype(np.float32, copy=True)
 

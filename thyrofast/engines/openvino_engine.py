@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Engine, artifact_name, bundle_input_shape, default_threads, read_artifact
+from .base import Engine, default_threads
 
 __all__ = ["OpenVinoEngine"]
 
@@ -59,9 +59,7 @@ class OpenVinoEngine(Engine):
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "OpenVinoEngine":
-        _, data = read_artifact(bundle, artifact_name(cls.backend, precision))
-        options.setdefault("input_shape", bundle_input_shape(bundle))
-        return cls(data, precision=precision, device=device, **options)
+        return cls._from_onnx_artifact(bundle, precision, device, **options)
 
     def _compiled(self, n: int):
         """Batch 1 gets its own static-shape compile (the latency case); larger
@@ -101,15 +99,7 @@ class OpenVinoEngine(Engine):
         return self._request(batch)[0]
 
     def run(self, x=None, *, batch: int | None = None) -> np.ndarray:
-        if x is None:
-            if batch is None:
-                raise TypeError("run() needs an input array or batch=")
-            buf, request = self._request(batch)
-        else:
-            x = self._check_host_input(x)
-            buf, request = self._request(x.shape[0])
-            if x is not buf:
-                np.copyto(buf, x, casting="same_kind")
+        _, request = self._stage_host_input(x, batch, self._request)
         request.infer()
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 

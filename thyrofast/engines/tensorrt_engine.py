@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Engine, artifact_name, bundle_input_shape, read_artifact
+from .base import Engine
 from .engine_cache import EngineCache, EngineKey
 
 __all__ = ["TensorRTEngine", "tensorrt_available", "gpu_info", "build_serialized_engine", "engine_key"]
@@ -264,9 +264,7 @@ class TensorRTEngine(Engine):
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp16", device: str = "cuda", **options) -> "TensorRTEngine":
-        _, data = read_artifact(bundle, artifact_name(cls.backend, precision))
-        options.setdefault("input_shape", bundle_input_shape(bundle))
-        return cls(data, precision=precision, device=device, **options)
+        return cls._from_onnx_artifact(bundle, precision, device, **options)
 
     @property
     def stream(self):

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..aggregation import describe as describe_aggregation
+from ..classifier import bundle_aggregation, bundle_crop
 from ..errors import InputError
 from . import inputs as I
 
@@ -459,11 +460,11 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
     read = reader or _default_reader()
     if reader is None and read is not _pil_read:
         # the reader options the model was trained with (tissue crop)
-        opts = getattr(getattr(classifier, "bundle", None), "read_options", None) or {}
-        if opts.get("crop", "auto") != "auto":
+        crop = bundle_crop(classifier)
+        if crop != "auto":
             import functools  # noqa: PLC0415
 
-            read = functools.partial(read, crop=opts["crop"])
+            read = functools.partial(read, crop=crop)
     records = []
     wanted: dict[str, set[int] | None] = {}  # file -> frames listed in the manifest (None: all)
     for path, fi in zip(labels.path, labels.frame_index):
@@ -541,7 +542,7 @@ def evaluate_bundle(
         classifier = Classifier.load(bundle, backend=backend, device=device)
     records = predict_manifest(classifier, lab, reader=reader)
     if "aggregation" not in kwargs:
-        kwargs["aggregation"] = getattr(getattr(classifier, "bundle", None), "aggregation", AGGREGATION)
+        kwargs["aggregation"] = bundle_aggregation(classifier)
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

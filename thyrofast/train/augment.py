@@ -41,8 +41,11 @@ def epoch_table(n: int, seed: int, epoch: int):
     return torch.rand(n, N_PARAMS + 1, generator=g, dtype=torch.float64).float()
 
 
-def augment(x, u, cfg: AugmentConfig = AugmentConfig()):
-    """Augment batch ``x`` (N, C, H, W) float with uniform draws ``u`` (N, 7)."""
+def augment(x, u, cfg: AugmentConfig):
+    """Augment batch ``x`` (N, C, H, W) float with uniform draws ``u`` (N, 7) under ``cfg``.
+
+    ``cfg`` has no default: the training loop once silently used the default
+    instead of the configuration it recorded."""
     import torch
     import torch.nn.functional as F
 
