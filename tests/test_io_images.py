@@ -152,6 +152,50 @@ def test_detect_field_on_framed_screenshots(tmp_path, seed):
     assert read(tmp_path / "s.png")[0].region == (0, 0, 640, 480)  # auto: no regions, no crop
 
 
+def _detect_field_reference(pixels, threshold=0.05):
+    """detect_field as first written: a literal 5x5 median on the float image (the spec of
+    the faster box-count form)."""
+    from scipy import ndimage
+
+    from thyrofast.io.regions import _grow
+
+    a = pixels.max(axis=2) if pixels.ndim == 3 else pixels
+    af = a.astype(np.float32)
+    top = 255.0 if a.dtype == np.uint8 else float(np.percentile(af, 99.5)) or 1.0
+    g = np.clip(af / top, 0.0, 1.0)
+    step = max(1, int(np.ceil(max(g.shape) / 320)))
+    small = g[::step, ::step]
+    med = ndimage.median_filter((small * 255).astype(np.uint8), size=5, mode="nearest")
+    mask = (med > threshold * 255).astype(np.uint8)
+    k = max(7, int(round(min(small.shape) / 24))) | 1
+    mask = ndimage.maximum_filter(ndimage.minimum_filter(mask, size=k), size=k).astype(bool)
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    sl = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+    h, w = g.shape
+    box = (sl[1].start * step, sl[0].start * step, min(w, sl[1].stop * step), min(h, sl[0].stop * step))
+    x0, y0, x1, y1 = _grow(g > 0.008, box)
+    return (int(x0), int(y0), int(x1), int(y1)) if (x1 - x0) * (y1 - y0) >= 0.05 * h * w else "too small"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_detect_field_equals_the_median_filter_reference(seed):
+    rng = np.random.default_rng(seed)
+    img, _ = _framed(seed)
+    # speckle-like noise near the threshold, so the 5x5 median decides pixel by pixel
+    noisy = np.clip(img.astype(np.int16) + rng.integers(-14, 15, img.shape), 0, 255).astype(np.uint8)
+    cases = [img, noisy, np.stack([noisy, img, img // 2], axis=2),
+             noisy.astype(np.uint16) * int(rng.integers(3, 257)),
+             noisy[: int(rng.integers(60, 300)), : int(rng.integers(60, 640))]]
+    for a in cases:
+        try:
+            got = detect_field(a)
+        except InputError as e:
+            assert "too small" in str(e)
+            got = "too small"
+        assert got == _detect_field_reference(a)
+
+
 def test_detect_field_refuses_a_dark_image():
     with pytest.raises(InputError) as e:
         detect_field(np.zeros((100, 100), np.uint8))

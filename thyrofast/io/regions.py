@@ -102,26 +102,24 @@ def select_tissue_region(regions: list[UsRegion]) -> UsRegion | None:
     return best
 
 
-def _gray_unit(pixels: np.ndarray) -> np.ndarray:
+def _gray(pixels: np.ndarray) -> np.ndarray:
     a = np.asarray(pixels)
-    if a.ndim == 3:
-        a = a.max(axis=2)  # colored overlays count as bright, like on screen
-    a = a.astype(np.float32)
-    top = 255.0 if pixels.dtype == np.uint8 else float(np.percentile(a, 99.5)) or 1.0
-    return np.clip(a / top, 0.0, 1.0)
+    return a.max(axis=2) if a.ndim == 3 else a  # colored overlays count as bright, like on screen
 
 
-def _grow(g: np.ndarray, box: tuple[int, int, int, int], *, low: float = 0.008,
-          fill: float = 0.4) -> tuple[int, int, int, int]:
-    """Extend the box over adjoining rows/columns that are mostly not black.
+def _unit(a: np.ndarray, top: float) -> np.ndarray:
+    return np.clip(a.astype(np.float32) / top, 0.0, 1.0)
+
+
+def _grow(lit: np.ndarray, box: tuple[int, int, int, int], *, fill: float = 0.4) -> tuple[int, int, int, int]:
+    """Extend the box over adjoining rows/columns that are mostly lit (not black).
 
     Deep tissue can be dark enough to fail the detection threshold, yet it is
     rarely exactly black, whereas screen margins are; a gap of black pixels
     stops the growth before text or rulers drawn next to the field.
     """
-    h, w = g.shape
+    h, w = lit.shape
     x0, y0, x1, y1 = box
-    lit = g > low
     changed = True
     while changed:
         changed = False
@@ -148,14 +146,24 @@ def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
     """
     from scipy import ndimage
 
-    g = _gray_unit(pixels)
-    h, w = g.shape
+    a = _gray(pixels)
+    h, w = a.shape
+    low = 0.008  # "not black" for _grow
     # find the box at <= ~320 px on the long side (fast); _grow refines it at full resolution
     step = max(1, int(np.ceil(max(h, w) / 320)))
-    small = g[::step, ::step]
-    # a 5x5 median removes 1-2 px text strokes and speckle holes alike (on 8-bit levels: fast)
-    med = ndimage.median_filter((small * 255).astype(np.uint8), size=5, mode="nearest")
-    mask = (med > threshold * 255).astype(np.uint8)
+    if a.dtype == np.uint8:
+        top = 255.0
+        # per-level table: the same test as on the float image, without converting it
+        lit = (_unit(np.arange(256, dtype=np.uint8), top) > low)[a]
+    else:
+        top = float(np.percentile(a.astype(np.float32), 99.5)) or 1.0
+        lit = _unit(a, top) > low
+    small = _unit(a[::step, ::step], top)
+    # A 5x5 median removes 1-2 px text strokes and speckle holes alike.  Only its
+    # threshold is used, and median > t exactly when >= 13 of the 25 values are
+    # > t: a box count of the thresholded image (~10x faster than the median).
+    bright = ((small * 255).astype(np.uint8) > threshold * 255).astype(np.float32)
+    mask = (ndimage.uniform_filter(bright, size=5, mode="nearest") > 12.5 / 25).astype(np.uint8)
     # opening (min then max filter) removes what survives and is thinner than k:
     # bold text, rulers, grey bars
     k = max(7, int(round(min(small.shape) / 24))) | 1
@@ -168,7 +176,7 @@ def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
     sl = ndimage.find_objects(labels)[best - 1]
     y0, y1 = sl[0].start * step, min(h, sl[0].stop * step)
     x0, x1 = sl[1].start * step, min(w, sl[1].stop * step)
-    x0, y0, x1, y1 = _grow(g, (x0, y0, x1, y1))
+    x0, y0, x1, y1 = _grow(lit, (x0, y0, x1, y1))
     if (x1 - x0) * (y1 - y0) < min_fraction * h * w:
         raise InputError("no_tissue_region",
                          f"the largest bright area ({x1 - x0}x{y1 - y0} px) is too small to be an ultrasound field",
