@@ -19,7 +19,11 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     for who in (report["model"], report["bayes"], report["readers"]["junior"], report["readers"]["senior"]):
         assert set(who["auc"]) == {"BTN", "NMTN", "MMTN"}
         assert "value" in who["macro_auc"] and "ci" in who["macro_auc"]
-    assert set(report["timings_s"]) >= {"synth", "train", "export", "evaluate", "bench"}
+    assert set(report["timings_s"]) >= {"synth", "pretrain", "train", "export", "evaluate", "bench"}
+    prov = report["provenance"]
+    assert len(prov["training_data_fingerprint"]) == 64
+    assert prov["pretraining"]["n_images"]["train"] + prov["pretraining"]["n_images"]["held_out"] == 240
+    assert "disjoint from study cohorts" in prov["pretraining"]["data"]
     out = tmp_path / "demo"
     for f in ("report.md", "report.json", "roc.png", "confusion_matrix.png"):
         assert (out / f).exists(), f
@@ -29,7 +33,7 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     # a second run skips every finished step and gives the same evaluation
     msgs = []
     again = run_demo(cfg, log=msgs.append)
-    assert sum("skipped" in m for m in msgs) == 5
+    assert sum("skipped" in m for m in msgs) == 6
     assert again["model"] == report["model"]
     state = json.loads((out / "demo_state.json").read_text())
-    assert set(state["done"]) >= {"synth", "train", "export", "evaluate", "bench", "summary"}
+    assert set(state["done"]) >= {"synth", "pretrain", "train", "export", "evaluate", "bench", "summary"}

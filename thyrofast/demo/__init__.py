@@ -2,12 +2,14 @@
 
 Steps (each resumable: its output is checked and kept; ``force`` redoes all):
   1. synth     the ``paper`` phantom cohort (195 patients, 3,537 images)
-  2. train     the default CNN on the training patients, calibrated
-  3. export    FP32 / FP16 / gated INT8 ONNX in the bundle
-  4. evaluate  the 34 test patients vs the simulated readers and the Bayes
+  2. pretrain  the backbone on distinct phantom lesions annotated with their
+               findings only (thyrofast.train.pretrain; no diagnoses)
+  3. train     the default CNN on the training patients from that backbone, calibrated
+  4. export    FP32 / FP16 / gated INT8 ONNX in the bundle
+  5. evaluate  the 34 test patients vs the simulated readers and the Bayes
                reference, beside the paper's published (clinical) numbers
-  5. bench     preprocessing and inference on this machine
-  6. summary   report.md, report.json, figures; a one-screen summary
+  6. bench     preprocessing and inference on this machine
+  7. summary   report.md, report.json, figures; a one-screen summary
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ PAPER_REFERENCE = {
     "Zhao et al. 2025 senior radiologist (clinical)": {"accuracy": 0.84},
 }
 
-STEPS = ("synth", "train", "export", "evaluate", "bench", "summary")
+STEPS = ("synth", "pretrain", "train", "export", "evaluate", "bench", "summary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +45,17 @@ class DemoConfig:
     epochs: int | None = None
     image_size: int | None = None
     patients: int | None = None
+    pretrain_images: int | None = None
     progress: bool = True
 
     def resolved(self) -> dict[str, Any]:
         """The settings that determine the result (a changed one redoes the steps)."""
-        quick = {"patients": 40, "image_size": 64, "epochs": 3} if self.quick else {}
+        quick = {"patients": 40, "image_size": 64, "epochs": 3, "pretrain_images": 240,
+                 "pretrain_epochs": 1} if self.quick else {}
         return {
             "seed": self.seed,
+            "pretrain_images": self.pretrain_images or quick.get("pretrain_images"),
+            "pretrain_epochs": quick.get("pretrain_epochs"),
             "patients": self.patients if self.patients is not None else quick.get("patients"),
             "image_size": self.image_size or quick.get("image_size"),
             "epochs": self.epochs or quick.get("epochs"),
@@ -99,8 +105,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
     settings = cfg.resolved()
     state = _State(out, settings, cfg.force)
     cohort_dir, bundle_dir, eval_dir = out / "cohort", out / "bundle", out / "evaluation"
+    pretrain_dir = out / "pretrain"
     if cfg.force:
-        for d in (cohort_dir, bundle_dir, eval_dir):
+        for d in (cohort_dir, pretrain_dir, bundle_dir, eval_dir):
             shutil.rmtree(d, ignore_errors=True)
             shutil.rmtree(d.with_name(d.name + ".partial"), ignore_errors=True)
 
@@ -125,7 +132,29 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     step("synth", do_synth)
 
-    # 2 + 3. training writes the bundle; export (FP32/FP16/gated INT8) is its own step
+    def torch_threads() -> int | None:
+        import torch
+
+        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        # A small CNN on a shared 2-core CPU trains several times faster with one
+        # thread (OpenMP barriers stall when the cores are busy).
+        return 1 if on_cpu else None
+
+    # 2. findings pretraining: the cohort alone holds too few distinct nodules
+    def do_pretrain():
+        from thyrofast.train.pretrain import pretrain
+
+        kw = {"image_size": settings["image_size"], "images": settings["pretrain_images"],
+              "epochs": settings["pretrain_epochs"]}
+        kw = {k: v for k, v in kw.items() if v}
+        rep = pretrain(pretrain_dir, seed=cfg.seed, workers=cfg.workers, threads=torch_threads(),
+                       progress=cfg.progress, log=log, **kw)
+        return {"backbone": str(pretrain_dir / "backbone.safetensors"), "images": rep["n_images"],
+                "held_out": rep["held_out"]}
+
+    step("pretrain", do_pretrain)
+
+    # 3 + 4. training writes the bundle; export (FP32/FP16/gated INT8) is its own step
     def do_train():
         from thyrofast.train import DEFAULTS, train
 
@@ -135,13 +164,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
         if settings["image_size"]:
             kw["image_size"] = settings["image_size"]
         resume = (bundle_dir / ".train").exists()
-        import torch
-
-        on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-        # A small CNN on a shared 2-core CPU trains several times faster with one
-        # thread (OpenMP barriers stall when the cores are busy).
         train(cohort_dir, bundle_dir, device=cfg.device, seed=cfg.seed, progress=cfg.progress, export=False,
-              resume=resume, threads=1 if on_cpu else None, **kw)
+              resume=resume, threads=torch_threads(), pretrained=str(pretrain_dir / "backbone.safetensors"),
+              **kw)
         return {"arch": DEFAULTS.arch, **kw}
 
     step("train", do_train)
@@ -157,7 +182,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     step("export", do_export)
 
-    # 4. evaluation against the readers and the Bayes reference
+    # 5. evaluation against the readers and the Bayes reference
     def do_evaluate():
         from thyrofast.evaluate import evaluate_bundle, write_report
 
@@ -168,7 +193,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     step("evaluate", do_evaluate)
 
-    # 5. benchmarks on this machine
+    # 6. benchmarks on this machine
     def do_bench():
         from thyrofast.bench import bench_preprocess_cpu
 
@@ -186,7 +211,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     step("bench", do_bench)
 
-    # 6. the demo's own report: evaluation + timings + provenance + bench
+    # 7. the demo's own report: evaluation + timings + provenance + bench
     def do_summary():
         return _write_summary(out, eval_dir, bundle_dir, state)
 
@@ -212,7 +237,8 @@ def _write_summary(out: Path, eval_dir: Path, bundle_dir: Path, state: _State) -
         "input_shape": man.get("input_shape"),
         "thyrofast_version": man.get("thyrofast_version"),
         "artifacts": {k: v.get("sha256") for k, v in man.get("artifacts", {}).items()},
-        "training": man.get("training", {}).get("fingerprint") if isinstance(man.get("training"), dict) else None,
+        "training_data_fingerprint": _training_fingerprint(man.get("training")),
+        "pretraining": _pretraining_summary(man.get("training")),
         "settings": state.settings,
     }
     report["paper"] = PAPER_REFERENCE
@@ -233,6 +259,19 @@ def _write_summary(out: Path, eval_dir: Path, bundle_dir: Path, state: _State) -
     for png in eval_dir.glob("*.png"):
         shutil.copy2(png, out / png.name)
     return {"report": str(out / "report.json")}
+
+
+def _training_fingerprint(training: Any) -> str | None:
+    data = training.get("data") if isinstance(training, dict) else None
+    return data.get("fingerprint") if isinstance(data, dict) else None
+
+
+def _pretraining_summary(training: Any) -> dict[str, Any] | None:
+    rep = ((training or {}).get("pretraining") or {}).get("report") if isinstance(training, dict) else None
+    if not rep:
+        return None
+    return {"data": rep.get("data"), "n_images": rep.get("n_images"), "epochs": rep.get("config", {}).get("epochs"),
+            "held_out": rep.get("held_out")}
 
 
 def _fmt_ci(d: Any) -> str:

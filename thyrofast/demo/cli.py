@@ -12,10 +12,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--workers", type=int, default=2, help="processes for the cohort generator")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (cohort and pretraining images)")
     p.add_argument("--epochs", type=int, help="override the training epochs")
     p.add_argument("--image-size", type=int, help="override the network input size")
     p.add_argument("--patients", type=int, help="override the cohort size (class mix kept)")
+    p.add_argument("--pretrain-images", type=int,
+                   help="findings-pretraining images (default 6000; more helps when time allows)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -24,5 +26,5 @@ def main(args: argparse.Namespace) -> int:
 
     run_demo(DemoConfig(out=args.out, quick=args.quick, seed=args.seed, device=args.device, workers=args.workers,
                         force=args.force, epochs=args.epochs, image_size=args.image_size, patients=args.patients,
-                        progress=not args.no_progress))
+                        pretrain_images=args.pretrain_images, progress=not args.no_progress))
     return 0

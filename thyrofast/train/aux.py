@@ -21,11 +21,11 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "TASKS"]
+__all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "aux_targets_from_rows", "TASKS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +122,32 @@ def read_aux_targets(manifest: str | os.PathLike, n_rows: int) -> AuxTargets | N
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
         rows = list(reader)
-    tasks = tuple(t for t in TASKS if t.column in header)
-    if not tasks or len(rows) != n_rows:
+    if len(rows) != n_rows:
         return None
+    return aux_targets_from_rows(rows, header, nodule_findings="index")
+
+
+def aux_targets_from_rows(rows: Sequence[Mapping[str, str]], columns: Sequence[str], *,
+                          nodule_findings: str = "index") -> AuxTargets | None:
+    """Targets from annotation rows (string values, "" = not annotated).
+
+    ``nodule_findings``: "index" when the nodule columns describe the patient's
+    index nodule (a cohort manifest: used for single-nodule patients only) or
+    "shown" when they describe the nodule in the image (a lexicon set).
+    Returns None when no row annotates any task.
+    """
+    if nodule_findings not in ("index", "shown"):
+        raise ValueError(f"nodule_findings must be 'index' or 'shown', got {nodule_findings!r}")
+    tasks = tuple(t for t in TASKS if t.column in columns)
+    if not tasks:
+        return None
+    n_rows = len(rows)
     vals = np.zeros((n_rows, len(tasks)), np.float32)
     mask = np.zeros((n_rows, len(tasks)), bool)
-    has_view = "view" in header
+    has_view = "view" in columns
     for i, row in enumerate(rows):
-        is_node = row.get("view", "").strip() == "lymph_node" if has_view else None
-        single = (row.get("n_nodules") or "").strip() == "1"
+        is_node = (row.get("view") or "").strip() == "lymph_node" if has_view else None
+        single = nodule_findings == "shown" or (row.get("n_nodules") or "").strip() == "1"
         for j, t in enumerate(tasks):
             if t.scope != "all":
                 if is_node is None or is_node != (t.scope == "node"):

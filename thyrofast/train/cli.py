@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=1, choices=(1, 3),
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
+    p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
+                   help="backbone learning rate / head learning rate, in [0, 1]; below 1 keeps the features of "
+                        "a --pretrained backbone (default: %(default)s)")
     p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight,
                    help="weight of the auxiliary finding heads, used when the manifest annotates findings "
                         "(view, TI-RADS lexicon, lymph nodes); 0: class labels only (default: %(default)s)")
@@ -63,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
                        export=not args.no_export, int8=not args.no_int8,
                        ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
+                       backbone_lr_scale=args.backbone_lr_scale,
                        progress=not args.quiet)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)

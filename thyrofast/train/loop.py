@@ -72,6 +72,7 @@ class TrainConfig:
     aux_weight: float = 1.0             # weight of the auxiliary finding heads (0: class head only)
     aggregation: str = "pooled_logistic"  # image -> patient rule fitted after training, or "mean_log_prob"
     crop: str = "detect"                # thyrofast.read crop: DICOM tissue region, else the detected field
+    backbone_lr_scale: float = 1.0      # backbone learning rate / head learning rate (< 1 keeps pretrained features)
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -90,14 +91,21 @@ class TrainConfig:
             raise ValueError(f"crop must be 'auto', 'detect', 'regions' or 'none', got {self.crop!r}")
         if self.aggregation not in ("pooled_logistic", "mean_log_prob"):
             raise ValueError(f"aggregation must be 'pooled_logistic' or 'mean_log_prob', got {self.aggregation!r}")
+        if not 0.0 <= self.backbone_lr_scale <= 1.0:
+            raise ValueError(f"backbone_lr_scale must be in [0, 1], got {self.backbone_lr_scale}")
         if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
             raise ValueError(f"aux_weight must be a finite number >= 0, got {self.aux_weight}")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["augment"] = self.augment.to_dict()
-        d["preprocess"] = dict(self.preprocess)
-        return d
+        return config_to_dict(self)
+
+
+def config_to_dict(cfg) -> dict:
+    """A training/pretraining config as plain JSON-able values."""
+    d = dataclasses.asdict(cfg)
+    d["augment"] = cfg.augment.to_dict()
+    d["preprocess"] = dict(cfg.preprocess)
+    return d
 
 
 DEFAULTS = TrainConfig()
@@ -177,12 +185,16 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def _param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(model, weight_decay: float, heads=(), backbone_lr_scale: float = 1.0):
+    """AdamW groups: no decay on biases / norms; parameters outside ``heads`` (modules)
+    learn at ``backbone_lr_scale`` times the schedule's rate (group key ``lr_scale``)."""
+    head_ids = {id(p) for h in heads for p in h.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)  # no decay on biases / norms
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        groups.setdefault((p.ndim <= 1, id(p) in head_ids), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay,
+             "lr_scale": 1.0 if is_head else float(backbone_lr_scale)}
+            for (no_decay, is_head), ps in sorted(groups.items())]
 
 
 def _bn_layers(model):
@@ -278,7 +290,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           pretrained: str | None = None, export: bool = True, int8: bool = True,
           ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
           crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
-          augment_config: AugmentConfig | Mapping | None = None, log=None):
+          augment_config: AugmentConfig | Mapping | None = None,
+          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -299,7 +312,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     ``aggregation``: the image -> patient rule stored in the bundle,
     "pooled_logistic" (fitted on the training patients) or "mean_log_prob".
     ``augment_config``: an :class:`AugmentConfig` (or its fields as a dict)
-    for the training-time augmentation.  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
+    for the training-time augmentation.  ``backbone_lr_scale``: the backbone's
+    learning rate relative to the heads' (below 1 keeps the features of a
+    ``pretrained`` backbone while the new class head learns).  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
     other DDP ranks return None).
     """
     import torch
@@ -317,6 +332,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                       ghost_batches=int(ghost_batches), preprocess=dict(preprocess or {}),
                       pretrained=os.fspath(pretrained) if pretrained else None,
                       aux_weight=float(aux_weight), crop=crop, aggregation=aggregation,
+                      backbone_lr_scale=float(backbone_lr_scale),
                       augment=(augment_config if isinstance(augment_config, AugmentConfig)
                                else AugmentConfig(**dict(augment_config)) if augment_config is not None
                                else DEFAULTS.augment))
@@ -421,7 +437,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         model = model.to(memory_format=torch.channels_last)
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
-    opt = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr,
+    heads = [_head(model)] + ([multi.aux] if multi is not None else [])
+    opt = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale), lr=cfg.lr,
                             betas=(0.9, 0.999), eps=1e-8)
     amp_dtype = None
     scaler = None
@@ -550,7 +567,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
                          disable=not (progress and main), dynamic_ncols=True)
             for b in inner:
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
+                    g["lr"] = _lr_at(step, total_steps, warmup, cfg.lr) * g.get("lr_scale", 1.0)
                 losses.append(train_step(order[b:b + local_bs], table))
                 step += 1
                 inner.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -656,6 +673,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         "class_weights": {c: float(w) for c, w in zip(CLASSES, class_w)},
         "prior_correction": "classifier bias shifted by -log(class weight)",
         "aux_tasks": aux.summary() if aux is not None else None,
+        "pretraining": _pretraining_provenance(cfg.pretrained),
         "best_epoch": best["epoch"] + 1,
         "epochs_run": len(history),
         "history": history,
@@ -682,6 +700,16 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     training["seconds"] = time.perf_counter() - t_start
     bundle.update(training=training)
     return bundle
+
+
+def _pretraining_provenance(path: str | None) -> dict | None:
+    """Where the starting weights came from: the report a ``thyrofast pretrain`` backbone carries."""
+    if not path:
+        return None
+    from .pretrain import pretrain_metadata
+
+    meta = pretrain_metadata(path)
+    return {"file": str(Path(path).resolve()), "report": meta}
 
 
 def _revert_sync_bn(module):

@@ -1,0 +1,156 @@
+"""A findings-annotated phantom image set for pretraining: many distinct lesions, no diagnoses.
+
+A study cohort shows each of its few hundred nodules in many near-duplicate
+frames, which is too few distinct lesions for a CNN to learn the sonographic
+findings from.  Public thyroid datasets annotated with the ACR TI-RADS lexicon
+play that role for clinical models; this is the phantom's equivalent.  Every
+image shows one nodule (transverse or longitudinal) or one cervical lymph node
+of a *fresh* phantom patient, preprocessed in memory (no files), with the
+findings of exactly that lesion as annotations -- the same columns a cohort
+manifest carries (:data:`ANNOTATION_COLUMNS`) -- and, separately, the
+patient's class (drawn from the ``paper`` preset's mix), which a pretraining run
+may use or ignore.  Each image comes from another patient, so the set is also a
+large external cohort with one image per patient.
+
+Random draws come from ``SeedSequence`` keys disjoint from the cohort's
+(:mod:`thyrofast.synth.cohort` uses purposes 0-5), so a lexicon set never
+repeats a cohort patient, and image ``i`` is the same for any worker count.
+"""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from . import features as F
+
+__all__ = ["lexicon_images", "lexicon_item", "ANNOTATION_COLUMNS", "NODE_VIEW_SHARE"]
+
+#: Columns of each annotation row (as in a cohort manifest; values are strings, "" = not applicable).
+ANNOTATION_COLUMNS = ("view", "shown_tirads_points", "composition", "echogenicity", "shape", "margin", "foci",
+                      "size_mm", "capsule_contact", "ln_short_axis_mm", "ln_round", "ln_hilum_absent",
+                      "ln_microcalc", "ln_cystic", "ln_hyperechoic", "ln_metastatic")
+#: Share of images showing a lymph node (drawn among patients that have imaged nodes).
+NODE_VIEW_SHARE = 0.3
+_PURPOSE = 90  # SeedSequence purpose keys 90..93 (the cohort uses 0..5)
+_CROPS = ("detect", "region", "none")
+
+
+def _ss(seed: int, purpose: int, i: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(seed), _PURPOSE + purpose, int(i)])
+
+
+def _s(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def lexicon_item(seed: int, i: int) -> tuple[F.Patient, str, int]:
+    """Patient, view and target (nodule or node index) of image ``i``."""
+    from .cohort import PRESETS
+
+    counts = PRESETS["paper"].counts
+    prior = np.array([counts[c] for c in F.CLASSES], float)
+    rng = np.random.default_rng(_ss(seed, 0, i))
+    label = F.CLASSES[int(rng.choice(len(F.CLASSES), p=prior / prior.sum()))]
+    p = F.sample_patient(np.random.default_rng(_ss(seed, 1, i)), label)
+    if p.nodes and rng.random() < NODE_VIEW_SHARE:
+        return p, "lymph_node", int(rng.integers(len(p.nodes)))
+    return p, ("transverse" if rng.random() < 0.55 else "longitudinal"), int(rng.integers(len(p.nodules)))
+
+
+def annotation_row(p: F.Patient, view: str, target: int) -> dict[str, str]:
+    """The findings of the lesion shown (strings, as a manifest holds them)."""
+    row = dict.fromkeys(ANNOTATION_COLUMNS, "")
+    row["view"] = view
+    if view == "lymph_node":
+        x = p.nodes[target]
+        row.update({"ln_short_axis_mm": _s(x.short_axis_mm), "ln_round": _s(x.round),
+                    "ln_hilum_absent": _s(x.hilum_absent), "ln_microcalc": _s(x.microcalc),
+                    "ln_cystic": _s(x.cystic), "ln_hyperechoic": _s(x.hyperechoic),
+                    "ln_metastatic": _s(x.metastatic)})
+    else:
+        x = p.nodules[target]
+        row.update({"shown_tirads_points": _s(x.tirads_points), "composition": x.composition,
+                    "echogenicity": x.echogenicity, "shape": x.shape, "margin": x.margin, "foci": x.foci,
+                    "size_mm": _s(x.size_mm), "capsule_contact": _s(x.capsule_contact)})
+    return row
+
+
+def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
+    seed, indices, params_dict, crop = args
+    from .. import PreprocessParams, Preprocessor
+    from ..io.regions import detect_field
+    from .imaging import Device, render
+
+    pre = Preprocessor(PreprocessParams.from_dict(params_dict), threads=1)
+    out = []
+    for i in indices:
+        p, view, target = lexicon_item(seed, i)
+        device = Device.sample(np.random.default_rng(_ss(seed, 2, i)))
+        r = render(p, _ss(seed, 3, i), view=view, target=target, device=device)
+        if crop == "detect":  # as thyrofast.read(crop="detect") finds it in a PNG
+            x0, y0, x1, y1 = detect_field(r.image)
+        elif crop == "region":  # as a DICOM file's ultrasound region gives it
+            x0, y0, x1, y1 = r.region.x0, r.region.y0, r.region.x1, r.region.y1
+        else:
+            y0, x0, (y1, x1) = 0, 0, r.image.shape
+        frame = pre(np.ascontiguousarray(r.image[y0:y1, x0:x1]))[0].astype(np.float16)
+        out.append((frame, annotation_row(p, view, target), F.CLASSES.index(p.label)))
+    return out
+
+
+def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", workers: int = 1,
+                   progress: bool = True, chunk: int = 64) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray]:
+    """``n`` preprocessed images of distinct phantom lesions, their annotation rows and
+    their patients' classes.
+
+    ``params``: the :class:`thyrofast.PreprocessParams` of the model to pretrain.
+    ``crop``: "detect" (the field found as in a PNG, like ``thyrofast.read(crop="detect")``),
+    "region" (the true ultrasound region, like a DICOM file's) or "none".
+    Returns float16 ``(n, C, H, W)`` frames, ``n`` rows of :data:`ANNOTATION_COLUMNS` and
+    ``(n,)`` int class indices into ``CLASSES``.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if crop not in _CROPS:
+        raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
+    params = params.replace(dtype="float32")
+    c, (h, w) = params.channels, params.size
+    frames = np.empty((int(n), c, h, w), np.float16)
+    rows: list[dict[str, str]] = [{} for _ in range(int(n))]
+    labels = np.empty(int(n), np.int64)
+    jobs = [(int(seed), list(range(s, min(s + chunk, n))), params.to_dict(), crop) for s in range(0, n, chunk)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(n), unit="img", desc="lexicon images", file=sys.stderr, leave=False)
+
+    def take(job, res):
+        for i, (f, row, label) in zip(job[1], res):
+            frames[i], rows[i], labels[i] = f, row, label
+        if bar:
+            bar.update(len(res))
+
+    try:
+        if workers == 1 or len(jobs) == 1:
+            for j in jobs:
+                take(j, _render_chunk(j))
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context("spawn")) as ex:
+                for j, res in zip(jobs, ex.map(_render_chunk, jobs)):
+                    take(j, res)
+    finally:
+        if bar:
+            bar.close()
+    return frames, rows, labels

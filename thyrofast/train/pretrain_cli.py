@@ -1,0 +1,58 @@
+"""``thyrofast pretrain OUT``: findings pretraining on phantom lexicon images (no diagnoses)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..models import ARCHS
+    from .loop import DEFAULTS
+    from .pretrain import BACKBONE_FILE, PretrainConfig
+
+    p.description = ("Render distinct phantom lesions, one per patient, annotated with their findings (TI-RADS "
+                     "lexicon, lymph-node features) and the patient's class, and pretrain the CNN on them; writes "
+                     f"OUT/{BACKBONE_FILE} for `thyrofast train --pretrained`. Model and preprocessing options "
+                     "must match that train call.")
+    p.add_argument("out", help="folder to write (backbone.safetensors, pretrain.json)")
+    p.add_argument("--images", type=int, default=PretrainConfig.images, help="lexicon images (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=PretrainConfig.epochs, help="default: %(default)s")
+    p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
+    p.add_argument("--width", type=float, default=None, help=f"ResNet width multiplier (default {DEFAULTS.width})")
+    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="default: %(default)s")
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3), help="network input channels (default 1)")
+    p.add_argument("--denoise", default=None, choices=("srad", "median3", "median5", "none"),
+                   help="preprocessing noise reduction (default: srad)")
+    p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
+                   help="preprocessing gray-level normalization (default: percentile)")
+    p.add_argument("--crop", default="detect", choices=("detect", "region", "none"),
+                   help="crop of the rendered frames: detect = as `train --crop detect` reads PNG files, "
+                        "region = the ultrasound region (as DICOM files give it); default: %(default)s")
+    p.add_argument("--lr", type=float, default=PretrainConfig.lr, help="peak AdamW learning rate (default: %(default)s)")
+    p.add_argument("--diagnosis-weight", type=float, default=PretrainConfig.diagnosis_weight,
+                   help="weight of the class loss; 0 = findings only, no diagnoses (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .pretrain import BACKBONE_FILE, pretrain
+
+    preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
+    try:
+        report = pretrain(args.out, images=args.images, epochs=args.epochs, seed=args.seed, arch=args.arch,
+                          width=args.width, in_channels=args.channels, image_size=args.image_size,
+                          preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
+                          diagnosis_weight=args.diagnosis_weight,
+                          threads=args.threads, progress=not args.quiet)
+    except (InputError, ValueError) as exc:
+        print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}/{BACKBONE_FILE} ({report['n_images']['train']} training images, "
+          f"{report['seconds']:.0f} s); use: thyrofast train DATA --out BUNDLE --pretrained "
+          f"{args.out}/{BACKBONE_FILE}")
+    return 0
