@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="override the network input size")
     p.add_argument("--patients", type=int, help="override the cohort size (class mix kept)")
     p.add_argument("--pretrain-images", type=int,
-                   help="findings-pretraining images (default 6000; more helps when time allows)")
+                   help="pretraining images (default 8000)")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -438,6 +438,12 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
     heads = [_head(model)] + ([multi.aux] if multi is not None else [])
+    if cfg.backbone_lr_scale == 0.0:
+        # a frozen backbone needs no gradients: backward stops at the heads (~3x faster steps)
+        head_ids = {id(p) for h in heads for p in h.parameters()}
+        for p in trainable.parameters():
+            if id(p) not in head_ids:
+                p.requires_grad_(False)
     opt = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale), lr=cfg.lr,
                             betas=(0.9, 0.999), eps=1e-8)
     amp_dtype = None
