@@ -175,6 +175,11 @@ def test_pretrain_bad_arguments(tmp_path):
         _pretrain(tmp_path / "x", crop="auto")
     with pytest.raises(ValueError, match="diagnosis_weight"):
         _pretrain(tmp_path / "x", diagnosis_weight=-1.0)
+    with pytest.raises(ValueError, match="device"):
+        _pretrain(tmp_path / "x", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            _pretrain(tmp_path / "x", device="cuda")
 
 
 def test_pretrain_cli(tmp_path, capsys):

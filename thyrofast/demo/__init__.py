@@ -161,7 +161,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
               "epochs": settings["pretrain_epochs"]}
         kw = {k: v for k, v in kw.items() if v}
         rep = pretrain(pretrain_dir, seed=cfg.seed, workers=cfg.workers, threads=torch_threads(),
-                       progress=cfg.progress, log=log, **kw)
+                       device=cfg.device, progress=cfg.progress, log=log, **kw)
         return {"backbone": str(pretrain_dir / "backbone.safetensors"), "images": rep["n_images"],
                 "held_out": rep["held_out"]}
 

@@ -125,16 +125,18 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
              image_size: int = DEFAULTS.image_size, preprocess: Mapping | None = None,
              crop: str = "detect", batch_size: int = 32, lr: float = 3e-3,
              diagnosis_weight: float = PretrainConfig.diagnosis_weight, workers: int = 1,
-             threads: int | None = None, progress: bool = True, log=None) -> dict:
+             threads: int | None = None, device: str = "cpu", progress: bool = True, log=None) -> dict:
     """Pretrain a backbone on a phantom lexicon set; writes ``out/backbone.safetensors``.
 
     ``images`` distinct lesions (:func:`thyrofast.synth.lexicon.lexicon_images`,
     rendered by ``workers`` processes) train the model for ``epochs`` with the
     finding heads plus ``diagnosis_weight`` times the class-balanced class loss
     (0: findings only, and the untrained class head is left out of the file);
-    ``held_out`` of them report per-finding metrics and the image macro-AUC.  Model and preprocessing settings must match the later ``train``
-    call (``arch``, ``width``, ``in_channels``, ``image_size``, ``preprocess``).
-    Returns the report (also ``out/pretrain.json``).
+    ``held_out`` of them report per-finding metrics and the image macro-AUC.
+    Model and preprocessing settings must match the later ``train`` call
+    (``arch``, ``width``, ``in_channels``, ``image_size``, ``preprocess``).
+    ``device``: "cpu", "cuda" or "auto".  Returns the report (also
+    ``out/pretrain.json``).
     """
     import torch
     import torch.nn.functional as F
@@ -152,6 +154,13 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
                          diagnosis_weight=float(diagnosis_weight))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
+    dev = torch.device(device)
     say = log or (lambda msg: tqdm.write(msg))
     out = Path(out)
     cfg_json = json.loads(json.dumps(cfg.to_dict()))
@@ -173,7 +182,9 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     pre_kwargs = {"size": (cfg.image_size, cfg.image_size), "channels": cfg.in_channels}
     pre_kwargs.update(cfg.preprocess)
     params = PreprocessParams(**pre_kwargs)
-    cache = work / f"lexicon-{key[:24]}.npz"
+    data_key = hashlib.sha256(json.dumps([cfg.images, cfg.seed, cfg.crop, params.to_dict()],
+                                         sort_keys=True).encode()).hexdigest()
+    cache = work / f"lexicon-{data_key[:24]}.npz"  # survives a change of training settings
     frames = rows = None
     if cache.is_file():
         try:
@@ -213,7 +224,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     try:
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width)
-        multi = _multi_task(model, targets.width)
+        multi = _multi_task(model, targets.width).to(dev)
+        class_w = class_w.to(dev)
         opt = torch.optim.AdamW(_param_groups(multi, cfg.weight_decay), lr=cfg.lr)
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         total, warmup = steps_per_epoch * cfg.epochs, steps_per_epoch
@@ -226,10 +238,9 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                 optimizer_from_flat(opt, tensors, meta["optimizer"])
                 start_epoch, step, history = int(meta["epoch"]), int(meta["step"]), list(meta["history"])
                 say(f"pretrain: resuming after epoch {start_epoch}")
-        cpu = torch.device("cpu")
         bar = tqdm(range(start_epoch, cfg.epochs), desc="pretrain", unit="epoch", disable=not progress,
                    initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
-        with _deterministic(True):
+        with _deterministic(dev.type == "cpu"):
             for epoch in bar:
                 t0 = time.perf_counter()
                 multi.train()
@@ -245,11 +256,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                         continue  # BatchNorm needs two samples
                     for pg in opt.param_groups:
                         pg["lr"] = _lr_at(step, total, warmup, cfg.lr)
-                    x = augment(x_train[idx].float(), table_u[idx], cfg.augment)
+                    x = augment(x_train[idx].to(dev, dtype=torch.float32), table_u[idx], cfg.augment)
                     logits, pred = multi(x)
-                    loss = aux_loss(pred, v_train[idx], m_train[idx], targets.tasks)
+                    loss = aux_loss(pred, v_train[idx].to(dev), m_train[idx].to(dev), targets.tasks)
                     if cfg.diagnosis_weight > 0:
-                        yb = y_train[idx]
+                        yb = y_train[idx].to(dev)
                         ce = F.cross_entropy(logits, yb, reduction="none") * class_w[yb]
                         loss = loss + cfg.diagnosis_weight * ce.mean()
                     opt.zero_grad(set_to_none=True)
@@ -259,10 +270,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                     losses.append(float(loss.detach()))
                     inner.set_postfix(loss=f"{losses[-1]:.3f}")
                 inner.close()
-                _precise_bn(model, x_train, cpu, cfg.seed)
+                _precise_bn(model, x_train, dev, cfg.seed)
                 multi.eval()
                 with torch.inference_mode():
-                    outs = [multi(x_val[i:i + 256].float()) for i in range(0, n_val, 256)]
+                    outs = [[t.float().cpu() for t in multi(x_val[i:i + 256].to(dev, dtype=torch.float32))]
+                            for i in range(0, n_val, 256)]
                 pred = torch.cat([o[1] for o in outs]).numpy()
                 metrics = _finding_metrics(pred, val_targets)
                 if cfg.diagnosis_weight > 0:
@@ -297,7 +309,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
               "torch": torch.__version__, "seconds": round(time.perf_counter() - t_start, 2)}
     from safetensors.torch import save
 
-    backbone = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+    backbone = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                 if cfg.diagnosis_weight > 0 or not k.startswith(_HEAD_PREFIXES)}
     summary = {k: v for k, v in report.items() if k != "history"}
     data = save(backbone, metadata={METADATA_KEY: json.dumps(summary, sort_keys=True)})

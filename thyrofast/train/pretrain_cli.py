@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -48,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
                           width=args.width, in_channels=args.channels, image_size=args.image_size,
                           preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
                           diagnosis_weight=args.diagnosis_weight,
-                          threads=args.threads, progress=not args.quiet)
+                          threads=args.threads, device=args.device, progress=not args.quiet)
     except (InputError, ValueError) as exc:
         print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)
         return 2
