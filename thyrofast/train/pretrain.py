@@ -12,10 +12,11 @@ fits the model with the auxiliary finding heads of :mod:`thyrofast.train.aux`
 and, with ``diagnosis_weight`` > 0, the class head (one image per patient: an
 external cohort, disjoint from any study cohort), and writes the weights as a
 ``.safetensors`` file for ``train(pretrained=...)``.  Measured on the ``paper``
-cohort's 34 test patients (6000 images, 8 epochs, then the default training):
-findings only and fine-tuning gave a test image macro-AUC of 0.73-0.76 (a frozen
-backbone with a fitted linear head 0.785); findings plus diagnoses 0.785 and
-patient macro-AUC 0.95, against 0.68 / 0.84 without pretraining.  The report
+cohort's 34 test patients (test image / patient macro-AUC): 0.68 / 0.84
+without pretraining; after findings-only pretraining (6000 images, 8 epochs)
+and fine-tuning 0.73 / 0.86-0.88 (a frozen backbone with a fitted linear head
+0.785 / 0.92); after findings + diagnoses pretraining (8000 images) and
+training the heads on the frozen backbone 0.77 / 0.95 (``thyrofast demo``).  The report
 (config, held-out metrics per epoch) travels in the file's metadata, so the
 bundle trained from it records where its starting point came from.
 
