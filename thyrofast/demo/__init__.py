@@ -2,8 +2,8 @@
 
 Steps (each resumable: its output is checked and kept; ``force`` redoes all):
   1. synth     the ``paper`` phantom cohort (195 patients, 3,537 images)
-  2. pretrain  the backbone on distinct phantom lesions annotated with their
-               findings only (thyrofast.train.pretrain; no diagnoses)
+  2. pretrain  the CNN on 8,000 distinct phantom lesions, one per patient, with
+               their findings and diagnoses (thyrofast.train.pretrain)
   3. train     the heads of that CNN on the training patients (frozen backbone:
                see RECIPE), calibrated
   4. export    FP32 / FP16 / gated INT8 ONNX in the bundle
@@ -154,7 +154,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
         # thread (OpenMP barriers stall when the cores are busy).
         return 1 if on_cpu else None
 
-    # 2. findings pretraining: the cohort alone holds too few distinct nodules
+    # 2. pretraining: the cohort alone holds too few distinct nodules
     def do_pretrain():
         from thyrofast.train.pretrain import pretrain
 

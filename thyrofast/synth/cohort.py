@@ -171,14 +171,20 @@ def patient_row(pl: PatientPlan) -> dict:
     return row
 
 
+def node_findings(x: F.LymphNode) -> dict:
+    """A lymph node's manifest columns (raw values)."""
+    return {"ln_short_axis_mm": x.short_axis_mm, "ln_round": x.round, "ln_hilum_absent": x.hilum_absent,
+            "ln_microcalc": x.microcalc, "ln_cystic": x.cystic, "ln_hyperechoic": x.hyperechoic,
+            "ln_metastatic": x.metastatic}
+
+
 def image_row(pl: PatientPlan, spec: ImageSpec) -> dict:
     p = pl.patient
     row = {"view": spec.view, "shown": ("node" if spec.view == "lymph_node" else "nodule") + f":{spec.target}"}
     if spec.view == "lymph_node":
         x = p.nodes[spec.target]
-        row.update({"shown_tirads_points": "", "ln_short_axis_mm": round(x.short_axis_mm, 2), "ln_round": x.round,
-                    "ln_hilum_absent": x.hilum_absent, "ln_microcalc": x.microcalc, "ln_cystic": x.cystic,
-                    "ln_hyperechoic": x.hyperechoic, "ln_metastatic": x.metastatic})
+        row.update({"shown_tirads_points": "", **node_findings(x),
+                    "ln_short_axis_mm": round(x.short_axis_mm, 2)})
     else:
         x = p.nodules[spec.target]
         row.update({"shown_tirads_points": x.tirads_points, "ln_short_axis_mm": "", "ln_round": "",

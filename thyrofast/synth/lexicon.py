@@ -1,4 +1,4 @@
-"""A findings-annotated phantom image set for pretraining: many distinct lesions, no diagnoses.
+"""A phantom image set for pretraining: many distinct lesions, each with its findings and diagnosis.
 
 A study cohort shows each of its few hundred nodules in many near-duplicate
 frames, which is too few distinct lesions for a CNN to learn the sonographic
@@ -25,6 +25,10 @@ from typing import Any
 import numpy as np
 
 from . import features as F
+from .cohort import _fmt as cohort_fmt
+from .cohort import PRESETS
+from .cohort import _ss as cohort_ss
+from .cohort import node_findings
 
 __all__ = ["lexicon_images", "lexicon_item", "ANNOTATION_COLUMNS", "NODE_VIEW_SHARE"]
 
@@ -39,21 +43,15 @@ _CROPS = ("detect", "region", "none")
 
 
 def _ss(seed: int, purpose: int, i: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(seed), _PURPOSE + purpose, int(i)])
+    return cohort_ss(seed, _PURPOSE + purpose, i)
 
 
 def _s(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+    return str(cohort_fmt(v))  # as the cohort writes its manifest
 
 
 def lexicon_item(seed: int, i: int) -> tuple[F.Patient, str, int]:
     """Patient, view and target (nodule or node index) of image ``i``."""
-    from .cohort import PRESETS
-
     counts = PRESETS["paper"].counts
     prior = np.array([counts[c] for c in F.CLASSES], float)
     rng = np.random.default_rng(_ss(seed, 0, i))
@@ -69,11 +67,7 @@ def annotation_row(p: F.Patient, view: str, target: int) -> dict[str, str]:
     row = dict.fromkeys(ANNOTATION_COLUMNS, "")
     row["view"] = view
     if view == "lymph_node":
-        x = p.nodes[target]
-        row.update({"ln_short_axis_mm": _s(x.short_axis_mm), "ln_round": _s(x.round),
-                    "ln_hilum_absent": _s(x.hilum_absent), "ln_microcalc": _s(x.microcalc),
-                    "ln_cystic": _s(x.cystic), "ln_hyperechoic": _s(x.hyperechoic),
-                    "ln_metastatic": _s(x.metastatic)})
+        row.update({k: _s(v) for k, v in node_findings(p.nodes[target]).items()})
     else:
         x = p.nodules[target]
         row.update({"shown_tirads_points": _s(x.tirads_points), "composition": x.composition,

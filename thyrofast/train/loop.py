@@ -178,6 +178,19 @@ def _multi_task(model, width: int):
     return MultiTask()
 
 
+def resolve_device(device: str) -> str:
+    """"cpu" / "cuda" from "cpu" | "cuda" | "auto"; refuses "cuda" without a GPU."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
+    return device
+
+
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -339,12 +352,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
 
     world, rank, own_group = _dist_info()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
+    device = resolve_device(device)
     if own_group:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     if device == "cuda":

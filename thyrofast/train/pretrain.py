@@ -41,7 +41,8 @@ import numpy as np
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_rows
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .loop import DEFAULTS, _deterministic, config_to_dict, _lr_at, _multi_task, _param_groups, _precise_bn
+from .loop import (DEFAULTS, _deterministic, _lr_at, _multi_task, _param_groups, _precise_bn, config_to_dict,
+                   resolve_device)
 
 __all__ = ["pretrain", "pretrain_metadata", "PretrainConfig", "BACKBONE_FILE", "REPORT_FILE", "METADATA_KEY"]
 
@@ -155,13 +156,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
                          diagnosis_weight=float(diagnosis_weight))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
-    dev = torch.device(device)
+    dev = torch.device(resolve_device(device))
     say = log or (lambda msg: tqdm.write(msg))
     out = Path(out)
     cfg_json = json.loads(json.dumps(cfg.to_dict()))
