@@ -11,8 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_quick_demo_runs_and_resumes(tmp_path, capsys):
-    cfg = DemoConfig(out=tmp_path / "demo", quick=True, patients=40, epochs=1, image_size=48, workers=1,
-                     progress=False)
+    cfg = DemoConfig(out=tmp_path / "demo", quick=True, patients=40, image_size=48, workers=1, progress=False)
     report = run_demo(cfg, log=lambda m: None)
     for key in ("model", "bayes", "readers", "timings_s", "provenance", "paper"):
         assert key in report, key
@@ -24,6 +23,9 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     assert len(prov["training_data_fingerprint"]) == 64
     assert prov["pretraining"]["n_images"]["train"] + prov["pretraining"]["n_images"]["held_out"] == 240
     assert "disjoint from study cohorts" in prov["pretraining"]["data"]
+    # the recipe: the pretrained network is kept, the cohort fits only calibration and the patient rule
+    training = json.loads((tmp_path / "demo" / "bundle" / "thyrofast.json").read_text())["training"]
+    assert training["config"]["epochs"] == 0 and training["epochs_run"] == 0
     out = tmp_path / "demo"
     for f in ("report.md", "report.json", "roc.png", "confusion_matrix.png"):
         assert (out / f).exists(), f

@@ -502,6 +502,15 @@ def test_cli_bundle_mode(tmp_path, monkeypatch, capsys):
     data_json = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data_json["level"] == "image" and data_json["split"] == "test"
     assert not (tmp_path / "out" / "roc.png").exists()
+    # --split all: every row, as for a second cohort generated with another seed
+    rc = main(["evaluate", str(tmp_path / "bundle"), str(data), "--report", str(tmp_path / "all"),
+               "--bootstrap", str(NB), "--no-figures", "--level", "image", "--split", "all"])
+    assert rc == 0, capsys.readouterr().err
+    every = json.loads((tmp_path / "all" / "report.json").read_text())
+    with open(data / "manifest.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert every["split"] is None and every["counts"]["images"] == len(rows)
+    assert data_json["counts"]["images"] == sum(r["split"] == "test" for r in rows) < len(rows)
 
 
 def test_fallback_image_reader_keeps_depth_and_colour(tmp_path):

@@ -221,6 +221,46 @@ def test_backbone_lr_scale_zero_keeps_the_pretrained_backbone(pretrained, tmp_pa
         train(_train_fixture.cohort(tmp_path_factory), tmp_path / "c", backbone_lr_scale=1.5, progress=False)
 
 
+def test_zero_epochs_keep_the_pretrained_network_and_fit_only_the_rule(pretrained, tmp_path_factory, tmp_path):
+    import _train_fixture
+    from safetensors.torch import load_file
+
+    from thyrofast.train import train
+
+    out, _ = pretrained
+    start = load_file(str(out / "backbone.safetensors"))
+    bundle = train(_train_fixture.cohort(tmp_path_factory), tmp_path / "b", epochs=0, image_size=32,
+                   export=False, progress=False, threads=1, log=lambda m: None,
+                   pretrained=str(out / "backbone.safetensors"))
+    got = load_file(str(bundle.path / "weights.safetensors"))
+    assert got.keys() == start.keys()
+    assert all(torch.equal(got[k], start[k]) for k in start if k != "fc.bias")  # BN statistics too
+    t = bundle.manifest["training"]
+    # the only change: the prior correction for the cohort's class weights
+    w = torch.tensor([t["class_weights"][c] for c in ("BTN", "NMTN", "MMTN")])
+    torch.testing.assert_close(got["fc.bias"], start["fc.bias"] - torch.log(w))
+    assert t["epochs_run"] == 0 and t["history"] == []
+    assert bundle.aggregation["method"] == "pooled_logistic"
+
+
+def test_zero_epochs_need_a_pretrained_class_head(tmp_path_factory, tmp_path):
+    import _train_fixture
+
+    from thyrofast.models import pretrained_has_head
+    from thyrofast.train import train
+
+    _pretrain(tmp_path / "f", images=24, epochs=1, diagnosis_weight=0.0)
+    findings_only = tmp_path / "f" / "backbone.safetensors"
+    assert not pretrained_has_head(findings_only, "resnet18", 1, 0.25)
+    cohort = _train_fixture.cohort(tmp_path_factory)
+    with pytest.raises(ValueError, match="has none for resnet18"):
+        train(cohort, tmp_path / "b", epochs=0, image_size=32, progress=False, pretrained=str(findings_only))
+    with pytest.raises(ValueError, match="needs pretrained="):
+        train(cohort, tmp_path / "c", epochs=0, image_size=32, progress=False)
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        train(cohort, tmp_path / "d", epochs=-1, image_size=32, progress=False)
+
+
 def test_param_groups_scale_only_the_backbone():
     from thyrofast.models import build_model
     from thyrofast.train.loop import _param_groups

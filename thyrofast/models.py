@@ -13,7 +13,7 @@ training on a 2-core CPU practical.
 from __future__ import annotations
 
 import os
-__all__ = ["ARCHS", "build_model", "load_pretrained", "count_parameters", "arch_config",
+__all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "count_parameters", "arch_config",
            "build_from_config"]
 
 NUM_CLASSES = 3
@@ -166,6 +166,19 @@ def load_pretrained(model, path: str | os.PathLike) -> list[str]:
     with torch.no_grad():
         model.load_state_dict(loaded, strict=False)
     return sorted(loaded)
+
+
+def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_channels: int = 1,
+                        width: float = 1.0) -> bool:
+    """Whether the ``.safetensors`` file at ``path`` holds this model's 3-class head."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    model = build_model(arch, in_channels=in_channels, width=width)
+    head = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(_HEAD_PREFIXES)}
+    with safe_open(os.fspath(path), framework="pt") as f:
+        return all(k in f.keys() and tuple(f.get_slice(k).get_shape()) == shape for k, shape in head.items())
 
 
 def count_parameters(model) -> int:

@@ -8,12 +8,12 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", nargs="?", default="thyrofast-demo", type=Path,
                    help="output folder (default ./thyrofast-demo); re-running resumes")
-    p.add_argument("--quick", action="store_true", help="smoke run: fewer patients, small input, few epochs")
+    p.add_argument("--quick", action="store_true", help="smoke run: fewer patients, small input, a short pretraining")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=2, help="rendering processes (cohort and pretraining images)")
-    p.add_argument("--epochs", type=int, help="override the training epochs")
+    p.add_argument("--epochs", type=int, help="override the training epochs (the recipe: 0, the pretrained network is kept; N > 0 trains its heads for N epochs)")
     p.add_argument("--image-size", type=int, help="override the network input size")
     p.add_argument("--patients", type=int, help="override the cohort size (class mix kept)")
     p.add_argument("--pretrain-images", type=int,

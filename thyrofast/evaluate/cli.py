@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", metavar="FILE", help="results.jsonl/.csv from `thyrofast predict`")
     parser.add_argument("--labels", metavar="CSV", help="labels manifest (path, patient_id, label[, split])")
     parser.add_argument("--split", default=None,
-                        help="evaluate only this split (default: 'test' with a bundle, all rows with "
-                             "--predictions)")
+                        help="evaluate only this split; 'all' for every row, e.g. a second cohort generated "
+                             "with another seed (default: 'test' with a bundle, all rows with --predictions)")
     parser.add_argument("--readers", metavar="CSV",
                         help="readers.csv (junior/senior calls and scores); with a bundle, readers.csv "
                              "beside the manifest is used when present")
@@ -45,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     from . import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
 
     opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level)
+    split = None if args.split == "all" else args.split
     try:
         if args.predictions or args.labels:
             if not (args.predictions and args.labels):
@@ -58,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
                 opts["aggregation"] = Bundle.load(args.aggregation_from, verify=False).aggregation
             result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
-                                          level=args.level, split=args.split, **opts)
+                                          level=args.level, split=split, **opts)
         else:
             if args.aggregation_from:
                 print("thyrofast evaluate: --aggregation-from goes with --predictions (a bundle uses its own rule)",
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
             if not (args.bundle and args.data):
                 print("thyrofast evaluate: give BUNDLE DATA, or --predictions and --labels", file=sys.stderr)
                 return 2
-            result = evaluate_bundle(args.bundle, args.data, split=args.split or "test", readers=args.readers,
+            result = evaluate_bundle(args.bundle, args.data, split=split if args.split else "test", readers=args.readers,
                                      level=args.level, backend=args.backend, device=args.device, **opts)
         written = write_report(result, args.report, figures=not args.no_figures)
     except InputError as exc:

@@ -16,7 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
     p.add_argument("--width", type=float, default=None,
                    help=f"ResNet width multiplier (default {DEFAULTS.width} for resnets; 1.0 = torchvision's)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                   help="default: %(default)s; 0 keeps a --pretrained network with its class head as it is "
+                        "and fits only the calibration and the image -> patient rule")
     p.add_argument("--image-size", type=int, default=DEFAULTS.image_size,
                    help="network input side in pixels (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,

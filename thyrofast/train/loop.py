@@ -75,8 +75,10 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0      # backbone learning rate / head learning rate (< 1 keeps pretrained features)
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.epochs == 0 and not self.pretrained:
+            raise ValueError("epochs=0 keeps a pretrained network as it is: it needs pretrained=")
         if not 16 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
         if self.batch_size < 1:
@@ -327,8 +329,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     ``augment_config``: an :class:`AugmentConfig` (or its fields as a dict)
     for the training-time augmentation.  ``backbone_lr_scale``: the backbone's
     learning rate relative to the heads' (below 1 keeps the features of a
-    ``pretrained`` backbone while the new class head learns).  Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the
-    other DDP ranks return None).
+    ``pretrained`` backbone while the new class head learns).  ``epochs=0``
+    trains nothing: the ``pretrained`` network, class head included (as
+    ``thyrofast pretrain`` writes it), is kept as it is, and the cohort only
+    fits the prior correction, the temperature and the image -> patient rule.
+    Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
+    ranks return None).
     """
     import torch
     import torch.distributed as dist
@@ -350,6 +356,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                                else AugmentConfig(**dict(augment_config)) if augment_config is not None
                                else DEFAULTS.augment))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
+    if cfg.epochs == 0:
+        from ..models import pretrained_has_head
+
+        if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width):
+            raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has none for "
+                             f"{cfg.arch} (a backbone pretrained with diagnosis_weight=0?): train for some epochs")
 
     world, rank, own_group = _dist_info()
     device = resolve_device(device)
@@ -441,8 +453,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width,
                         pretrained=cfg.pretrained).to(dev)
-    if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # NHWC: faster convolutions on the GPU's tensor cores and in oneDNN on the CPU (1.3-2x measured)
+    model = model.to(memory_format=torch.channels_last)
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
     heads = [_head(model)] + ([multi.aux] if multi is not None else [])
@@ -525,8 +537,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         x = x_train[idx].to(dev, dtype=torch.float32, non_blocking=True)
         x = augment(x, table[idx], cfg.augment)
         y = y_train[idx].to(dev)
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         opt.zero_grad(set_to_none=True)
         total = 0.0
         parts = [torch.arange(k, len(idx), chunks) for k in range(chunks)] if chunks > 1 else [None]
