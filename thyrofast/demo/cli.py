@@ -13,7 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=2, help="rendering processes (cohort and pretraining images)")
-    p.add_argument("--epochs", type=int, help="override the training epochs (the recipe: 0, the pretrained network is kept; N > 0 trains its heads for N epochs)")
+    p.add_argument("--epochs", type=int,
+                   help="training epochs on the cohort (the recipe: 0, the pretrained network is kept; "
+                        "N > 0 trains its heads for N epochs)")
     p.add_argument("--image-size", type=int, help="override the network input size")
     p.add_argument("--patients", type=int, help="override the cohort size (class mix kept)")
     p.add_argument("--pretrain-images", type=int,

@@ -68,8 +68,9 @@ def main(args: argparse.Namespace) -> int:
             if not (args.bundle and args.data):
                 print("thyrofast evaluate: give BUNDLE DATA, or --predictions and --labels", file=sys.stderr)
                 return 2
-            result = evaluate_bundle(args.bundle, args.data, split=split if args.split else "test", readers=args.readers,
-                                     level=args.level, backend=args.backend, device=args.device, **opts)
+            result = evaluate_bundle(args.bundle, args.data, split=split if args.split else "test",
+                                     readers=args.readers, level=args.level, backend=args.backend,
+                                     device=args.device, **opts)
         written = write_report(result, args.report, figures=not args.no_figures)
     except InputError as exc:
         print(f"thyrofast evaluate: {exc}", file=sys.stderr)
