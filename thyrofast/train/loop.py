@@ -180,6 +180,11 @@ def _multi_task(model, width: int):
     return MultiTask()
 
 
+def default_width(arch: str) -> float:
+    """The width multiplier used when none is given: the CPU-sized one for resnets."""
+    return DEFAULTS.width if arch in ("resnet18", "resnet34", "resnet50") else 1.0
+
+
 def resolve_device(device: str) -> str:
     """"cpu" / "cuda" from "cpu" | "cuda" | "auto"; refuses "cuda" without a GPU."""
     import torch
@@ -343,7 +348,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     from ..models import arch_config
 
     if width is None:
-        width = DEFAULTS.width if arch in ("resnet18", "resnet34", "resnet50") else 1.0
+        width = default_width(arch)
     cfg = TrainConfig(arch=arch, width=float(width), in_channels=in_channels, image_size=int(image_size),
                       epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                       patience=int(patience), val_fraction=float(val_fraction),
@@ -458,14 +463,13 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
     heads = [_head(model)] + ([multi.aux] if multi is not None else [])
-    if cfg.backbone_lr_scale == 0.0:
-        # a frozen backbone needs no gradients: backward stops at the heads (~3x faster steps)
-        head_ids = {id(p) for h in heads for p in h.parameters()}
-        for p in trainable.parameters():
-            if id(p) not in head_ids:
+    groups = _param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale)
+    for g in groups:
+        if g["lr_scale"] == 0.0:
+            # a frozen backbone needs no gradients: backward stops at the heads (~3x faster steps)
+            for p in g["params"]:
                 p.requires_grad_(False)
-    opt = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale), lr=cfg.lr,
-                            betas=(0.9, 0.999), eps=1e-8)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     amp_dtype = None
     scaler = None
     if dev.type == "cuda":

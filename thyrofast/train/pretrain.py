@@ -1,4 +1,4 @@
-"""Findings pretraining: a backbone that reads the sonographic lexicon before it sees a diagnosis.
+"""Pretraining on phantom lexicon images: a CNN that reads the sonographic findings (and diagnoses) of many lesions.
 
 A study cohort (the ``paper`` preset: 161 training patients) holds a few
 hundred distinct nodules, each in many near-duplicate frames; a CNN trained on
@@ -45,7 +45,7 @@ from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_rows
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
 from .loop import (DEFAULTS, _deterministic, _lr_at, _multi_task, _param_groups, _precise_bn, config_to_dict,
-                   resolve_device)
+                   default_width, resolve_device)
 
 __all__ = ["pretrain", "pretrain_metadata", "PretrainConfig", "BACKBONE_FILE", "REPORT_FILE", "METADATA_KEY"]
 
@@ -53,7 +53,6 @@ BACKBONE_FILE = "backbone.safetensors"
 REPORT_FILE = "pretrain.json"
 METADATA_KEY = "thyrofast_pretrain"  # safetensors metadata entry holding the report (JSON)
 WORK_DIR = ".pretrain"
-_HEAD_PREFIXES = ("fc.", "classifier.")  # an untrained class head (findings only) is left out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,11 +148,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
 
     from .. import CLASSES, PreprocessParams
     from ..bundle import atomic_write, atomic_write_bytes, atomic_write_json
-    from ..models import arch_config, build_model
+    from ..models import _HEAD_PREFIXES, arch_config, build_model
     from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
 
     if width is None:
-        width = DEFAULTS.width if arch in ("resnet18", "resnet34", "resnet50") else 1.0
+        width = default_width(arch)
     cfg = PretrainConfig(images=int(images), epochs=int(epochs), arch=arch, width=float(width),
                          in_channels=int(in_channels), image_size=int(image_size), batch_size=int(batch_size),
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
@@ -311,6 +310,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
               "torch": torch.__version__, "seconds": round(time.perf_counter() - t_start, 2)}
     from safetensors.torch import save
 
+    # findings only: the untrained class head is left out of the file
     backbone = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                 if cfg.diagnosis_weight > 0 or not k.startswith(_HEAD_PREFIXES)}
     summary = {k: v for k, v in report.items() if k != "history"}

@@ -1,4 +1,4 @@
-"""``thyrofast pretrain OUT``: findings pretraining on phantom lexicon images (no diagnoses)."""
+"""``thyrofast pretrain OUT``: pretraining on phantom lexicon images (findings and, by default, diagnoses)."""
 from __future__ import annotations
 
 import argparse
