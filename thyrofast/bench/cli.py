@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
         print(format_rows(res))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": dict(results)}, indent=2))
-    failed = [r for _, res in results for r in res["rows"] if r.get("pass") is False]
+    failed = [r for _, res in results for r in res["rows"] if r.get("pass") is False or r.get("limit_pass") is False]
     if failed:
         print(f"{len(failed)} target(s) missed: " + ", ".join(r["case"] for r in failed))
     return 0
