@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from thyrofast.demo import DemoConfig, run_demo
+from thyrofast.demo import RECIPE, DemoConfig, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +21,14 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     assert set(report["timings_s"]) >= {"synth", "pretrain", "train", "export", "evaluate", "bench"}
     prov = report["provenance"]
     assert len(prov["training_data_fingerprint"]) == 64
-    assert prov["pretraining"]["n_images"]["train"] + prov["pretraining"]["n_images"]["held_out"] == 240
+    members = RECIPE["pretrain_members"]  # 240 lesions per ensemble member
+    assert prov["pretraining"]["n_images"]["train"] + prov["pretraining"]["n_images"]["held_out"] == 240 * members
     assert "disjoint from study cohorts" in prov["pretraining"]["data"]
     # the recipe: the pretrained network is kept, the cohort fits only calibration and the patient rule
-    training = json.loads((tmp_path / "demo" / "bundle" / "thyrofast.json").read_text())["training"]
+    card = json.loads((tmp_path / "demo" / "bundle" / "thyrofast.json").read_text())
+    training = card["training"]
     assert training["config"]["epochs"] == 0 and training["epochs_run"] == 0
+    assert card.get("members", 1) == members
     out = tmp_path / "demo"
     for f in ("report.md", "report.json", "roc.png", "confusion_matrix.png"):
         assert (out / f).exists(), f
@@ -39,3 +42,17 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     assert again["model"] == report["model"]
     state = json.loads((out / "demo_state.json").read_text())
     assert set(state["done"]) >= {"synth", "pretrain", "train", "export", "evaluate", "bench", "summary"}
+
+
+def test_demo_ensemble_settings(tmp_path, capsys):
+    from thyrofast.cli import main
+
+    assert DemoConfig(out=tmp_path).resolved()["pretrain_members"] == RECIPE["pretrain_members"]
+    assert DemoConfig(out=tmp_path, pretrain_members=2).resolved()["pretrain_members"] == 2
+    with pytest.raises(ValueError, match="needs epochs=0"):
+        DemoConfig(out=tmp_path, pretrain_members=2, epochs=3)
+    with pytest.raises(ValueError, match="positive integer"):
+        DemoConfig(out=tmp_path, pretrain_members=0)
+    assert main(["demo", str(tmp_path / "d"), "--pretrain-members", "2", "--epochs", "3"]) == 2
+    assert "needs epochs=0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before any work

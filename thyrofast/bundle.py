@@ -293,8 +293,11 @@ class Bundle:
 
     @property
     def model_config(self) -> dict:
-        return {"arch": self.arch, "in_channels": int(self._manifest["in_channels"]),
-                "width": float(self._manifest.get("width", 1.0)), "num_classes": len(self.classes)}
+        cfg = {"arch": self.arch, "in_channels": int(self._manifest["in_channels"]),
+               "width": float(self._manifest.get("width", 1.0)), "num_classes": len(self.classes)}
+        if int(self._manifest.get("members", 1)) > 1:
+            cfg["members"] = int(self._manifest["members"])
+        return cfg
 
     def build_model(self):
         """The trained torch model, in eval mode, on the CPU."""
@@ -340,6 +343,7 @@ class Bundle:
             "arch": str(model_config["arch"]),
             "in_channels": int(model_config.get("in_channels", shape[0])),
             "width": float(model_config.get("width", 1.0)),
+            **({"members": int(model_config["members"])} if int(model_config.get("members", 1)) > 1 else {}),
             "input_shape": shape,
             "preprocess": pre,
             "temperature": temperature,

@@ -9,14 +9,20 @@ accepted only as ``.safetensors`` (never pickle).
 ResNets take an optional ``width`` multiplier (1.0 = torchvision's network):
 a half-width ResNet-18 has ~4x fewer multiply-adds, which is what makes
 training on a 2-core CPU practical.
+
+``members`` > 1 builds an ensemble: that many networks of the same
+architecture whose logits are averaged (one graph, one bundle).  Its
+state-dict keys are the members' own prefixed by ``members.<i>.``.
 """
 from __future__ import annotations
 
 import os
-__all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "count_parameters", "arch_config",
-           "build_from_config"]
+__all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "pretrained_members",
+           "count_parameters", "arch_config", "build_from_config", "MAX_MEMBERS"]
 
 NUM_CLASSES = 3
+MAX_MEMBERS = 8
+_MEMBER_PREFIX = "members."
 
 #: Selectable architectures (``--arch``).  resnet18 is the default.
 ARCHS: tuple[str, ...] = (
@@ -31,14 +37,18 @@ _RESNET_LAYERS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3,
                   "resnet50": ("bottleneck", [3, 4, 6, 3])}
 
 
-def arch_config(arch: str, in_channels: int = 1, width: float = 1.0) -> dict:
+def arch_config(arch: str, in_channels: int = 1, width: float = 1.0, members: int = 1) -> dict:
     """The JSON-safe description of a model that :func:`build_model` rebuilds."""
-    _check_args(arch, in_channels, width)
-    return {"arch": arch, "in_channels": int(in_channels), "width": float(width),
-            "num_classes": NUM_CLASSES}
+    _check_args(arch, in_channels, width, members)
+    cfg = {"arch": arch, "in_channels": int(in_channels), "width": float(width), "num_classes": NUM_CLASSES}
+    if members > 1:  # absent for a single network, so older bundles read the same
+        cfg["members"] = int(members)
+    return cfg
 
 
-def _check_args(arch: str, in_channels: int, width: float) -> None:
+def _check_args(arch: str, in_channels: int, width: float, members: int = 1) -> None:
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
+        raise ValueError(f"members must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
     if not isinstance(arch, str) or arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if in_channels not in (1, 3):
@@ -50,8 +60,10 @@ def _check_args(arch: str, in_channels: int, width: float) -> None:
 
 
 def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 1.0,
-                pretrained: str | os.PathLike | None = None):
+                pretrained: str | os.PathLike | None = None, members: int = 1):
     """Build ``arch`` for ``in_channels`` gray channels and 3 classes.
+
+    ``members`` > 1: an ensemble of that many such networks (mean of logits).
 
     ``pretrained``: optional path to a local ``.safetensors`` state dict (e.g.
     ImageNet weights a user converted).  Its first convolution may have 3 input
@@ -59,11 +71,13 @@ def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 
     three times gives the same activations).  A classifier head of another
     shape (e.g. ImageNet's 1000 classes) is skipped.
     """
-    _check_args(arch, in_channels, width)
+    _check_args(arch, in_channels, width, members)
     import torch.nn as nn
     import torchvision.models as tvm
 
-    if arch in _RESNET_LAYERS:
+    if members > 1:
+        model = _ensemble([build_model(arch, in_channels=in_channels, width=width) for _ in range(members)])
+    elif arch in _RESNET_LAYERS:
         model = _scaled_resnet(arch, in_channels, float(width))
     else:
         model = getattr(tvm, arch)(weights=None, num_classes=NUM_CLASSES)
@@ -75,6 +89,23 @@ def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
+
+
+def _ensemble(nets):
+    import torch
+    import torch.nn as nn
+
+    class Ensemble(nn.Module):
+        """Members of one architecture; the output is the mean of their logits."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(nets)
+
+        def forward(self, x):
+            return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+    return Ensemble()
 
 
 def _first_conv_parent(model, arch: str):
@@ -168,15 +199,31 @@ def load_pretrained(model, path: str | os.PathLike) -> list[str]:
     return sorted(loaded)
 
 
-def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_channels: int = 1,
-                        width: float = 1.0) -> bool:
-    """Whether the ``.safetensors`` file at ``path`` holds this model's 3-class head."""
+def pretrained_members(path: str | os.PathLike) -> int:
+    """How many ensemble members the ``.safetensors`` file at ``path`` holds (1: a single network)."""
     from safetensors import safe_open
 
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
-    model = build_model(arch, in_channels=in_channels, width=width)
-    head = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(_HEAD_PREFIXES)}
+    with safe_open(os.fspath(path), framework="pt") as f:
+        idx = {k[len(_MEMBER_PREFIX):].split(".", 1)[0] for k in f.keys() if k.startswith(_MEMBER_PREFIX)}
+    if not idx:
+        return 1
+    if idx != {str(i) for i in range(len(idx))}:
+        raise ValueError(f"{path}: ensemble members must be numbered 0..n-1, found {sorted(idx)}")
+    return len(idx)
+
+
+def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_channels: int = 1,
+                        width: float = 1.0) -> bool:
+    """Whether the ``.safetensors`` file at ``path`` holds this model's 3-class head
+    (every member's, for an ensemble file)."""
+    from safetensors import safe_open
+
+    members = pretrained_members(path)
+    model = build_model(arch, in_channels=in_channels, width=width, members=members)
+    own = (lambda k: k.split(".", 2)[2]) if members > 1 else (lambda k: k)  # members.<i>.<key> -> <key>
+    head = {k: tuple(v.shape) for k, v in model.state_dict().items() if own(k).startswith(_HEAD_PREFIXES)}
     with safe_open(os.fspath(path), framework="pt") as f:
         return all(k in f.keys() and tuple(f.get_slice(k).get_shape()) == shape for k, shape in head.items())
 
@@ -188,4 +235,4 @@ def count_parameters(model) -> int:
 def build_from_config(cfg: dict):
     """Rebuild the (untrained) model described by :func:`arch_config`'s dict."""
     return build_model(cfg["arch"], in_channels=int(cfg.get("in_channels", 1)),
-                       width=float(cfg.get("width", 1.0)))
+                       width=float(cfg.get("width", 1.0)), members=int(cfg.get("members", 1)))

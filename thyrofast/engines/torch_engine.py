@@ -27,7 +27,8 @@ def build_module(manifest: dict, weights: bytes):
 
     # The model card carries the architecture (contracts.md); a width
     # multiplier, when used, sits beside it or in a nested "model" config.
-    cfg = {**manifest.get("model", {}), **{k: manifest[k] for k in ("arch", "in_channels", "width") if k in manifest}}
+    cfg = {**manifest.get("model", {}),
+           **{k: manifest[k] for k in ("arch", "in_channels", "width", "members") if k in manifest}}
     module = models.build_from_config(cfg)
     module.load_state_dict(load_safetensors(weights), strict=True)
     return module.eval()

@@ -148,6 +148,12 @@ def _head(model):
     return linears[-1]
 
 
+def _class_heads(model) -> list:
+    """The class head of each ensemble member, or of the one network."""
+    members = getattr(model, "members", None)
+    return [_head(m) for m in members] if members is not None else [_head(model)]
+
+
 def _multi_task(model, width: int):
     """The model plus a linear head of auxiliary findings on its pooled features.
 
@@ -338,6 +344,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     trains nothing: the ``pretrained`` network, class head included (as
     ``thyrofast pretrain`` writes it), is kept as it is, and the cohort only
     fits the prior correction, the temperature and the image -> patient rule.
+    An ensemble file (``thyrofast pretrain --members N``) is only used that
+    way: its members' logits are averaged in the bundle's one model.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -361,6 +369,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                                else AugmentConfig(**dict(augment_config)) if augment_config is not None
                                else DEFAULTS.augment))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
+    if cfg.pretrained:
+        from ..models import pretrained_members
+
+        if pretrained_members(cfg.pretrained) > 1 and cfg.epochs > 0:
+            raise ValueError(f"{cfg.pretrained} is an ensemble: it is used as it is (epochs=0); "
+                             "train a single network for epochs > 0")
     if cfg.epochs == 0:
         from ..models import pretrained_has_head
 
@@ -409,7 +423,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     from tqdm.auto import tqdm
 
     from ..bundle import Bundle
-    from ..models import arch_config, build_model
+    from ..models import arch_config, build_model, pretrained_members
     from .. import PreprocessParams
 
     # ---------------- data
@@ -456,13 +470,14 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
 
     # ---------------- model / optimizer
     torch.manual_seed(cfg.seed)
+    members = pretrained_members(cfg.pretrained) if cfg.pretrained else 1  # > 1 only with epochs=0
     model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width,
-                        pretrained=cfg.pretrained).to(dev)
+                        pretrained=cfg.pretrained, members=members).to(dev)
     # NHWC: faster convolutions on the GPU's tensor cores and in oneDNN on the CPU (1.3-2x measured)
     model = model.to(memory_format=torch.channels_last)
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
-    heads = [_head(model)] + ([multi.aux] if multi is not None else [])
+    heads = _class_heads(model) + ([multi.aux] if multi is not None else [])
     groups = _param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale)
     for g in groups:
         if g["lr_scale"] == 0.0:
@@ -663,9 +678,9 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     model = model.to("cpu").float().eval()
     if any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()):
         model = _revert_sync_bn(model)
-    head = _head(model)
     with torch.no_grad():
-        head.bias -= torch.tensor(log_w, dtype=head.bias.dtype)
+        for head in _class_heads(model):  # every member's: the mean of their logits shifts by -log w
+            head.bias -= torch.tensor(log_w, dtype=head.bias.dtype)
     cpu = torch.device("cpu")
     logits = _predict_logits(model, x_val, cpu)
     before = _evaluate(logits, y_val, p_val)
@@ -715,7 +730,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
         "seconds": None,
     }
     bundle = Bundle.create(out, state_dict=model.state_dict(),
-                           model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width),
+                           model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width, members),
                            preprocess=params, input_shape=[cfg.in_channels, *params.size],
                            temperature=temperature, training=training, aggregation=aggregation,
                            read={"crop": cfg.crop})

@@ -129,7 +129,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
              image_size: int = DEFAULTS.image_size, preprocess: Mapping | None = None,
              crop: str = "detect", batch_size: int = 32, lr: float = 3e-3,
              diagnosis_weight: float = PretrainConfig.diagnosis_weight, workers: int = 1,
-             threads: int | None = None, device: str = "cpu", progress: bool = True, log=None) -> dict:
+             threads: int | None = None, device: str = "cpu", progress: bool = True, log=None,
+             members: int = 1) -> dict:
     """Pretrain a backbone on a phantom lexicon set; writes ``out/backbone.safetensors``.
 
     ``images`` distinct lesions (:func:`thyrofast.synth.lexicon.lexicon_images`,
@@ -139,8 +140,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     ``held_out`` of them report per-finding metrics and the image macro-AUC.
     Model and preprocessing settings must match the later ``train`` call
     (``arch``, ``width``, ``in_channels``, ``image_size``, ``preprocess``).
-    ``device``: "cpu", "cuda" or "auto".  Returns the report (also
-    ``out/pretrain.json``).
+    ``device``: "cpu", "cuda" or "auto".  ``members`` > 1 pretrains that many
+    networks, member ``i`` with seed ``seed + i`` (its own ``images`` lesions) in
+    ``out/member<i>``, and writes them as one ensemble file
+    (:func:`thyrofast.models.build_model` ``members=``), which ``train`` uses
+    with ``epochs=0``.  Returns the report (also ``out/pretrain.json``).
     """
     import torch
     import torch.nn.functional as F
@@ -153,6 +157,14 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
 
     if width is None:
         width = default_width(arch)
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members must be a positive integer, got {members!r}")
+    if members > 1:
+        return _pretrain_ensemble(out, members, log, images=images, epochs=epochs, seed=seed, arch=arch,
+                                  width=width, in_channels=in_channels, image_size=image_size,
+                                  preprocess=preprocess, crop=crop, batch_size=batch_size, lr=lr,
+                                  diagnosis_weight=diagnosis_weight, workers=workers, threads=threads,
+                                  device=device, progress=progress)
     cfg = PretrainConfig(images=int(images), epochs=int(epochs), arch=arch, width=float(width),
                          in_channels=int(in_channels), image_size=int(image_size), batch_size=int(batch_size),
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
@@ -282,7 +294,9 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                     from ..metrics import macro_auc
 
                     probs = torch.softmax(torch.cat([o[0] for o in outs]), 1).numpy()
-                    metrics["diagnosis"] = {"image_macro_auc": float(macro_auc(y_val, probs)), "n": int(n_val)}
+                    auc = float(macro_auc(y_val, probs))
+                    if math.isfinite(auc):  # undefined when the held-out images lack a class
+                        metrics["diagnosis"] = {"image_macro_auc": auc, "n": int(n_val)}
                 history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                                 "seconds": round(time.perf_counter() - t0, 2), "held_out": metrics})
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}")
@@ -319,6 +333,54 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     atomic_write_json(report_path, report)
     shutil.rmtree(work, ignore_errors=True)  # the cache and checkpoints only served resuming
     return report
+
+
+def _pretrain_ensemble(out, members: int, log, *, seed: int, **kw) -> dict:
+    """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
+    from safetensors.torch import load_file, save
+
+    from ..bundle import atomic_write_bytes, atomic_write_json
+    from ..models import MAX_MEMBERS, pretrained_members
+
+    if members > MAX_MEMBERS:
+        raise ValueError(f"members must be <= {MAX_MEMBERS}, got {members}")
+    if kw["diagnosis_weight"] <= 0:
+        raise ValueError("an ensemble is used with its class heads (train epochs=0): diagnosis_weight must be > 0")
+    out = Path(out)
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    say = log or (lambda msg: tqdm.write(msg))
+    reports = []
+    for i in range(members):
+        say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
+        reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
+    key = hashlib.sha256(json.dumps([r["key"] for r in reports]).encode()).hexdigest()
+    state = {}
+    for i in range(members):
+        if pretrained_members(out / f"member{i}" / BACKBONE_FILE) != 1:  # pragma: no cover - written above
+            raise AssertionError("an ensemble member is itself an ensemble")
+        state.update({f"members.{i}.{k}": v for k, v in load_file(str(out / f"member{i}" / BACKBONE_FILE)).items()})
+    summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
+    report = {"key": key, "members": summaries, "config": {**reports[0]["config"], "members": members},
+              "n_images": {part: sum(r["n_images"][part] for r in reports) for part in ("train", "held_out")},
+              "held_out": _mean_metrics([r["held_out"] for r in reports]), "data": reports[0]["data"] + f"; {members} members, own lesions each",
+              "torch": reports[0]["torch"], "seconds": round(sum(r["seconds"] for r in reports), 2)}
+    data = save(state, metadata={METADATA_KEY: json.dumps(report, sort_keys=True)})
+    atomic_write_bytes(out / BACKBONE_FILE, data)
+    atomic_write_json(out / REPORT_FILE, report)
+    say(f"pretrain: {members}-member ensemble written in {time.perf_counter() - t0:.0f} s")
+    return report
+
+
+def _mean_metrics(per_member: list[dict]) -> dict:
+    """Held-out finding metrics averaged over the members (counts summed)."""
+    out: dict[str, dict[str, float]] = {}
+    for task in per_member[0]:
+        rows = [m[task] for m in per_member if task in m]
+        out[task] = {k: (sum(r[k] for r in rows) if k == "n" else float(np.mean([r[k] for r in rows])))
+                     for k in rows[0] if all(k in r for r in rows)}
+    return out
 
 
 def pretrain_metadata(path: str | os.PathLike) -> dict | None:

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnosis-weight", type=float, default=PretrainConfig.diagnosis_weight,
                    help="weight of the class loss; 0 = findings only, no diagnoses (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--members", type=int, default=1,
+                   help="ensemble members, each pretrained with its own seed and lesions (seed, seed+1, ...) "
+                        "and stacked into one file that `train --epochs 0` uses (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
@@ -48,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         report = pretrain(args.out, images=args.images, epochs=args.epochs, seed=args.seed, arch=args.arch,
                           width=args.width, in_channels=args.channels, image_size=args.image_size,
                           preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
-                          diagnosis_weight=args.diagnosis_weight,
+                          diagnosis_weight=args.diagnosis_weight, members=args.members,
                           threads=args.threads, device=args.device, progress=not args.quiet)
     except (InputError, ValueError) as exc:
         print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)

@@ -1,0 +1,118 @@
+"""Ensembles: several pretrained networks averaged in one model, one bundle, one ONNX graph."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from thyrofast.models import arch_config, build_from_config, build_model, pretrained_members  # noqa: E402
+
+
+def test_an_ensemble_averages_its_members_logits():
+    torch.manual_seed(0)
+    model = build_model("resnet18", in_channels=1, width=0.25, members=3).eval()
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        want = torch.stack([m(x) for m in model.members]).mean(0)
+        got = model(x)
+    torch.testing.assert_close(got, want)
+    assert got.shape == (4, 3)
+    outs = [m(x) for m in model.members]
+    assert not torch.allclose(outs[0], outs[1])  # members are initialised independently
+    assert {k.split(".")[1] for k in model.state_dict()} == {"0", "1", "2"}
+
+
+def test_arch_config_records_members_only_for_an_ensemble():
+    assert "members" not in arch_config("resnet18", 1, 0.25)  # single-network bundles read as before
+    cfg = arch_config("resnet18", 1, 0.25, members=2)
+    assert cfg["members"] == 2
+    rebuilt = build_from_config(cfg)
+    assert len(rebuilt.members) == 2
+    for bad in (0, 9, True, 1.5):
+        with pytest.raises(ValueError, match="members must be"):
+            build_model("resnet18", members=bad)
+
+
+def _pretrain(out, **kw):
+    from thyrofast.train.pretrain import pretrain
+
+    args = dict(images=24, epochs=1, image_size=32, progress=False, threads=1, workers=1, log=lambda m: None)
+    args.update(kw)
+    return pretrain(out, **args)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ens") / "p"
+    return out, _pretrain(out, members=2, seed=3)
+
+
+def test_pretrain_stacks_members_with_their_own_seeds(ensemble, tmp_path):
+    from safetensors.torch import load_file
+
+    from thyrofast.train.pretrain import pretrain_metadata
+
+    out, report = ensemble
+    stacked = load_file(str(out / "backbone.safetensors"))
+    assert pretrained_members(out / "backbone.safetensors") == 2
+    for i in range(2):
+        member = load_file(str(out / f"member{i}" / "backbone.safetensors"))
+        assert pretrained_members(out / f"member{i}" / "backbone.safetensors") == 1
+        assert all(torch.equal(stacked[f"members.{i}.{k}"], v) for k, v in member.items())
+        assert report["members"][i]["config"]["seed"] == 3 + i
+    assert len(stacked) == 2 * len(member)
+    # member 0 is exactly a single pretraining with the ensemble's seed
+    single = _pretrain(tmp_path / "single", seed=3)
+    assert single["key"] == report["members"][0]["key"]
+    assert not torch.equal(stacked["members.0.conv1.weight"], stacked["members.1.conv1.weight"])
+    meta = pretrain_metadata(out / "backbone.safetensors")
+    assert meta["key"] == report["key"] and meta["config"]["members"] == 2
+    assert report["n_images"] == {"train": 2 * 22, "held_out": 2 * 2}
+    assert _pretrain(out, members=2, seed=3)["key"] == report["key"]  # a finished ensemble is kept
+
+
+def test_pretrain_refuses_bad_ensembles(tmp_path):
+    with pytest.raises(ValueError, match="members must be"):
+        _pretrain(tmp_path / "a", members=0)
+    with pytest.raises(ValueError, match="diagnosis_weight must be > 0"):
+        _pretrain(tmp_path / "b", members=2, diagnosis_weight=0.0)
+
+
+def test_zero_epochs_keep_every_member_and_export_one_graph(ensemble, tmp_path_factory, tmp_path):
+    import _train_fixture
+    from safetensors.torch import load_file
+
+    from thyrofast.export import onnx_logits
+    from thyrofast.train import train
+
+    out, _ = ensemble
+    start = load_file(str(out / "backbone.safetensors"))
+    bundle = train(_train_fixture.cohort(tmp_path_factory), tmp_path / "b", epochs=0, image_size=32,
+                   export=True, int8=False, progress=False, threads=1, log=lambda m: None,
+                   pretrained=str(out / "backbone.safetensors"))
+    assert bundle.model_config["members"] == 2
+    got = load_file(str(bundle.path / "weights.safetensors"))
+    assert got.keys() == start.keys()
+    heads = {"members.0.fc.bias", "members.1.fc.bias"}
+    assert all(torch.equal(got[k], start[k]) for k in start if k not in heads)
+    t = bundle.manifest["training"]
+    w = torch.tensor([t["class_weights"][c] for c in ("BTN", "NMTN", "MMTN")])
+    for k in heads:  # each member's bias shifted by -log w, so their mean logit is too
+        torch.testing.assert_close(got[k], start[k] - torch.log(w))
+    model = bundle.build_model().eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnx_logits(bundle.artifact_path("onnx_fp32"), x), want, atol=1e-4)
+
+
+def test_an_ensemble_is_not_trained_further(ensemble, tmp_path_factory, tmp_path):
+    import _train_fixture
+
+    from thyrofast.train import train
+
+    out, _ = ensemble
+    with pytest.raises(ValueError, match="is an ensemble"):
+        train(_train_fixture.cohort(tmp_path_factory), tmp_path / "b", epochs=1, image_size=32, progress=False,
+              pretrained=str(out / "backbone.safetensors"))
