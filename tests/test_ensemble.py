@@ -107,6 +107,22 @@ def test_zero_epochs_keep_every_member_and_export_one_graph(ensemble, tmp_path_f
     np.testing.assert_allclose(onnx_logits(bundle.artifact_path("onnx_fp32"), x), want, atol=1e-4)
 
 
+def test_unreadable_checkpoints_give_clear_errors(tmp_path):
+    from thyrofast.models import pretrained_has_head
+
+    pickle_like = tmp_path / "w.pt"
+    pickle_like.write_bytes(b"not a checkpoint")
+    garbage = tmp_path / "w.safetensors"
+    garbage.write_bytes(b"garbage")
+    for fn in (pretrained_members, pretrained_has_head, lambda p: build_model("resnet18", pretrained=p)):
+        with pytest.raises(ValueError, match="must be .safetensors"):
+            fn(pickle_like)
+        with pytest.raises(ValueError, match="not a readable .safetensors file"):
+            fn(garbage)
+        with pytest.raises(FileNotFoundError):
+            fn(tmp_path / "missing.safetensors")
+
+
 def test_an_ensemble_is_not_trained_further(ensemble, tmp_path_factory, tmp_path):
     import _train_fixture
 

@@ -169,12 +169,11 @@ def load_pretrained(model, path: str | os.PathLike) -> list[str]:
     import torch
     from safetensors.torch import load_file
 
-    path = os.fspath(path)
-    if not path.endswith(".safetensors"):
-        raise ValueError(f"pretrained checkpoints must be .safetensors (never pickle): {path}")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(path)
-    state = load_file(path)
+    path = _checkpoint_path(path)
+    try:
+        state = load_file(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise ValueError(f"{path} is not a readable .safetensors file: {exc}") from None
     own = model.state_dict()
     loaded = {}
     for key, value in state.items():
@@ -199,14 +198,30 @@ def load_pretrained(model, path: str | os.PathLike) -> list[str]:
     return sorted(loaded)
 
 
-def pretrained_members(path: str | os.PathLike) -> int:
-    """How many ensemble members the ``.safetensors`` file at ``path`` holds (1: a single network)."""
-    from safetensors import safe_open
-
+def _checkpoint_path(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not path.endswith(".safetensors"):
+        raise ValueError(f"pretrained checkpoints must be .safetensors (never pickle): {path}")
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
-    with safe_open(os.fspath(path), framework="pt") as f:
-        idx = {k[len(_MEMBER_PREFIX):].split(".", 1)[0] for k in f.keys() if k.startswith(_MEMBER_PREFIX)}
+    return path
+
+
+def _tensor_shapes(path: str | os.PathLike) -> dict[str, tuple]:
+    """Names and shapes of a checkpoint's tensors (header only); ValueError if unreadable."""
+    from safetensors import safe_open
+
+    path = _checkpoint_path(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type
+        raise ValueError(f"{path} is not a readable .safetensors file: {exc}") from None
+
+
+def pretrained_members(path: str | os.PathLike) -> int:
+    """How many ensemble members the ``.safetensors`` file at ``path`` holds (1: a single network)."""
+    idx = {k[len(_MEMBER_PREFIX):].split(".", 1)[0] for k in _tensor_shapes(path) if k.startswith(_MEMBER_PREFIX)}
     if not idx:
         return 1
     if idx != {str(i) for i in range(len(idx))}:
@@ -218,14 +233,12 @@ def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_chan
                         width: float = 1.0) -> bool:
     """Whether the ``.safetensors`` file at ``path`` holds this model's 3-class head
     (every member's, for an ensemble file)."""
-    from safetensors import safe_open
-
     members = pretrained_members(path)
     model = build_model(arch, in_channels=in_channels, width=width, members=members)
     own = (lambda k: k.split(".", 2)[2]) if members > 1 else (lambda k: k)  # members.<i>.<key> -> <key>
     head = {k: tuple(v.shape) for k, v in model.state_dict().items() if own(k).startswith(_HEAD_PREFIXES)}
-    with safe_open(os.fspath(path), framework="pt") as f:
-        return all(k in f.keys() and tuple(f.get_slice(k).get_shape()) == shape for k, shape in head.items())
+    shapes = _tensor_shapes(path)
+    return all(shapes.get(k) == shape for k, shape in head.items())
 
 
 def count_parameters(model) -> int:
