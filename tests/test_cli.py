@@ -25,6 +25,17 @@ def test_each_command_has_help(name, capsys):
     assert f"thyrofast {name}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["demo", "synth", "pretrain", "train", "export", "predict", "evaluate"])
+def test_every_long_command_takes_no_progress(name, capsys):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(cli.COMMANDS[name][0]).add_arguments(parser)
+    assert "--no-progress" in parser.format_help()
+    assert any(a.dest == "no_progress" for a in parser._actions)
+
+
 def test_unknown_command_fails(capsys):
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])

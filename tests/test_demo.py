@@ -51,8 +51,9 @@ def test_demo_ensemble_settings(tmp_path, capsys):
     assert DemoConfig(out=tmp_path, pretrain_members=2).resolved()["pretrain_members"] == 2
     with pytest.raises(ValueError, match="needs epochs=0"):
         DemoConfig(out=tmp_path, pretrain_members=2, epochs=3)
-    with pytest.raises(ValueError, match="positive integer"):
-        DemoConfig(out=tmp_path, pretrain_members=0)
+    for bad in (0, 9, True):
+        with pytest.raises(ValueError, match="pretrain_members must be an integer in"):
+            DemoConfig(out=tmp_path, pretrain_members=bad)
     assert main(["demo", str(tmp_path / "d"), "--pretrain-members", "2", "--epochs", "3"]) == 2
     assert "needs epochs=0" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before any work

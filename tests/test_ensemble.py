@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from thyrofast.models import arch_config, build_from_config, build_model, pretrained_members  # noqa: E402
+from thyrofast.models import (arch_config, build_from_config, build_model, pretrained_members,  # noqa: E402
+                              stack_members)
 
 
 def test_an_ensemble_averages_its_members_logits():
@@ -32,6 +33,20 @@ def test_arch_config_records_members_only_for_an_ensemble():
     for bad in (0, 9, True, 1.5):
         with pytest.raises(ValueError, match="members must be"):
             build_model("resnet18", members=bad)
+
+
+def test_stack_members_builds_the_ensembles_state_dict():
+    nets = [build_model("resnet18", width=0.25) for _ in range(2)]
+    ensemble = build_model("resnet18", width=0.25, members=2)
+    stacked = stack_members([n.state_dict() for n in nets])
+    ensemble.load_state_dict(stacked)  # strict: exactly the ensemble's keys
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble.eval()(x), (nets[0].eval()(x) + nets[1].eval()(x)) / 2)
+    with pytest.raises(ValueError, match="member 1 is itself an ensemble"):
+        stack_members([nets[0].state_dict(), ensemble.state_dict()])
+    with pytest.raises(ValueError, match="must be an integer in"):
+        stack_members([])
 
 
 def _pretrain(out, **kw):

@@ -459,6 +459,14 @@ def test_evaluate_bundle_with_a_fake_classifier(tmp_path):
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "rep" / "roc.png").is_file()
 
 
+def test_evaluate_bundle_progress_bar_can_be_turned_off(tmp_path, capsys):
+    data = make_image_cohort(tmp_path / "data")
+    for progress in (True, False):
+        evaluate_bundle(tmp_path / "bundle", data, classifier=FakeClassifier(), reader=_pil_reader,
+                        n_boot=NB, progress=progress)
+        assert ("evaluate: predicting" in capsys.readouterr().err) == progress
+
+
 def test_frames_of_accepts_what_readers_return():
     from thyrofast.evaluate.core import _frames_of
 

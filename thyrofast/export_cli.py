@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cohort manifest (or its folder): training patients calibrate, "
                         "validation patients gate")
     p.add_argument("--n-calib", type=int, default=128, help="calibration frames (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true")
+    # --quiet: the older spelling; --no-progress as in every other command
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
 
 
 def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, seed: int = 0,
@@ -56,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.int8:
             report = export_from_data(args.bundle, args.calib, fp16=not args.no_fp16,
-                                      n_calib=args.n_calib, progress=not args.quiet)
+                                      n_calib=args.n_calib, progress=not args.no_progress)
         else:
             report = export_bundle(args.bundle, fp16=not args.no_fp16)
     except (InputError, ValueError, FileNotFoundError) as exc:

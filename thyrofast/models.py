@@ -17,8 +17,10 @@ state-dict keys are the members' own prefixed by ``members.<i>.``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 __all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "pretrained_members",
-           "count_parameters", "arch_config", "build_from_config", "MAX_MEMBERS"]
+           "count_parameters", "arch_config", "build_from_config", "MAX_MEMBERS", "check_members", "stack_members"]
 
 NUM_CLASSES = 3
 MAX_MEMBERS = 8
@@ -46,9 +48,26 @@ def arch_config(arch: str, in_channels: int = 1, width: float = 1.0, members: in
     return cfg
 
 
-def _check_args(arch: str, in_channels: int, width: float, members: int = 1) -> None:
+def check_members(members: Any, name: str = "members") -> int:
+    """``members`` as an ensemble size (an integer in [1, MAX_MEMBERS]); ValueError otherwise."""
     if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_MEMBERS:
-        raise ValueError(f"members must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
+        raise ValueError(f"{name} must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
+    return members
+
+
+def stack_members(states: Sequence[Mapping[str, Any]]) -> dict:
+    """The state dict of the ensemble (``build_model(members=len(states))``) of single networks' ``states``."""
+    check_members(len(states), "the number of member state dicts")
+    stacked = {}
+    for i, state in enumerate(states):
+        if any(k.startswith(_MEMBER_PREFIX) for k in state):
+            raise ValueError(f"member {i} is itself an ensemble")
+        stacked.update({f"{_MEMBER_PREFIX}{i}.{k}": v for k, v in state.items()})
+    return stacked
+
+
+def _check_args(arch: str, in_channels: int, width: float, members: int = 1) -> None:
+    check_members(members)
     if not isinstance(arch, str) or arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if in_channels not in (1, 3):

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..models import check_members
+
 __all__ = ["run_demo", "DemoConfig", "PAPER_REFERENCE"]
 
 #: Zhao et al. 2025 (Front. Neurosci., doi 10.3389/fnins.2025.1684104), clinical data.
@@ -50,9 +52,10 @@ STEPS = ("synth", "pretrain", "train", "export", "evaluate", "bench", "summary")
 #: both cores take the time 10,000 x 8 took on one (about 11 min) and read
 #: the findings better (independent cohort: image macro-AUC 0.738 -> 0.753).
 #: ``--pretrain-members 2`` averages two such networks (seeds 0 and 1): on the
-#: independent cohort accuracy 0.81 -> 0.83, but twice the pretraining (about
-#: 25 min here), over the demo's 20-minute budget; two half-size members
-#: (6,000 images each) did not help (0.872 / 0.81).
+#: independent cohort accuracy 0.81 -> 0.83, but twice the pretraining (24.4
+#: min measured here), over the demo's 20-minute budget; members small enough
+#: to fit it did not help (2 x 10,000 x 8: 0.869 / 0.805; 2 x 6,000 x 10:
+#: 0.872 / 0.81).
 RECIPE = {"pretrain_images": 12000, "pretrain_epochs": 10, "pretrain_members": 1, "epochs": 0,
           "backbone_lr_scale": 0.0}
 
@@ -74,9 +77,7 @@ class DemoConfig:
 
     def __post_init__(self):
         m = self.pretrain_members
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(f"pretrain_members must be a positive integer, got {m!r}")
-        if m is not None and m > 1 and self.epochs:
+        if m is not None and check_members(m, "pretrain_members") > 1 and self.epochs:
             raise ValueError("an ensemble (pretrain_members > 1) is used as pretrained: it needs epochs=0")
 
     def resolved(self) -> dict[str, Any]:
@@ -213,7 +214,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
         from thyrofast.evaluate import evaluate_bundle, write_report
 
         res = evaluate_bundle(bundle_dir, cohort_dir, split="test", readers=cohort_dir / "readers.csv",
-                              level="patient", device=cfg.device)
+                              level="patient", device=cfg.device, progress=cfg.progress)
         write_report(res, eval_dir, reference=PAPER_REFERENCE)
         return {"report": str(eval_dir / "report.json")}
 

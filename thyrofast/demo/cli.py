@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-members", type=int,
                    help="pretrain this many networks (own seeds and lesions) and average them; 2 measured "
                         "better but takes twice the pretraining (default: the recipe's, 1)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:

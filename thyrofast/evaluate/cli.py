@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="OUT", required=True,
                         help="output folder for report.json, report.md and figures")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                         help="bootstrap replicates (patient-level, default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -70,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
                 return 2
             result = evaluate_bundle(args.bundle, args.data, split=split if args.split else "test",
                                      readers=args.readers, level=args.level, backend=args.backend,
-                                     device=args.device, **opts)
+                                     device=args.device, progress=not args.no_progress, **opts)
         written = write_report(result, args.report, figures=not args.no_figures)
     except InputError as exc:
         print(f"thyrofast evaluate: {exc}", file=sys.stderr)

@@ -453,8 +453,9 @@ def _default_reader():
     return read
 
 
-def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames: int = 64) -> list[dict]:
-    """Prediction records for every image of a manifest, with a progress bar."""
+def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames: int = 64,
+                     progress: bool = True) -> list[dict]:
+    """Prediction records for every image of a manifest, with a progress bar unless ``progress=False``."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     read = reader or _default_reader()
@@ -472,7 +473,7 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
             wanted[path] = None
         else:
             wanted.setdefault(path, set()).add(fi)
-    for path in tqdm(list(wanted), desc="evaluate: predicting", unit="file", leave=False):
+    for path in tqdm(list(wanted), desc="evaluate: predicting", unit="file", leave=False, disable=not progress):
         try:
             frames = _frames_of(read(path))
         except InputError as exc:
@@ -519,6 +520,7 @@ def evaluate_bundle(
     device: str = "auto",
     classifier=None,
     reader=None,
+    progress: bool = True,
     **kwargs,
 ) -> dict:
     """Run a bundle on a data set's ``split`` and evaluate it.
@@ -528,7 +530,8 @@ def evaluate_bundle(
     ``predict(frames) -> (N, 3)`` probabilities; by default
     ``thyrofast.Classifier.load(bundle, backend=, device=)``.  ``readers``
     defaults to ``readers.csv`` beside the manifest when present.  With
-    ``report`` (a folder) the report is written there too.  Extra keyword
+    ``report`` (a folder) the report is written there too.  ``progress``: the
+    prediction progress bar.  Extra keyword
     arguments go to :func:`evaluate_predictions`.
     """
     manifest = _manifest_of(data)
@@ -540,7 +543,7 @@ def evaluate_bundle(
         from thyrofast import Classifier  # noqa: PLC0415 - lazy: inference backends
 
         classifier = Classifier.load(bundle, backend=backend, device=device)
-    records = predict_manifest(classifier, lab, reader=reader)
+    records = predict_manifest(classifier, lab, reader=reader, progress=progress)
     if "aggregation" not in kwargs:
         kwargs["aggregation"] = bundle_aggregation(classifier)
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)

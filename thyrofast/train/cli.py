@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and preprocessing (default: all cores)")
     p.add_argument("--ghost-batches", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    # --quiet: the older spelling; --no-progress as in every other command
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
                        ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
-                       progress=not args.quiet)
+                       progress=not args.no_progress)
     except (InputError, ValueError, FileNotFoundError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
         return 2

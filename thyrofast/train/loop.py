@@ -353,7 +353,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
-    from ..models import arch_config
+    from ..models import arch_config, pretrained_has_head, pretrained_members
 
     if width is None:
         width = default_width(arch)
@@ -369,15 +369,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                                else AugmentConfig(**dict(augment_config)) if augment_config is not None
                                else DEFAULTS.augment))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
-    if cfg.pretrained:
-        from ..models import pretrained_members
-
-        if pretrained_members(cfg.pretrained) > 1 and cfg.epochs > 0:
-            raise ValueError(f"{cfg.pretrained} is an ensemble: it is used as it is (epochs=0); "
-                             "train a single network for epochs > 0")
+    members = pretrained_members(cfg.pretrained) if cfg.pretrained else 1  # > 1 only with epochs=0
+    if members > 1 and cfg.epochs > 0:
+        raise ValueError(f"{cfg.pretrained} is an ensemble: it is used as it is (epochs=0); "
+                         "train a single network for epochs > 0")
     if cfg.epochs == 0:
-        from ..models import pretrained_has_head
-
         if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width):
             raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has none for "
                              f"{cfg.arch} (a backbone pretrained with diagnosis_weight=0?): train for some epochs")
@@ -405,7 +401,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         # two (OpenMP barriers stall when cores are shared); let the user choose.
         torch.set_num_threads(int(threads))
     try:
-        result = _run(cfg, data, Path(out), dev, world, rank, main, resume, progress, export,
+        result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
                       int8, threads, say, t_start)
     finally:
         torch.set_num_threads(old_threads)
@@ -414,7 +410,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     return result
 
 
-def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
+def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
          progress: bool, export: bool, int8: bool, threads, say, t_start: float):
     import torch
     import torch.distributed as dist
@@ -423,7 +419,7 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     from tqdm.auto import tqdm
 
     from ..bundle import Bundle
-    from ..models import arch_config, build_model, pretrained_members
+    from ..models import arch_config, build_model
     from .. import PreprocessParams
 
     # ---------------- data
@@ -449,7 +445,8 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
     y_val = np.array([records[i].label for i in split.val])
     p_val = [records[i].patient_id for i in split.val]
     fingerprint = hashlib.sha256(f"{data_fingerprint(records, split)}:{frames_key}".encode()).hexdigest()
-    aux = read_aux_targets(_manifest_path(data), len(records)) if cfg.aux_weight > 0 else None
+    # epochs=0 trains nothing, so it needs no auxiliary heads
+    aux = read_aux_targets(_manifest_path(data), len(records)) if cfg.aux_weight > 0 and cfg.epochs > 0 else None
     if aux is not None:
         aux = aux.take(split.train)
         if not aux.mask.any():
@@ -470,7 +467,6 @@ def _run(cfg: TrainConfig, data, out: Path, dev, world: int, rank: int, main: bo
 
     # ---------------- model / optimizer
     torch.manual_seed(cfg.seed)
-    members = pretrained_members(cfg.pretrained) if cfg.pretrained else 1  # > 1 only with epochs=0
     model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width,
                         pretrained=cfg.pretrained, members=members).to(dev)
     # NHWC: faster convolutions on the GPU's tensor cores and in oneDNN on the CPU (1.3-2x measured)

@@ -152,14 +152,12 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
 
     from .. import CLASSES, PreprocessParams
     from ..bundle import atomic_write, atomic_write_bytes, atomic_write_json
-    from ..models import _HEAD_PREFIXES, arch_config, build_model
+    from ..models import _HEAD_PREFIXES, arch_config, build_model, check_members
     from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
 
     if width is None:
         width = default_width(arch)
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members must be a positive integer, got {members!r}")
-    if members > 1:
+    if check_members(members) > 1:
         return _pretrain_ensemble(out, members, log, images=images, epochs=epochs, seed=seed, arch=arch,
                                   width=width, in_channels=in_channels, image_size=image_size,
                                   preprocess=preprocess, crop=crop, batch_size=batch_size, lr=lr,
@@ -340,10 +338,8 @@ def _pretrain_ensemble(out, members: int, log, *, seed: int, **kw) -> dict:
     from safetensors.torch import load_file, save
 
     from ..bundle import atomic_write_bytes, atomic_write_json
-    from ..models import MAX_MEMBERS, pretrained_members
+    from ..models import stack_members
 
-    if members > MAX_MEMBERS:
-        raise ValueError(f"members must be <= {MAX_MEMBERS}, got {members}")
     if kw["diagnosis_weight"] <= 0:
         raise ValueError("an ensemble is used with its class heads (train epochs=0): diagnosis_weight must be > 0")
     out = Path(out)
@@ -356,15 +352,12 @@ def _pretrain_ensemble(out, members: int, log, *, seed: int, **kw) -> dict:
         say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
         reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
     key = hashlib.sha256(json.dumps([r["key"] for r in reports]).encode()).hexdigest()
-    state = {}
-    for i in range(members):
-        if pretrained_members(out / f"member{i}" / BACKBONE_FILE) != 1:  # pragma: no cover - written above
-            raise AssertionError("an ensemble member is itself an ensemble")
-        state.update({f"members.{i}.{k}": v for k, v in load_file(str(out / f"member{i}" / BACKBONE_FILE)).items()})
+    state = stack_members([load_file(str(out / f"member{i}" / BACKBONE_FILE)) for i in range(members)])
     summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
     report = {"key": key, "members": summaries, "config": {**reports[0]["config"], "members": members},
               "n_images": {part: sum(r["n_images"][part] for r in reports) for part in ("train", "held_out")},
-              "held_out": _mean_metrics([r["held_out"] for r in reports]), "data": reports[0]["data"] + f"; {members} members, own lesions each",
+              "held_out": _mean_metrics([r["held_out"] for r in reports]),
+              "data": reports[0]["data"] + f"; {members} members, own lesions each",
               "torch": reports[0]["torch"], "seconds": round(sum(r["seconds"] for r in reports), 2)}
     data = save(state, metadata={METADATA_KEY: json.dumps(report, sort_keys=True)})
     atomic_write_bytes(out / BACKBONE_FILE, data)

@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    # --quiet: the older spelling; --no-progress as in every other command
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -52,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
                           width=args.width, in_channels=args.channels, image_size=args.image_size,
                           preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
                           diagnosis_weight=args.diagnosis_weight, members=args.members,
-                          threads=args.threads, device=args.device, progress=not args.quiet)
+                          threads=args.threads, device=args.device, progress=not args.no_progress)
     except (InputError, ValueError) as exc:
         print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)
         return 2
