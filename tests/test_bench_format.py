@@ -26,6 +26,23 @@ def test_a_missed_absolute_target_is_listed(monkeypatch, capsys):
     import thyrofast.bench as bench
 
     monkeypatch.setattr(bench, "bench_preprocess_cpu", lambda rounds: {"device": "cpu", "rows": [_row(1.2, 1.0)]})
-    args = argparse.Namespace(what="preprocess", device="cpu", rounds=1, bundle=None, threads=1, json=None)
+    args = argparse.Namespace(what="preprocess", device="cpu", rounds=5, bundle=None, threads=1, json=None,
+                              check=False)
     assert bench_cli.main(args) == 0
     assert "1 target(s) missed: area->srad(10)->percentile" in capsys.readouterr().out
+    args.check = True  # a CI gate
+    assert bench_cli.main(args) == 1
+
+
+def test_bad_bench_arguments_are_one_line_errors(monkeypatch, capsys):
+    import thyrofast.bench as bench
+
+    def no_gpu(rounds):
+        raise RuntimeError("no CUDA device")
+
+    monkeypatch.setattr(bench, "bench_preprocess_cuda", no_gpu)
+    base = dict(what="preprocess", device="cpu", rounds=5, bundle=None, threads=1, json=None, check=False)
+    for change, msg in (({"rounds": 0}, "--rounds must be >= 5"), ({"threads": 0}, "--threads must be >= 1"),
+                        ({"device": "cuda"}, "no CUDA device")):
+        assert bench_cli.main(argparse.Namespace(**{**base, **change})) == 2
+        assert f"thyrofast bench: error: {msg}" in capsys.readouterr().err

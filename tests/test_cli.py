@@ -68,3 +68,23 @@ def test_preprocess_command(tmp_path, capsys):
     assert x.shape == (1, 1, 32, 48) and x.dtype == np.float32
     assert (out / "frame_000.png").exists()
     assert "bad.png" in capsys.readouterr().err
+
+
+def test_preprocess_command_keeps_same_named_inputs_apart_and_refuses_bad_options(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(rng.integers(0, 256, size=(40, 50), dtype=np.uint8)).save(tmp_path / d / "f.png")
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(tmp_path / "a" / "f.png"), str(tmp_path / "b" / "f.png"), "--out", str(out),
+                     "--size", "16", "16"]) == 0
+    a, b = np.load(out / "f.npy"), np.load(out / "f-2.npy")
+    assert a.shape == b.shape == (1, 1, 16, 16) and not np.array_equal(a, b)
+    capsys.readouterr()
+    img = str(tmp_path / "a" / "f.png")
+    for bad, msg in ((["--size", "0", "0"], "size"), (["--srad-iterations", "-1"], "srad_iterations")):
+        assert cli.main(["preprocess", img, "--out", str(out)] + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("thyrofast preprocess: error:") and msg in err and "Traceback" not in err
+    assert cli.main(["preprocess", img, "--out", img]) == 2  # an existing file, not a folder
+    assert "cannot make the output folder" in capsys.readouterr().err

@@ -572,3 +572,10 @@ def _pil_read_any(path):
     from thyrofast.evaluate.core import _pil_read
 
     return _pil_read(path)
+
+
+def test_p_values_read_well_in_text_and_tables():
+    from thyrofast.evaluate.report import _p, _p_is
+
+    assert (_p(0.0004), _p(0.25), _p(float("nan"))) == ("<0.001", "0.250", "–")
+    assert (_p_is(0.0004), _p_is(0.25)) == ("p<0.001", "p=0.250")

@@ -63,3 +63,16 @@ def test_cli_refuses_a_bad_bundle(tmp_path, images, capsys):
     rc = main(["predict", str(tmp_path), str(d), "--out", str(tmp_path / "r.jsonl"), "--no-progress"])
     assert rc == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_cli_usage_errors_are_one_line(bundle_dir, images, tmp_path, capsys):
+    d, _ = images
+    (tmp_path / "empty").mkdir()
+    base = ["predict", str(bundle_dir), "--no-progress", "--backend", "onnxruntime"]
+    assert main(base + [str(tmp_path / "empty"), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "no image or DICOM files in this folder" in capsys.readouterr().err
+    assert main(base + [str(d), "--out", str(tmp_path)]) == 3  # a folder, not a results file
+    assert "is a folder" in capsys.readouterr().err
+    assert main(base + [str(d), "--out", str(tmp_path / "r.jsonl"), "--threads", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be >= 1" in err and "cannot load the model" not in err

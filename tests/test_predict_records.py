@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from thyrofast import predict as pr
+from thyrofast.errors import InputError
 from thyrofast.io import hash_patient_id
 from thyrofast.predict import OutputError, RecordWriter, expand_inputs, predict_files
 
@@ -175,13 +176,22 @@ def test_garbage_in_the_middle_is_refused_not_overwritten(tmp_path):
         RecordWriter(out)
 
 
-def test_duplicate_content_is_recorded_once(tmp_path):
+def test_identical_files_at_different_paths_each_get_a_record(tmp_path):
+    # two patients' images may be byte-identical: neither may go missing
     p = make_inputs(tmp_path / "in", 1)[0]
     dup = tmp_path / "in" / "copy.npy"
     dup.write_bytes(p.read_bytes())
     out = tmp_path / "res.jsonl"
     s = predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False)
-    assert len(image_records(out)) == 1 and s.n_skipped == 1
+    recs = image_records(out)
+    assert len(recs) == 2 and s.n_skipped == 0 and s.n_ok == 2
+    assert {r["input"] for r in recs} == {str(p), str(dup)} and len({r["sha256"] for r in recs}) == 1
+    # the same path given twice is still one input
+    s = predict_files(FakeClassifier(), [p, p], tmp_path / "twice.jsonl", progress=False)
+    assert s.n_ok == 1 and s.n_skipped == 1
+    # and a resume skips both
+    s = predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False)
+    assert s.n_skipped == 2 and len(image_records(out)) == 2
 
 
 def test_manifest_patients_and_csv_output(tmp_path):
@@ -352,3 +362,52 @@ def test_files_are_read_with_the_bundles_crop_and_patients_get_its_rule(tmp_path
     for pid, (p, n) in want.items():
         assert pats[pid]["n_images"] == n
         assert [pats[pid]["probs"][c] for c in CLASSES] == pytest.approx(list(p), abs=1e-9)
+
+
+def test_an_empty_folder_or_a_folder_as_output_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("not an image")
+    for folder in ("empty", "text"):
+        with pytest.raises(InputError, match="no image or DICOM files"):
+            predict_files(FakeClassifier(), [tmp_path / folder], tmp_path / "r.jsonl", progress=False)
+    make_inputs(tmp_path / "in", 1)
+    with pytest.raises(OutputError, match="is a folder"):
+        predict_files(FakeClassifier(), [tmp_path / "in"], tmp_path / "in", progress=False)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv"])
+def test_resume_refuses_another_model_and_reports_other_settings(tmp_path, ext):
+    make_inputs(tmp_path / "in", 3)
+    out = tmp_path / f"r.{ext}"
+    predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False)
+
+    class OtherPrecision(FakeClassifier):
+        provenance = {**FakeClassifier.provenance, "precision": "fp16"}
+
+    class OtherModel(FakeClassifier):
+        provenance = {**FakeClassifier.provenance, "bundle_sha256": "1" * 64}
+
+    make_inputs(tmp_path / "in2", 2)
+    s = predict_files(OtherPrecision(), [tmp_path / "in", tmp_path / "in2"], out, progress=False)
+    assert s.mixed_settings == {"precision": ["fp32"]} and s.n_skipped == 3
+    before = out.read_bytes()
+    with pytest.raises(OutputError, match="predictions of another model"):
+        predict_files(OtherModel(), [tmp_path / "in"], out, progress=False)
+    assert out.read_bytes() == before  # nothing written
+    assert predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False).mixed_settings == {
+        "precision": ["fp16"]}
+
+
+def test_dicom_of_another_modality_is_an_error_record(tmp_path):
+    pydicom_data = pytest.importorskip("pydicom.data")
+    ct = pydicom_data.get_testdata_file("CT_small.dcm", download=False)
+    us = pydicom_data.get_testdata_file("US1_UNCR.dcm", download=False)
+    if not (ct and us):
+        pytest.skip("pydicom's test files are not installed")
+    out = tmp_path / "r.jsonl"
+    s = predict_files(FakeClassifier(), [ct, us], out, progress=False)
+    assert (s.n_ok, s.n_error) == (1, 1)
+    err = next(r for r in image_records(out) if r["status"] == "error")
+    assert err["input"] == ct and err["error"]["code"] == "unsupported_format"
+    assert "Modality CT is not ultrasound" in err["error"]["message"]

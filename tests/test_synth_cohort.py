@@ -116,7 +116,10 @@ def test_bad_arguments(tmp_path):
         C.generate_cohort(tmp_path / "x", patients=PATIENTS, workers=0, progress=False)
     with pytest.raises(ValueError):
         C.generate_cohort(tmp_path / "x", preset="nope", progress=False)
+    with pytest.raises(ValueError, match="patients must be <= 100,000"):  # refused before any work or memory
+        C.generate_cohort(tmp_path / "x", patients=10**9, progress=False)
     assert not (tmp_path / "x").exists()
+    assert C.scaled_counts(C.PRESETS["paper"], C.MAX_PATIENTS)[2] > 10**6  # the bound itself is allowed
 
 
 def test_cli_with_dicom(tmp_path, capsys):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
 __all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "pretrained_members",
            "count_parameters", "arch_config", "build_from_config", "MAX_MEMBERS", "check_members", "stack_members"]
 

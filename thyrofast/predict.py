@@ -8,10 +8,11 @@ per-patient records.  Guarantees:
 * **atomic appends**: each input's lines go out in one ``write`` of whole
   lines, then flush + fsync.  A run killed at any point leaves at most one
   partial trailing line, which the next run truncates away before appending;
-* **resumable**: inputs whose file SHA-256 is already recorded are skipped
-  (hashing happens before decoding, so a resume costs one read per done file).
-  The same rule applies within a run, so identical files are recorded once and
-  an interrupted-then-resumed run writes exactly what an uninterrupted one would;
+* **resumable**: an input whose path and file SHA-256 are already recorded is
+  skipped (hashing happens before decoding, so a resume costs one read per
+  done file); an interrupted-then-resumed run writes exactly what an
+  uninterrupted one would.  Identical files at different paths each get their
+  record (two patients' images may be byte-identical; none may go missing);
 * **full disk**: a failed write is rolled back (``ftruncate`` to the last
   complete record) and :class:`OutputError` says what happened; the file is
   never left with a corrupt record.
@@ -57,6 +58,11 @@ CSV_FIELDS = (
     "prob_BTN", "prob_NMTN", "prob_MMTN", "n_images", "error_code", "error_message",
     "saliency", "thyrofast", "bundle_sha256", "backend", "precision", "device",
 )
+#: DICOM modalities that are certainly not ultrasound (CT, MR, nuclear, X-ray, ...).  Others pass:
+#: ultrasound often reaches PACS as secondary capture ("OT") or without a Modality.
+NON_ULTRASOUND_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "CR", "DX", "MG", "XA", "RF", "RG", "IO", "PX",
+                                       "OP", "OPT", "SM", "XC", "ES", "RTIMAGE"})
+_PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
 
 
 class OutputError(OSError):
@@ -82,6 +88,8 @@ class PredictSummary:
     n_patients: int = 0
     seconds: float = 0.0
     error_codes: dict = dataclasses.field(default_factory=dict)
+    #: settings (backend, precision, device) in which the resumed file's earlier records differ from this run
+    mixed_settings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -126,11 +134,16 @@ def _manifest_items(path: Path) -> list[InputItem]:
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
-    """Files as given, folders walked (sorted; images, DICOM), manifests (``.csv``) expanded."""
+    """Files as given, folders walked (sorted; images, DICOM), manifests (``.csv``) expanded.
+
+    A folder without a single image or DICOM file is an ``InputError`` ("empty"):
+    most likely a wrong path, and a run that predicts nothing is no result.
+    """
     items: list[InputItem] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
+            n_before = len(items)
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
@@ -140,6 +153,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
                     ext = f.suffix.lower()
                     if ext in IMAGE_EXTENSIONS or (ext == "" and _is_dicom_without_extension(f)):
                         items.append(InputItem(str(f)))
+            if len(items) == n_before:
+                raise InputError("empty", "no image or DICOM files in this folder", source=str(p))
         elif p.suffix.lower() in MANIFEST_EXTENSIONS and p.is_file():
             items.extend(_manifest_items(p))
         else:
@@ -182,6 +197,10 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
         read_kw = {"frames": [frame_index]} if frame_index is not None else {}
         read_kw["crop"] = crop
         got = read(path, **read_kw)
+        modality = next((f.modality for f in got if f.modality), None)
+        if modality and modality.strip().upper() in NON_ULTRASOUND_MODALITIES:
+            raise InputError("unsupported_format", f"DICOM Modality {modality} is not ultrasound; "
+                             "the model classifies thyroid ultrasound images", source=path)
         pairs = [(int(f.frame_index), f.pixels) for f in got]
         pid = next((f.patient_hash for f in got if f.patient_hash), None)
     if frame_index is not None:
@@ -231,6 +250,9 @@ def _unflatten(row: dict) -> dict:
         rec["probs"] = probs
     if row.get("error_code"):
         rec["error"] = {"code": row["error_code"], "message": row.get("error_message")}
+    prov = {k: row[k] for k in _PROVENANCE_FIELDS if row.get(k)}
+    if prov:
+        rec["provenance"] = prov
     return rec
 
 
@@ -239,6 +261,8 @@ class RecordWriter:
 
     def __init__(self, path: str | os.PathLike, fmt: str | None = None):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise OutputError(errno.EISDIR, f"{self.path} is a folder; give a results file (.jsonl or .csv)")
         fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise ValueError(f"output format must be jsonl or csv, got {fmt!r}")
@@ -399,14 +423,15 @@ def predict_files(
     summary = PredictSummary(n_inputs=len(items))
     t0 = time.perf_counter()
     with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
-        # Resume keys: a file's SHA-256 (whole file) and SHA-256#frame (one frame
+        summary.mixed_settings = _check_resume_provenance(writer, provenance)
+        # Resume keys: path and SHA-256 (whole file), and with #frame (one frame
         # named by a manifest row).
         done_sha: dict[str, str | None] = {}
         for r in writer.records:
             if r.get("kind") == "image" and r.get("sha256"):
-                done_sha.setdefault(r["sha256"], r.get("status"))
+                done_sha.setdefault(_key(r["sha256"], r["input"]), r.get("status"))
                 if r.get("frame_index") is not None:
-                    done_sha.setdefault(f"{r['sha256']}#{r['frame_index']}", r.get("status"))
+                    done_sha.setdefault(_key(r["sha256"], r["input"], r["frame_index"]), r.get("status"))
         done_path = {r["input"] for r in writer.records if r.get("kind") == "image" and not r.get("sha256")}
         pending: list[tuple[InputItem, str, list[tuple[int, np.ndarray]], str | None]] = []
         pending_sha: set[str] = set()
@@ -436,7 +461,7 @@ def predict_files(
                         err = InputError("unsupported_format", f"the model's preprocessing refused it: {got}",
                                          source=item.path)
                         writer.write([_error_record(item, sha, err, provenance)])
-                        done_sha[_key(sha, item)] = "error"
+                        done_sha[_key(sha, item.path, item.frame_index)] = "error"
                         summary.n_error += 1
                         summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
                         bar.update(1)
@@ -458,7 +483,7 @@ def predict_files(
                         rec["saliency"] = str(_write_saliency(classifier, f, Path(saliency_dir), sha, j))
                     recs.append(rec)
                 writer.write(recs)
-                done_sha[_key(sha, item)] = "ok"
+                done_sha[_key(sha, item.path, item.frame_index)] = "ok"
                 summary.n_ok += 1
                 summary.n_frames += len(fs)
                 bar.update(1)
@@ -485,7 +510,7 @@ def predict_files(
                     summary.error_codes["unreadable"] = summary.error_codes.get("unreadable", 0) + 1
                 bar.update(1)
                 continue
-            key = _key(sha, item)
+            key = _key(sha, item.path, item.frame_index)
             if key in done_sha or key in pending_sha:
                 summary.n_skipped += 1
                 summary.n_error_recorded += done_sha.get(key) == "error"
@@ -519,8 +544,30 @@ def predict_files(
     return summary
 
 
-def _key(sha: str, item: InputItem) -> str:
-    return sha if item.frame_index is None else f"{sha}#{item.frame_index}"
+def _check_resume_provenance(writer: "RecordWriter", provenance: dict) -> dict:
+    """Refuse to resume a file written by another model; report other engine settings.
+
+    Another bundle would mix two models' predictions in one file (and its
+    patient records); another backend, precision or device only moves the
+    numbers slightly, so it is reported, not refused.
+    """
+    earlier = [r.get("provenance") or {} for r in writer.records if r.get("kind") == "image"]
+    models = {p.get("bundle_sha256") for p in earlier} - {None}
+    if models and models != {provenance.get("bundle_sha256")}:
+        raise OutputError(f"{writer.path} holds predictions of another model (bundle "
+                          f"{sorted(models)[0][:12]}, this one {str(provenance.get('bundle_sha256'))[:12]}); "
+                          "write to another --out")
+    mixed = {}
+    for k in ("backend", "precision", "device"):
+        seen = sorted({str(p[k]) for p in earlier if p.get(k) is not None} - {str(provenance.get(k))})
+        if seen:
+            mixed[k] = seen
+    return mixed
+
+
+def _key(sha: str, path: str, frame_index: int | None = None) -> str:
+    key = f"{sha}:{path}"
+    return key if frame_index is None else f"{key}#{frame_index}"
 
 
 def _check_frames(frames: list[np.ndarray], source: str) -> list[np.ndarray]:

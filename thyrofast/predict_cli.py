@@ -28,19 +28,27 @@ def main(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .predict import OutputError, predict_files
 
+    for name in ("threads", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"thyrofast predict: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     try:
         clf = Classifier.load(args.bundle, backend=args.backend, device=args.device, precision=args.precision,
-                              threads=args.threads, max_batch=max(1, args.batch))
+                              threads=args.threads, max_batch=args.batch)
     except (InputError, ValueError) as exc:
         print(f"thyrofast predict: cannot load the model: {exc}", file=sys.stderr)
         return 2
     p = clf.provenance
     print(f"model {p['bundle_sha256'][:12]} on {p['backend']}/{p['device']}/{p['precision']}", file=sys.stderr)
     try:
-        s = predict_files(clf, args.inputs, args.out, saliency_dir=args.saliency, batch_frames=max(1, args.batch),
+        s = predict_files(clf, args.inputs, args.out, saliency_dir=args.saliency, batch_frames=args.batch,
                           progress=not args.no_progress)
     except OutputError as exc:
         print(f"thyrofast predict: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_OUTPUT_ERROR
+    except OSError as exc:  # the results file cannot be created (permissions, a missing drive, ...)
+        print(f"thyrofast predict: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_OUTPUT_ERROR
     except InputError as exc:  # e.g. an unreadable manifest given on the command line
         print(f"thyrofast predict: {exc}", file=sys.stderr)
@@ -54,6 +62,9 @@ def main(args: argparse.Namespace) -> int:
         f"({s.frames_per_second:.1f} frames/s); {s.n_patients} patients -> {args.out}",
         file=sys.stderr,
     )
+    for k, seen in s.mixed_settings.items():
+        print(f"warning: {args.out} also holds records made with {k} {', '.join(seen)} "
+              f"(this run: {p[k]}); each record names its own", file=sys.stderr)
     if s.n_error_recorded:
         print(f"{s.n_error_recorded} skipped inputs had failed in an earlier run", file=sys.stderr)
     return EXIT_INPUT_ERRORS if (s.n_error or s.n_error_recorded) else 0

@@ -6,6 +6,7 @@ import json
 import pathlib
 import platform
 import subprocess
+import sys
 import time
 
 
@@ -16,6 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="model bundle for infer/e2e (default: a freshly exported demo-sized model)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for inference backends and peers (default 2)")
     p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed (for CI gates)")
+
+#: fewest timed rounds that give a median and a p99 worth printing
+MIN_ROUNDS = 5
 
 
 def _commit() -> str:
@@ -29,16 +34,24 @@ def _commit() -> str:
 def main(args: argparse.Namespace) -> int:
     from . import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
 
+    if args.rounds < MIN_ROUNDS:
+        return _usage_error(f"--rounds must be >= {MIN_ROUNDS}, got {args.rounds}")
+    if args.threads < 1:
+        return _usage_error(f"--threads must be >= 1, got {args.threads}")
     results = []
-    if args.what in ("preprocess", "all"):
-        res = bench_preprocess_cuda(rounds=args.rounds) if args.device == "cuda" else bench_preprocess_cpu(args.rounds)
-        results.append(("preprocess", res))
-    if args.what in ("infer", "e2e", "all"):
-        from . import inference_bench
+    try:
+        if args.what in ("preprocess", "all"):
+            res = (bench_preprocess_cuda(rounds=args.rounds) if args.device == "cuda"
+                   else bench_preprocess_cpu(args.rounds))
+            results.append(("preprocess", res))
+        if args.what in ("infer", "e2e", "all"):
+            from . import inference_bench
 
-        res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
-                                  threads=args.threads)
-        results.extend(res)
+            res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
+                                      threads=args.threads)
+            results.extend(res)
+    except RuntimeError as exc:  # e.g. --device cuda without a GPU, or a build without CUDA
+        return _usage_error(str(exc))
     meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit()}
     for name, res in results:
@@ -49,4 +62,9 @@ def main(args: argparse.Namespace) -> int:
     failed = [r for _, res in results for r in res["rows"] if r.get("pass") is False or r.get("limit_pass") is False]
     if failed:
         print(f"{len(failed)} target(s) missed: " + ", ".join(r["case"] for r in failed))
-    return 0
+    return 1 if failed and args.check else 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"thyrofast bench: error: {message}", file=sys.stderr)
+    return 2

@@ -333,7 +333,8 @@ def evaluate_predictions(
     if stats.get("errors"):
         notes.append(f"{stats['errors']} prediction record(s) with status 'error' were left out")
     if stats.get("unmatched"):
-        notes.append(f"{stats['unmatched']} prediction record(s) matched no manifest image and were left out")
+        where = f"image of the {split!r} split" if split else "image"
+        notes.append(f"{stats['unmatched']} prediction record(s) matched no manifest {where} and were left out")
     missing = sorted(set(lab.patient_label) - set(pat.ids))
     if missing:
         notes.append(f"{len(missing)} patient(s) of the manifest have no prediction and are not evaluated")

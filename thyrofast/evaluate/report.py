@@ -92,7 +92,13 @@ def _pct(entry: Mapping) -> str:
 def _p(p) -> str:
     if p is None or not math.isfinite(float(p)):
         return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_is(p) -> str:
+    """"p=0.123" or "p<0.001" for running text."""
+    text = _p(p)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -272,7 +278,7 @@ def summary_lines(result: Mapping) -> list[str]:
         cells = [_ci(mm["auc"][c], 2) for c in CLASSES] + [_ci(mm["macro_auc"], 2), acc_s]
         lines.append(f"{name.replace(' radiologist', '')[:19]:<19}" + "".join(f"{x:>{w}}" for x in cells))
     for ref, cm in (result.get("comparisons") or {}).items():
-        ps = ", ".join(f"{c} p={_p(cm['delong'][c]['p'])}" for c in CLASSES)
+        ps = ", ".join(f"{c} {_p_is(cm['delong'][c]['p'])}" for c in CLASSES)
         who = "model (patients)" if "model_patient" in result else "model"
-        lines.append(f"{who} vs {ref}: DeLong {ps}; McNemar p={_p(cm['mcnemar']['p'])}")
+        lines.append(f"{who} vs {ref}: DeLong {ps}; McNemar {_p_is(cm['mcnemar']['p'])}")
     return lines

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from .cohort import generate_cohort
 
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     try:
         c = generate_cohort(args.out, preset=args.preset, seed=args.seed, patients=args.patients,
                             workers=workers, dicom=args.dicom, progress=not args.no_progress)

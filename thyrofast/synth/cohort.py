@@ -50,12 +50,20 @@ def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     return out
 
 
+#: Upper bound on --patients: about 1.8 million images (some 260 GB of PNGs), far past any study.
+MAX_PATIENTS = 100_000
+
+
 def scaled_counts(preset: Preset, patients: int | None) -> tuple[dict, dict, int]:
     """Class counts, test counts and total images for ``patients`` (default: the preset's)."""
     if patients is None:
         return dict(preset.counts), dict(preset.test), preset.images
     if not isinstance(patients, (int, np.integer)) or isinstance(patients, bool) or patients < 3:
         raise ValueError(f"patients must be an integer >= 3 (one per class), got {patients!r}")
+    if patients > MAX_PATIENTS:
+        per = preset.images / sum(preset.counts.values())
+        raise ValueError(f"patients must be <= {MAX_PATIENTS:,} (that is about {MAX_PATIENTS * per:,.0f} images); "
+                         f"got {patients:,}")
     base = np.array([preset.counts[c] for c in F.CLASSES], float)
     counts = _largest_remainder(base, int(patients))
     counts = np.maximum(counts, 1)
