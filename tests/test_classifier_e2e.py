@@ -96,6 +96,15 @@ def test_predict_patient_mean_log_probability(clf, data):
     assert single.n_images == 2 and single.probs == out["p1"].probs
 
 
+def test_predict_patient_and_predict_refuse_what_is_not_frames(clf, data):
+    with pytest.raises(ValueError, match="at least one frame"):
+        clf.predict_patient([])
+    with pytest.raises(ValueError, match="2 patient ids for 3 frames"):
+        clf.predict_patient(data[0][:3], ["a", "b"])
+    with pytest.raises(TypeError, match="read files with thyrofast.read"):
+        clf.predict("frame.png")
+
+
 def test_aggregate_patients_rejects_mismatch():
     with pytest.raises(ValueError):
         aggregate_patients(np.ones((3, 3)) / 3, ["a", "b"])

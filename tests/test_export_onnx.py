@@ -190,6 +190,27 @@ def test_export_cli_rebuilds(trained, tmp_path):
     assert main(["export", str(dst), "--int8"]) == 2  # --int8 needs --calib
 
 
+def test_int8_calibration_reads_files_as_training_did(trained, tmp_path_factory, monkeypatch):
+    from thyrofast import export_cli
+    from thyrofast.train import data as train_data
+
+    b, _, _ = trained
+    _, manifest = _fixture().trained_bundle(tmp_path_factory)  # cached: the bundle behind `trained`
+    seen = []
+
+    def fake_load_frames(records, idx, params, **kw):
+        seen.append(kw.get("crop"))
+        raise RuntimeError("stop here")  # only the read options matter
+
+    monkeypatch.setattr(train_data, "load_frames", fake_load_frames)
+    with pytest.raises(RuntimeError, match="stop here"):
+        export_cli.export_from_data(b, manifest, n_calib=4, progress=False)
+    assert seen == [b.read_options["crop"]]
+    for bad in (0, -5, 1.5):
+        with pytest.raises(ValueError, match="n_calib must be a positive integer"):
+            export_cli.export_from_data(b, "unused", n_calib=bad)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet50", "efficientnet_b0", "mobilenet_v3_large", "convnext_tiny"])
 def test_every_arch_exports(arch, tmp_path):

@@ -170,6 +170,48 @@ def test_clear_errors(tmp_path_factory, tmp_path):
         train(tmp_path / "nothing-here", tmp_path / "o4", epochs=1, **SMALL)
 
 
+def test_argument_errors_name_the_problem(tmp_path_factory, tmp_path):
+    manifest = _fixture().cohort(tmp_path_factory)
+    (tmp_path / "afile").write_text("x")
+    for kw, msg in (({"threads": -1}, "threads must be a positive integer"),
+                    ({"patience": 0}, "patience must be >= 1"),
+                    ({"epochs": 0}, "--pretrained FILE"),
+                    ({"pretrained": tmp_path / "nope.safetensors"}, "pretrained checkpoint not found")):
+        with pytest.raises(ValueError, match=msg):
+            train(manifest, tmp_path / "o", **{"epochs": 1, **SMALL, **kw})
+    with pytest.raises(ValueError, match="is an existing file"):
+        train(manifest, tmp_path / "afile", epochs=1, **SMALL)
+    # a patient with two labels: the message names the hashed id (ids are never printed raw)
+    two = _rewrite(manifest, tmp_path / "two", lambda rows: [
+        {**r, "label": "MMTN"} if i == 0 else r for i, r in enumerate(rows)])
+    with open(manifest, newline="") as f:
+        first = next(csv.DictReader(f))["patient_id"]
+    with pytest.raises(InputError, match="labelled both") as exc:
+        train(two, tmp_path / "o5", epochs=1, **SMALL)
+    msg = str(exc.value)  # (the fixture's file names carry the id; the message's patient field must not)
+    assert f"patient {thyrofast.io.hash_patient_id(first)} has" in msg and f"'{first}'" not in msg
+
+
+def test_trains_from_class_folders(tmp_path):
+    """README: images in BTN/ NMTN/ MMTN/ folders, one sub-folder per patient, need no manifest."""
+    from PIL import Image
+
+    fx = _fixture()
+    rng = np.random.default_rng(5)
+    for label, cls in enumerate(fx.CLASSES):
+        for j in range(4):
+            d = tmp_path / "data" / cls / f"{cls}-{j}"  # one folder per patient
+            d.mkdir(parents=True)
+            for k in range(2):
+                Image.fromarray(fx.lesion_frame(rng, label, 30, 40, 10)).save(d / f"{k}.png")
+    records = read_manifest(tmp_path / "data")
+    assert len(records) == 24 and len({r.patient_id for r in records}) == 12
+    assert sorted({r.label for r in records}) == [0, 1, 2]
+    bundle = train(tmp_path / "data", tmp_path / "bundle", epochs=1, **SMALL)
+    assert isinstance(bundle, Bundle) and Bundle.load(tmp_path / "bundle").classes == ("BTN", "NMTN", "MMTN")
+    assert bundle.manifest["training"]["aux_tasks"] is None  # class folders annotate no findings
+
+
 def test_val_split_carved_by_patient(tmp_path_factory, tmp_path):
     manifest = _fixture().cohort(tmp_path_factory)
     plain = _rewrite(manifest, tmp_path / "nosplit",

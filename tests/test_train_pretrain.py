@@ -255,7 +255,7 @@ def test_zero_epochs_need_a_pretrained_class_head(tmp_path_factory, tmp_path):
     cohort = _train_fixture.cohort(tmp_path_factory)
     with pytest.raises(ValueError, match="has none for resnet18"):
         train(cohort, tmp_path / "b", epochs=0, image_size=32, progress=False, pretrained=str(findings_only))
-    with pytest.raises(ValueError, match="needs pretrained="):
+    with pytest.raises(ValueError, match="needs a pretrained checkpoint"):
         train(cohort, tmp_path / "c", epochs=0, image_size=32, progress=False)
     with pytest.raises(ValueError, match="epochs must be >= 0"):
         train(cohort, tmp_path / "d", epochs=-1, image_size=32, progress=False)

@@ -13,6 +13,7 @@ can always be traced to the exact model and runtime that made it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -217,8 +218,12 @@ class Classifier:
         :class:`PatientPrediction` is returned; with them, a dict keyed by id.
         """
         probs = self.predict(frames)
+        if len(probs) == 0:
+            raise ValueError("predict_patient needs at least one frame")
         single = patient_ids is None
         ids = [None] * len(probs) if single else list(patient_ids)
+        if len(ids) != len(probs):
+            raise ValueError(f"{len(ids)} patient ids for {len(probs)} frames")
         out = {}
         for pid, (p, n) in aggregate_patients(np.asarray(probs), ids, self.bundle.aggregation).items():
             out[pid] = PatientPrediction(
@@ -235,6 +240,8 @@ class Classifier:
             for i in range(0, len(frames), self.batch_size):
                 yield [np.asarray(f) for f in frames[i:i + self.batch_size]]
             return
+        if isinstance(frames, (str, os.PathLike)):
+            raise TypeError(f"frames must be arrays, not a path ({frames!r}); read files with thyrofast.read")
         a = frames if hasattr(frames, "__cuda_array_interface__") else np.asarray(frames)
         if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
             yield a

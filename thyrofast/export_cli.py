@@ -29,6 +29,8 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     from .export import export_bundle
     from .train.data import assign_splits, load_frames, read_manifest
 
+    if isinstance(n_calib, bool) or not isinstance(n_calib, int) or n_calib < 1:
+        raise ValueError(f"n_calib must be a positive integer, got {n_calib!r}")
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle, verify=False)  # export rebuilds the ONNX files
     # Same patient split as training (same fraction and seed) when the manifest has no val split.
@@ -40,8 +42,10 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(split.train)[:n_calib].tolist())
     params = bundle.preprocess_params
-    calib, _ = load_frames(records, calib_idx, params, progress=progress)
-    val, _ = load_frames(records, split.val, params, progress=progress)
+    # files read as in training and predict (the bundle's tissue crop), so INT8 is tuned and gated on what it will see
+    crop = (bundle.read_options or {}).get("crop", "auto")
+    calib, _ = load_frames(records, calib_idx, params, progress=progress, crop=crop)
+    val, _ = load_frames(records, split.val, params, progress=progress, crop=crop)
     labels = np.array([records[i].label for i in split.val])
     return export_bundle(bundle, fp16=fp16, int8=True, calib=calib, val_frames=val.astype(np.float32),
                          val_labels=labels, n_calib=n_calib, seed=seed, log=log)

@@ -11,7 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..models import ARCHS
     from .loop import DEFAULTS
 
-    p.add_argument("data", help="cohort manifest CSV, or a folder holding manifest.csv")
+    p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of "
+                                "BTN/ NMTN/ MMTN/ class folders with one sub-folder per patient")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
     p.add_argument("--width", type=float, default=None,
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
                        progress=not args.no_progress)
-    except (InputError, ValueError, FileNotFoundError) as exc:
+    except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
         return 2
     if bundle is not None:

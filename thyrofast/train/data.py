@@ -17,8 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io.frame import hash_patient_id
 
-__all__ = ["Record", "read_manifest", "assign_splits", "Split", "load_frames", "data_fingerprint",
+__all__ = ["Record", "read_manifest", "manifest_csv", "assign_splits", "Split", "load_frames", "data_fingerprint",
            "decode_image"]
 
 CLASSES = ("BTN", "NMTN", "MMTN")
@@ -46,18 +47,38 @@ def _manifest_path(data: str | os.PathLike) -> Path:
     return data
 
 
+def _is_class_folders(data: str | os.PathLike) -> bool:
+    """A folder laid out as ``BTN/ NMTN/ MMTN/`` (no manifest.csv): see :func:`thyrofast.io.scan_folder`."""
+    d = Path(data)
+    return (d.is_dir() and not (d / MANIFEST_NAME).is_file()
+            and any(p.is_dir() and p.name.upper() in CLASSES for p in d.iterdir()))
+
+
+def manifest_csv(data: str | os.PathLike) -> Path | None:
+    """The manifest CSV behind ``data``; None for a class-folder layout (which has no annotations)."""
+    return None if _is_class_folders(data) else _manifest_path(data)
+
+
 def read_manifest(data: str | os.PathLike) -> list[Record]:
     """Read a cohort manifest (docs/contracts.md) with :func:`thyrofast.io.read_manifest`.
 
-    ``data``: the CSV or a folder holding ``manifest.csv``.  Rows without a
-    ``frame_index`` use the file's first frame.
+    ``data``: the CSV, a folder holding ``manifest.csv``, or a folder laid out
+    as ``BTN/ NMTN/ MMTN/`` with one sub-folder per patient
+    (:func:`thyrofast.io.scan_folder`).  Rows without a ``frame_index`` use
+    the file's first frame.
     """
     from ..io import read_manifest as io_read_manifest
+    from ..io import scan_folder
 
-    path = _manifest_path(data)
-    root = path.parent.resolve()
+    path = manifest_csv(data)
+    if path is None:
+        root = Path(data).resolve()
+        rows = scan_folder(root)
+    else:
+        root = path.parent.resolve()
+        rows = io_read_manifest(path)
     out = []
-    for r in io_read_manifest(path):
+    for r in rows:
         p = Path(r.path)
         try:
             rel = p.resolve().relative_to(root).as_posix()
@@ -88,11 +109,11 @@ def assign_splits(records: Sequence[Record], *, val_fraction: float = 0.15, seed
     for r in records:
         s = r.split or "train"
         if patient_split.setdefault(r.patient_id, s) != s:
-            raise InputError("bad_split", f"patient {r.patient_id!r} appears in both the "
+            raise InputError("bad_split", f"patient {hash_patient_id(r.patient_id)} appears in both the "
                              f"{patient_split[r.patient_id]!r} and {s!r} splits: splits must be by "
                              "patient, or validation/test results leak", source=str(r.path))
         if patient_label.setdefault(r.patient_id, r.label) != r.label:
-            raise InputError("bad_manifest", f"patient {r.patient_id!r} has images labelled both "
+            raise InputError("bad_manifest", f"patient {hash_patient_id(r.patient_id)} has images labelled both "
                              f"{CLASSES[patient_label[r.patient_id]]} and {CLASSES[r.label]}",
                              source=str(r.path))
     source = "manifest"

@@ -37,7 +37,7 @@ from . import _metrics as M
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, read_aux_targets
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .data import CLASSES, _manifest_path, assign_splits, data_fingerprint, load_frames, read_manifest
+from .data import CLASSES, assign_splits, data_fingerprint, load_frames, manifest_csv, read_manifest
 
 __all__ = ["TrainConfig", "train", "DEFAULTS"]
 
@@ -78,11 +78,14 @@ class TrainConfig:
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.epochs == 0 and not self.pretrained:
-            raise ValueError("epochs=0 keeps a pretrained network as it is: it needs pretrained=")
+            raise ValueError("epochs=0 keeps a pretrained network as it is: it needs a pretrained checkpoint "
+                             "(--pretrained FILE)")
         if not 16 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
         if self.class_weighting not in ("balanced", "none"):
             raise ValueError(f"class_weighting must be 'balanced' or 'none', got {self.class_weighting!r}")
         if self.ghost_batches < 1 or self.batch_size % self.ghost_batches:
@@ -369,6 +372,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
                                else AugmentConfig(**dict(augment_config)) if augment_config is not None
                                else DEFAULTS.augment))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"the bundle folder {out} is an existing file")
+    if cfg.pretrained and not Path(cfg.pretrained).is_file():
+        raise ValueError(f"pretrained checkpoint not found: {cfg.pretrained}")
     members = pretrained_members(cfg.pretrained) if cfg.pretrained else 1  # > 1 only with epochs=0
     if members > 1 and cfg.epochs > 0:
         raise ValueError(f"{cfg.pretrained} is an ensemble: it is used as it is (epochs=0); "
@@ -446,7 +455,9 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     p_val = [records[i].patient_id for i in split.val]
     fingerprint = hashlib.sha256(f"{data_fingerprint(records, split)}:{frames_key}".encode()).hexdigest()
     # epochs=0 trains nothing, so it needs no auxiliary heads
-    aux = read_aux_targets(_manifest_path(data), len(records)) if cfg.aux_weight > 0 and cfg.epochs > 0 else None
+    csv_path = manifest_csv(data)  # None: class folders, which annotate nothing
+    aux = (read_aux_targets(csv_path, len(records)) if csv_path and cfg.aux_weight > 0 and cfg.epochs > 0
+           else None)
     if aux is not None:
         aux = aux.take(split.train)
         if not aux.mask.any():
