@@ -16,10 +16,28 @@ namespace thyrofast {
 
 namespace {
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// Sizes are int64 from the caller: products are checked by division, never formed first (no overflow).
+constexpr int64_t kMaxElements = int64_t{1} << 56;
+
+bool product_fits(int64_t a, int64_t b, int64_t limit) { return a >= 1 && b >= 1 && a <= limit / b; }
+
+// What output_elements needs: a positive batch size, output side and channel count, and a product that fits.
+void validate_output_shape(const FrameBatch& in, const PreprocessParams& p) {
+  if (in.n < 1) fail("the batch holds no frames (N = 0)");
+  if (p.out_h < 1 || p.out_w < 1 || p.out_h > kMaxOutputSide || p.out_w > kMaxOutputSide) {
+    std::ostringstream m;
+    m << "size must be between 1 and " << kMaxOutputSide << " per side, got (" << p.out_h << ", " << p.out_w
+      << ")";
+    fail(m.str());
+  }
+  if (p.channels != 1 && p.channels != 3) fail("channels must be 1 or 3");
+  if (p.out_type != OutputType::f32 && p.out_type != OutputType::f16) fail("output dtype must be float32 or float16");
+  if (!product_fits(in.n, int64_t{p.channels} * p.out_h * p.out_w, kMaxElements)) fail("the output is too large");
+}
 }  // namespace
 
 void validate(const FrameBatch& in, const PreprocessParams& p) {
-  if (in.data == nullptr && in.n * in.h * in.w * in.c != 0) fail("input data pointer is null");
   if (in.type != PixelType::u8 && in.type != PixelType::u16) fail("input pixel type must be uint8 or uint16");
   if (in.n < 1) fail("the batch holds no frames (N = 0)");
   if (in.h < 1 || in.w < 1) {
@@ -32,21 +50,21 @@ void validate(const FrameBatch& in, const PreprocessParams& p) {
     m << "frames must have 1 (gray) or 3 (RGB/BGR) channels, got " << in.c;
     fail(m.str());
   }
+  if (!product_fits(in.h, in.w, kMaxElements / in.c) || !product_fits(in.n, in.h * in.w * in.c, kMaxElements))
+    fail("the input is too large (N * H * W * C must stay below 2^56)");
+  if (in.data == nullptr) fail("input data pointer is null");
   if (p.has_roi) {
     if (p.roi_w < 1 || p.roi_h < 1) fail("roi width and height must be >= 1");
-    if (p.roi_x < 0 || p.roi_y < 0 || p.roi_x + p.roi_w > in.w || p.roi_y + p.roi_h > in.h) {
+    // compared as w > in.w - x (x is within [0, in.w] here), not x + w > in.w, which can overflow
+    if (p.roi_x < 0 || p.roi_y < 0 || p.roi_x > in.w || p.roi_y > in.h || p.roi_w > in.w - p.roi_x ||
+        p.roi_h > in.h - p.roi_y) {
       std::ostringstream m;
       m << "roi (x=" << p.roi_x << ", y=" << p.roi_y << ", w=" << p.roi_w << ", h=" << p.roi_h
         << ") does not lie inside the " << in.w << "x" << in.h << " (WxH) frame";
       fail(m.str());
     }
   }
-  if (p.out_h < 1 || p.out_w < 1 || p.out_h > kMaxOutputSide || p.out_w > kMaxOutputSide) {
-    std::ostringstream m;
-    m << "size must be between 1 and " << kMaxOutputSide << " per side, got (" << p.out_h << ", " << p.out_w
-      << ")";
-    fail(m.str());
-  }
+  validate_output_shape(in, p);
   if (!(p.max_value >= 0.0) || !std::isfinite(p.max_value)) fail("max_value must be a positive finite number");
   if (p.channel_order != ChannelOrder::rgb && p.channel_order != ChannelOrder::bgr)
     fail("channel_order must be rgb or bgr");
@@ -77,11 +95,10 @@ void validate(const FrameBatch& in, const PreprocessParams& p) {
   }
   if (!std::isfinite(p.mean)) fail("mean must be finite");
   if (!(p.std > 0.0f) || !std::isfinite(p.std)) fail("std must be a finite number > 0");
-  if (p.channels != 1 && p.channels != 3) fail("channels must be 1 or 3");
-  if (p.out_type != OutputType::f32 && p.out_type != OutputType::f16) fail("output dtype must be float32 or float16");
 }
 
 int64_t output_elements(const FrameBatch& in, const PreprocessParams& p) {
+  validate_output_shape(in, p);
   return in.n * static_cast<int64_t>(p.channels) * p.out_h * p.out_w;
 }
 

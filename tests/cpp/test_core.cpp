@@ -2,6 +2,7 @@
 // Built by CMake with -DTHYROFAST_BUILD_TESTS=ON and run by ctest; the pytest
 // test tests/test_cpp_core.py drives that build.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -131,6 +132,43 @@ int main() {
       threw = true;
     }
     check(threw, "srad_lambda > 1 is refused");
+    // sizes near INT64_MAX must be refused, not overflow into a pass (found with UBSan)
+    const auto refused = [](const FrameBatch& b, const PreprocessParams& pp, const char* word) {
+      try {
+        validate(b, pp);
+      } catch (const std::invalid_argument& e) {
+        return std::string(e.what()).find(word) != std::string::npos;
+      }
+      return false;
+    };
+    const int64_t big = INT64_MAX;
+    PreprocessParams r;
+    r.has_roi = true;
+    r.roi_x = big;
+    r.roi_y = 0;
+    r.roi_w = 2;
+    r.roi_h = 2;
+    check(refused(gray_batch(px, 1, 4, 4), r, "roi"), "roi_x near INT64_MAX is refused");
+    r.roi_x = 0;
+    r.roi_y = big - 1;
+    check(refused(gray_batch(px, 1, 4, 4), r, "roi"), "roi_y near INT64_MAX is refused");
+    FrameBatch huge = gray_batch(px, int64_t{1} << 62, 4, 4);
+    huge.data = nullptr;
+    check(refused(huge, PreprocessParams{}, "too large"), "a batch whose size overflows is refused");
+    FrameBatch null_data = gray_batch(px, 1, 4, 4);
+    null_data.data = nullptr;
+    check(refused(null_data, PreprocessParams{}, "null"), "a null input pointer is refused");
+    // output_elements checks what it multiplies (the README sizes buffers with it)
+    threw = false;
+    try {
+      (void)output_elements(gray_batch(px, -1, 4, 4), PreprocessParams{});
+    } catch (const std::invalid_argument&) {
+      threw = true;
+    }
+    check(threw, "output_elements refuses a negative batch size");
+    FrameBatch shape_only = gray_batch(px, 2, 4, 4);
+    shape_only.data = nullptr;  // a size may be asked before the frames exist
+    check(output_elements(shape_only, PreprocessParams{}) == 2 * 224 * 224, "output_elements needs no data");
   }
   // 6. CUDA entry point: runs only where built with CUDA and a device exists
   if (!built_with_cuda()) {

@@ -28,6 +28,10 @@
 //  Numerics: float32 throughout, with exp/log evaluated by the same
 //  polynomials on CPU and GPU; exp arguments are clamped to [-87, 88].
 //
+//  Threads: every function is reentrant and may be called from several
+//  threads at once (no global state; scratch memory is per thread).  Calls
+//  must not share an output buffer.
+//
 //  Errors: invalid arguments throw std::invalid_argument; CUDA failures throw
 //  thyrofast::cuda_error (a std::runtime_error carrying the CUDA error string).
 #pragma once
@@ -83,6 +87,9 @@ class cuda_error : public std::runtime_error {
 void validate(const FrameBatch& in, const PreprocessParams& p);
 
 // Elements (not bytes) of the output for this batch: n * channels * out_h * out_w.
+// Needs only in.n and the output parameters (in.data may still be null);
+// throws std::invalid_argument when they are out of range, so the result is
+// always a positive size that fits.
 int64_t output_elements(const FrameBatch& in, const PreprocessParams& p);
 size_t output_bytes(const FrameBatch& in, const PreprocessParams& p);
 
