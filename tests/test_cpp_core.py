@@ -30,6 +30,8 @@ def test_cpp_core_builds_runs_and_installs(tmp_path):
     assert "100% tests passed" in out
     _run(["cmake", "--install", build], env=env)
     assert (prefix / "include" / "thyrofast" / "preprocess.h").exists()
+    assert (prefix / "include" / "thyrofast" / "version.h").exists()
+    assert not (prefix / "include" / "thyrofast" / "version.h.in").exists()
     _run(["cmake", "-S", REPO / "tests" / "cpp" / "consumer", "-B", consumer, *gen,
           f"-DCMAKE_PREFIX_PATH={prefix}"], env=env)
     _run(["cmake", "--build", consumer], env=env)

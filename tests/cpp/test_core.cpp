@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "thyrofast/preprocess.h"
+#include "thyrofast/version.h"
 
 namespace {
 int failures = 0;
@@ -182,6 +183,9 @@ int main() {
     }
     check(threw, "preprocess_cuda in a CPU-only build raises cuda_error");
   }
+  // 7. the headers' compile-time version is the linked library's
+  check(version() == THYROFAST_VERSION_STRING && THYROFAST_VERSION_MAJOR >= 0 && THYROFAST_VERSION_MINOR >= 0,
+        "version.h matches thyrofast::version()");
   std::printf("%s (%d failures); version %s, %s, cuda %d\n", failures ? "FAILED" : "PASSED", failures,
               version().c_str(), compiler().c_str(), built_with_cuda() ? 1 : 0);
   return failures ? EXIT_FAILURE : EXIT_SUCCESS;
