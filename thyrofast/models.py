@@ -239,9 +239,17 @@ def _tensor_shapes(path: str | os.PathLike) -> dict[str, tuple]:
         raise ValueError(f"{path} is not a readable .safetensors file: {exc}") from None
 
 
+def _split_member_key(key: str) -> tuple[str | None, str]:
+    """``"members.<i>.<key>"`` -> (``"<i>"``, ``"<key>"``); a single network's key -> (None, key)."""
+    if not key.startswith(_MEMBER_PREFIX):
+        return None, key
+    index, _, own = key[len(_MEMBER_PREFIX):].partition(".")
+    return index, own
+
+
 def pretrained_members(path: str | os.PathLike) -> int:
     """How many ensemble members the ``.safetensors`` file at ``path`` holds (1: a single network)."""
-    idx = {k[len(_MEMBER_PREFIX):].split(".", 1)[0] for k in _tensor_shapes(path) if k.startswith(_MEMBER_PREFIX)}
+    idx = {_split_member_key(k)[0] for k in _tensor_shapes(path)} - {None}
     if not idx:
         return 1
     if idx != {str(i) for i in range(len(idx))}:
@@ -255,8 +263,8 @@ def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_chan
     (every member's, for an ensemble file)."""
     members = pretrained_members(path)
     model = build_model(arch, in_channels=in_channels, width=width, members=members)
-    own = (lambda k: k.split(".", 2)[2]) if members > 1 else (lambda k: k)  # members.<i>.<key> -> <key>
-    head = {k: tuple(v.shape) for k, v in model.state_dict().items() if own(k).startswith(_HEAD_PREFIXES)}
+    head = {k: tuple(v.shape) for k, v in model.state_dict().items()
+            if _split_member_key(k)[1].startswith(_HEAD_PREFIXES)}
     shapes = _tensor_shapes(path)
     return all(shapes.get(k) == shape for k, shape in head.items())
 

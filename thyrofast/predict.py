@@ -53,16 +53,16 @@ __all__ = [
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".npy"}
 MANIFEST_EXTENSIONS = {".csv"}
 
+_PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
 CSV_FIELDS = (
     "kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
     "prob_BTN", "prob_NMTN", "prob_MMTN", "n_images", "error_code", "error_message",
-    "saliency", "thyrofast", "bundle_sha256", "backend", "precision", "device",
+    "saliency", *_PROVENANCE_FIELDS,
 )
 #: DICOM modalities that are certainly not ultrasound (CT, MR, nuclear, X-ray, ...).  Others pass:
 #: ultrasound often reaches PACS as secondary capture ("OT") or without a Modality.
 NON_ULTRASOUND_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "CR", "DX", "MG", "XA", "RF", "RG", "IO", "PX",
                                        "OP", "OPT", "SM", "XC", "ES", "RTIMAGE"})
-_PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
 
 
 class OutputError(OSError):
