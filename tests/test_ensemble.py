@@ -87,6 +87,67 @@ def test_pretrain_stacks_members_with_their_own_seeds(ensemble, tmp_path):
     assert _pretrain(out, members=2, seed=3)["key"] == report["key"]  # a finished ensemble is kept
 
 
+def test_members_train_side_by_side_with_the_numbers_of_one_after_another(ensemble, tmp_path):
+    # threads=2 on the CPU: two spawned processes of one thread each; the fixture trained the
+    # same members one after another with one thread, so every weight must be equal
+    from safetensors.torch import load_file
+
+    out, report = ensemble
+    side = _pretrain(tmp_path / "p", members=2, seed=3, threads=2)
+    assert report["side_by_side"] == 1 and side["side_by_side"] == 2
+    want = load_file(str(out / "backbone.safetensors"))
+    got = load_file(str(tmp_path / "p" / "backbone.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert [m["key"] for m in side["members"]] == [m["key"] for m in report["members"]]
+
+
+def test_members_may_share_one_lexicon_rendered_once(ensemble, tmp_path, monkeypatch):
+    import thyrofast.synth.lexicon as lexicon
+    from safetensors.torch import load_file
+
+    rendered = []
+    real = lexicon.lexicon_images
+    monkeypatch.setattr(lexicon, "lexicon_images", lambda n, *a, **k: rendered.append(k["seed"]) or real(n, *a, **k))
+    out, own = ensemble
+    shared = _pretrain(tmp_path / "s", members=2, seed=3, shared_lexicon=True)
+    assert rendered == [3]  # once, in this process, with the first member's seed
+    assert [m["config"]["seed"] for m in shared["members"]] == [3, 4]
+    assert [m["config"].get("lexicon_seed") for m in shared["members"]] == [None, 3]  # None: its own seed
+    assert "one shared set of lesions" in shared["data"]
+    # member 0 sees the lesions it would see alone, so it is the same network; member 1 is not
+    assert shared["members"][0]["key"] == own["members"][0]["key"]
+    a, b = load_file(str(out / "backbone.safetensors")), load_file(str(tmp_path / "s" / "backbone.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("members.0."))
+    assert not torch.equal(a["members.1.conv1.weight"], b["members.1.conv1.weight"])
+    assert shared["key"] != own["key"]
+    assert not any((tmp_path / "s" / f"member{i}" / ".pretrain").exists() for i in range(2))  # cleaned up
+    with pytest.raises(ValueError, match="shared_lexicon"):
+        _pretrain(tmp_path / "x", members=2, lexicon_seed=1)
+
+
+def test_a_failing_member_fails_the_side_by_side_pretraining(tmp_path):
+    # settings are checked before any process starts; an error inside a member's process
+    # (here: its folder is a file) reaches the caller with its type, and nothing is written
+    with pytest.raises(ValueError, match="unknown arch"):
+        _pretrain(tmp_path / "a", members=2, threads=2, arch="nonesuch")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "member1").write_text("in the way")
+    with pytest.raises(OSError):
+        _pretrain(tmp_path / "p", members=2, threads=2)
+    assert not (tmp_path / "p" / "backbone.safetensors").exists()
+
+
+def test_members_side_by_side_only_on_the_cpu():
+    from thyrofast.train.pretrain import _member_processes
+
+    assert _member_processes(2, "cpu", 2) == (2, 1)
+    assert _member_processes(2, "cpu", 5) == (2, 2)
+    assert _member_processes(3, "cpu", 1) == (1, 1)
+    assert _member_processes(4, "cpu", 2) == (2, 1)
+    assert _member_processes(2, "cpu", None)[0] == min(2, torch.get_num_threads())
+
+
 def test_pretrain_refuses_bad_ensembles(tmp_path):
     with pytest.raises(ValueError, match="members must be"):
         _pretrain(tmp_path / "a", members=0)

@@ -187,6 +187,10 @@ def test_pretrain_cli(tmp_path, capsys):
 
     assert main(["pretrain", str(tmp_path / "c"), "--images", "5", "--quiet"]) == 2
     assert "images must be >= 20" in capsys.readouterr().err
+    (tmp_path / "f").write_text("a file, not a folder")
+    assert main(["pretrain", str(tmp_path / "f"), "--images", "24", "--epochs", "1", "--image-size", "32",
+                 "--workers", "1", "--no-progress"]) == 3
+    assert capsys.readouterr().err.startswith("thyrofast pretrain: error: ")
 
 
 def test_train_records_the_pretraining_it_started_from(pretrained, tmp_path_factory, tmp_path):

@@ -100,7 +100,8 @@ def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
 
 
 def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", workers: int = 1,
-                   progress: bool = True, chunk: int = 64) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray]:
+                   progress: bool = True, chunk: int = 64, position: int | None = None
+                   ) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray]:
     """``n`` preprocessed images of distinct phantom lesions, their annotation rows and
     their patients' classes.
 
@@ -108,7 +109,8 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     ``crop``: "detect" (the field found as in a PNG, like ``thyrofast.read(crop="detect")``),
     "region" (the true ultrasound region, like a DICOM file's) or "none".
     Returns float16 ``(n, C, H, W)`` frames, ``n`` rows of :data:`ANNOTATION_COLUMNS` and
-    ``(n,)`` int class indices into ``CLASSES``.
+    ``(n,)`` int class indices into ``CLASSES``.  ``position``: the line of the
+    progress bar (several renderings side by side).
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -126,7 +128,8 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(n), unit="img", desc="lexicon images", file=sys.stderr, leave=False)
+        bar = tqdm(total=int(n), unit="img", file=sys.stderr, leave=False, position=position,
+                   desc="lexicon images" if position is None else f"member {position + 1}: lexicon images")
 
     def take(job, res):
         for i, (f, row, label) in zip(job[1], res):

@@ -73,11 +73,14 @@ class PretrainConfig:
     held_out: float = 0.08            # share of images kept out of training to report metrics
     diagnosis_weight: float = 1.0     # weight of the class loss (0: findings only, no diagnoses seen)
     seed: int = 0
+    lexicon_seed: int | None = None   # seed of the lesions (None: seed); ensemble members may share one set
     crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "region", "none"
     augment: AugmentConfig = AugmentConfig()
     preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
+        if self.lexicon_seed == self.seed:  # one spelling per set of settings, so one key
+            object.__setattr__(self, "lexicon_seed", None)
         if self.images < 20:
             raise ValueError(f"images must be >= 20, got {self.images}")
         if self.epochs < 1:
@@ -96,7 +99,30 @@ class PretrainConfig:
             raise ValueError(f"diagnosis_weight must be a finite number >= 0, got {self.diagnosis_weight}")
 
     def to_dict(self) -> dict:
-        return config_to_dict(self)
+        d = config_to_dict(self)
+        if d["lexicon_seed"] is None:
+            del d["lexicon_seed"]  # the key of a run with its own lesions is what it was before the field existed
+        return d
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.lexicon_seed is None else self.lexicon_seed
+
+    def key(self) -> str:
+        """Identifies the backbone these settings produce (a finished folder with it is kept)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def preprocess_params(self):
+        from .. import PreprocessParams
+
+        return PreprocessParams(**{"size": (self.image_size, self.image_size), "channels": self.in_channels,
+                                   **self.preprocess})
+
+    def lexicon_cache(self) -> str:
+        """File name of the rendered set (in the work folder): it survives a change of training settings."""
+        data_key = hashlib.sha256(json.dumps([self.images, self.data_seed, self.crop,
+                                              self.preprocess_params().to_dict()], sort_keys=True).encode())
+        return f"lexicon-{data_key.hexdigest()[:24]}.npz"
 
 
 def _finding_metrics(pred: np.ndarray, targets) -> dict[str, dict[str, float]]:
@@ -130,7 +156,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
              crop: str = "detect", batch_size: int = 32, lr: float = 3e-3,
              diagnosis_weight: float = PretrainConfig.diagnosis_weight, workers: int = 1,
              threads: int | None = None, device: str = "cpu", progress: bool = True, log=None,
-             members: int = 1) -> dict:
+             members: int = 1, shared_lexicon: bool = False, lexicon_seed: int | None = None,
+             position: int | None = None) -> dict:
     """Pretrain a backbone on a phantom lexicon set; writes ``out/backbone.safetensors``.
 
     ``images`` distinct lesions (:func:`thyrofast.synth.lexicon.lexicon_images`,
@@ -144,74 +171,55 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     networks, member ``i`` with seed ``seed + i`` (its own ``images`` lesions) in
     ``out/member<i>``, and writes them as one ensemble file
     (:func:`thyrofast.models.build_model` ``members=``), which ``train`` uses
-    with ``epochs=0``.  Returns the report (also ``out/pretrain.json``).
+    with ``epochs=0``; ``shared_lexicon`` gives every member the lesions of
+    ``seed`` instead (rendered once: half the rendering for two members).  On
+    the CPU the members train side by side, one process per core (``threads``
+    cores, default torch's), each with one thread: a small CNN uses one core
+    better than two (measured in bench/RESULTS.md).  ``lexicon_seed``: the
+    seed of the lesions when it is not ``seed`` (a member of a shared set).
+    ``position``: the line of this run's progress bar (set for such a member).
+    Returns the report (also ``out/pretrain.json``).
     """
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from .. import CLASSES, PreprocessParams
-    from ..bundle import atomic_write, atomic_write_bytes, atomic_write_json
+    from .. import CLASSES
+    from ..bundle import atomic_write_bytes, atomic_write_json
     from ..models import _HEAD_PREFIXES, arch_config, build_model, check_members
-    from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
+    from ..synth.lexicon import ANNOTATION_COLUMNS
 
     if width is None:
         width = default_width(arch)
-    if check_members(members) > 1:
-        return _pretrain_ensemble(out, members, log, images=images, epochs=epochs, seed=seed, arch=arch,
-                                  width=width, in_channels=in_channels, image_size=image_size,
-                                  preprocess=preprocess, crop=crop, batch_size=batch_size, lr=lr,
-                                  diagnosis_weight=diagnosis_weight, workers=workers, threads=threads,
-                                  device=device, progress=progress)
     cfg = PretrainConfig(images=int(images), epochs=int(epochs), arch=arch, width=float(width),
                          in_channels=int(in_channels), image_size=int(image_size), batch_size=int(batch_size),
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
-                         diagnosis_weight=float(diagnosis_weight))
-    arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early
+                         diagnosis_weight=float(diagnosis_weight),
+                         lexicon_seed=None if lexicon_seed is None else int(lexicon_seed))
+    arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early, in this process for every member
+    if check_members(members) > 1:
+        if lexicon_seed is not None:
+            raise ValueError("lexicon_seed is set per member; an ensemble takes shared_lexicon=True")
+        return _pretrain_ensemble(out, members, log, cfg, shared_lexicon=bool(shared_lexicon), images=images,
+                                  epochs=epochs, seed=seed, arch=arch, width=width, in_channels=in_channels,
+                                  image_size=image_size, preprocess=preprocess, crop=crop, batch_size=batch_size,
+                                  lr=lr, diagnosis_weight=diagnosis_weight, workers=workers, threads=threads,
+                                  device=device, progress=progress)
     dev = torch.device(resolve_device(device))
     say = log or (lambda msg: tqdm.write(msg))
     out = Path(out)
     cfg_json = json.loads(json.dumps(cfg.to_dict()))
-    key = hashlib.sha256(json.dumps(cfg_json, sort_keys=True).encode()).hexdigest()
-    report_path = out / REPORT_FILE
-    if report_path.is_file() and (out / BACKBONE_FILE).is_file():
-        try:
-            done = json.loads(report_path.read_text())
-        except ValueError:
-            done = {}
-        if done.get("key") == key:
-            say(f"pretrain: {out / BACKBONE_FILE} is up to date, kept")
-            return done
+    key = cfg.key()
+    done = _finished(out, key)
+    if done is not None:
+        say(f"pretrain: {out / BACKBONE_FILE} is up to date, kept")
+        return done
     t_start = time.perf_counter()
     work = out / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
 
     # ---------------- data: rendered once, cached
-    pre_kwargs = {"size": (cfg.image_size, cfg.image_size), "channels": cfg.in_channels}
-    pre_kwargs.update(cfg.preprocess)
-    params = PreprocessParams(**pre_kwargs)
-    data_key = hashlib.sha256(json.dumps([cfg.images, cfg.seed, cfg.crop, params.to_dict()],
-                                         sort_keys=True).encode()).hexdigest()
-    cache = work / f"lexicon-{data_key[:24]}.npz"  # survives a change of training settings
-    frames = rows = None
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                frames, table, labels = z["frames"], z["annotations"], z["labels"]
-            rows = [dict(zip(ANNOTATION_COLUMNS, r)) for r in table.tolist()]
-            if frames.shape != (cfg.images, cfg.in_channels, *params.size):
-                frames = rows = None
-        except (OSError, ValueError, KeyError):
-            frames = rows = None
-    if frames is None:
-        t0 = time.perf_counter()
-        frames, rows, labels = lexicon_images(cfg.images, params, seed=cfg.seed, crop=cfg.crop,
-                                              workers=workers, progress=progress)
-        table = np.array([[r[c] for c in ANNOTATION_COLUMNS] for r in rows], dtype=str)
-        with atomic_write(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, frames=frames, annotations=table, labels=labels)
-        say(f"pretrain: rendered {cfg.images} lexicon images in {time.perf_counter() - t0:.0f} s")
+    frames, rows, labels = _lexicon_set(cfg, work / cfg.lexicon_cache(), workers, progress, position, say)
     targets = aux_targets_from_rows(rows, ANNOTATION_COLUMNS, nodule_findings="shown")
     if targets is None:  # pragma: no cover - the lexicon always annotates the view
         raise AssertionError("the lexicon set carries no annotations")
@@ -248,10 +256,15 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                 optimizer_from_flat(opt, tensors, meta["optimizer"])
                 start_epoch, step, history = int(meta["epoch"]), int(meta["step"]), list(meta["history"])
                 say(f"pretrain: resuming after epoch {start_epoch}")
-        bar = tqdm(range(start_epoch, cfg.epochs), desc="pretrain", unit="epoch", disable=not progress,
-                   initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
+        if position is None:
+            bar = tqdm(range(start_epoch, cfg.epochs), desc="pretrain", unit="epoch", disable=not progress,
+                       initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
+        else:  # one line per member, counting batches: an epoch on one core takes minutes
+            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                       desc=f"member {position + 1}", unit="batch", disable=not progress, position=position,
+                       leave=False, dynamic_ncols=True)
         with _deterministic(dev.type == "cpu"):
-            for epoch in bar:
+            for epoch in (bar if position is None else range(start_epoch, cfg.epochs)):
                 t0 = time.perf_counter()
                 multi.train()
                 g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
@@ -259,8 +272,10 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                 table_u = epoch_table(n_train, cfg.seed, epoch)
                 losses = []
                 inner = tqdm(range(0, n_train, cfg.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
-                             leave=False, disable=not progress, dynamic_ncols=True)
+                             leave=False, disable=not progress or position is not None, dynamic_ncols=True)
                 for b in inner:
+                    if position is not None:
+                        bar.update(1)
                     idx = order[b:b + cfg.batch_size]
                     if len(idx) < 2:
                         continue  # BatchNorm needs two samples
@@ -297,7 +312,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                         metrics["diagnosis"] = {"image_macro_auc": auc, "n": int(n_val)}
                 history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                                 "seconds": round(time.perf_counter() - t0, 2), "held_out": metrics})
-                bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}")
                 opt_t, opt_meta = optimizer_to_flat(opt)
                 save_checkpoint(work / "checkpoint",
                                 {**{f"multi.{k}": v for k, v in multi.state_dict().items()}, **opt_t},
@@ -328,12 +343,68 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     summary = {k: v for k, v in report.items() if k != "history"}
     data = save(backbone, metadata={METADATA_KEY: json.dumps(summary, sort_keys=True)})
     atomic_write_bytes(out / BACKBONE_FILE, data)
-    atomic_write_json(report_path, report)
+    atomic_write_json(out / REPORT_FILE, report)
     shutil.rmtree(work, ignore_errors=True)  # the cache and checkpoints only served resuming
     return report
 
 
-def _pretrain_ensemble(out, members: int, log, *, seed: int, **kw) -> dict:
+def _finished(out: Path, key: str) -> dict | None:
+    """The report of a finished pretraining in ``out`` with this key, else None."""
+    report_path = Path(out) / REPORT_FILE
+    if not (report_path.is_file() and (Path(out) / BACKBONE_FILE).is_file()):
+        return None
+    try:
+        done = json.loads(report_path.read_text())
+    except ValueError:
+        return None
+    return done if isinstance(done, dict) and done.get("key") == key else None
+
+
+def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool, position: int | None, say):
+    """The rendered lexicon set of ``cfg``: read from ``cache`` when it holds it, else rendered and cached."""
+    from ..bundle import atomic_write
+    from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
+
+    params = cfg.preprocess_params()
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                frames, table, labels = z["frames"], z["annotations"], z["labels"]
+            if frames.shape == (cfg.images, cfg.in_channels, *params.size):
+                return frames, [dict(zip(ANNOTATION_COLUMNS, r)) for r in table.tolist()], labels
+        except (OSError, ValueError, KeyError):
+            pass
+    t0 = time.perf_counter()
+    frames, rows, labels = lexicon_images(cfg.images, params, seed=cfg.data_seed, crop=cfg.crop,
+                                          workers=workers, progress=progress, position=position)
+    table = np.array([[r[c] for c in ANNOTATION_COLUMNS] for r in rows], dtype=str)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(cache) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, frames=frames, annotations=table, labels=labels)
+    say(f"pretrain: rendered {cfg.images} lexicon images in {time.perf_counter() - t0:.0f} s")
+    return frames, rows, labels
+
+
+def _share_lexicon(out: Path, cfgs: list[PretrainConfig], workers: int, progress: bool, say) -> None:
+    """Render the members' common lesion set once, into every unfinished member's work folder."""
+    todo = [i for i, c in enumerate(cfgs) if _finished(out / f"member{i}", c.key()) is None]
+    if not todo:
+        return
+    caches = [out / f"member{i}" / WORK_DIR / cfgs[i].lexicon_cache() for i in todo]
+    _lexicon_set(cfgs[todo[0]], caches[0], workers, progress, None, say)
+    for cache in caches[1:]:
+        if cache.is_file():
+            continue
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(caches[0], cache)  # the same bytes; a member deletes only its own name when done
+        except OSError:
+            shutil.copyfile(caches[0], cache)
+
+
+def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int, shared_lexicon: bool,
+                       **kw) -> dict:
     """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
     from safetensors.torch import load_file, save
 
@@ -347,23 +418,108 @@ def _pretrain_ensemble(out, members: int, log, *, seed: int, **kw) -> dict:
     from tqdm.auto import tqdm
 
     say = log or (lambda msg: tqdm.write(msg))
-    reports = []
-    for i in range(members):
-        say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
-        reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
+    if shared_lexicon:
+        kw["lexicon_seed"] = seed
+        _share_lexicon(out, [dataclasses.replace(cfg, seed=seed + i, lexicon_seed=seed) for i in range(members)],
+                       kw["workers"], kw["progress"], say)
+    procs, threads = _member_processes(members, kw["device"], kw["threads"])
+    if procs > 1:
+        say(f"pretrain: {members} ensemble members (seeds {seed}-{seed + members - 1}), {procs} at a time, "
+            f"one process and {threads} thread{'s' if threads > 1 else ''} each")
+        reports = _pretrain_side_by_side(out, members, procs, seed=seed,
+                                         **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs)))
+    else:
+        reports = []
+        for i in range(members):
+            say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
+            reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
     key = hashlib.sha256(json.dumps([r["key"] for r in reports]).encode()).hexdigest()
     state = stack_members([load_file(str(out / f"member{i}" / BACKBONE_FILE)) for i in range(members)])
     summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
     report = {"key": key, "members": summaries, "config": {**reports[0]["config"], "members": members},
               "n_images": {part: sum(r["n_images"][part] for r in reports) for part in ("train", "held_out")},
               "held_out": _mean_metrics([r["held_out"] for r in reports]),
-              "data": reports[0]["data"] + f"; {members} members, own lesions each",
-              "torch": reports[0]["torch"], "seconds": round(sum(r["seconds"] for r in reports), 2)}
+              "data": reports[0]["data"] + f"; {members} members, "
+                      + ("one shared set of lesions" if shared_lexicon else "own lesions each"),
+              "torch": reports[0]["torch"], "seconds": round(time.perf_counter() - t0, 2),
+              "side_by_side": procs}
     data = save(state, metadata={METADATA_KEY: json.dumps(report, sort_keys=True)})
     atomic_write_bytes(out / BACKBONE_FILE, data)
     atomic_write_json(out / REPORT_FILE, report)
     say(f"pretrain: {members}-member ensemble written in {time.perf_counter() - t0:.0f} s")
     return report
+
+
+def _member_processes(members: int, device: str, threads: int | None) -> tuple[int, int]:
+    """(members trained at once, torch threads each): side by side on the CPU, one after another on a GPU."""
+    import torch
+
+    if resolve_device(device) != "cpu":
+        return 1, threads or 0
+    cores = int(threads) if threads else torch.get_num_threads()
+    procs = max(1, min(members, cores))
+    return procs, max(1, cores // procs)
+
+
+def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
+    """A spawned process: pretrain member ``i``; puts ``(i, ok, report or exception)`` on ``results``."""
+    import pickle
+
+    import torch
+    from tqdm.auto import tqdm
+
+    tqdm.set_lock(lock)  # the members' bars share the terminal, one line each
+    torch.set_num_threads(kw["threads"])
+    try:
+        results.put((i, True, pretrain(out, seed=seed, **kw)))
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the parent
+        try:
+            pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - an exception that cannot travel becomes its message
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        results.put((i, False, exc))
+
+
+def _pretrain_side_by_side(out: Path, members: int, procs: int, *, seed: int, **kw) -> list[dict]:
+    """Members ``0..members-1``, ``procs`` processes at a time; their reports in member order.
+
+    The first failure stops the others at once (each resumes from its last
+    epoch checkpoint when pretraining is run again).
+    """
+    import multiprocessing as mp
+    import queue
+
+    from tqdm.auto import tqdm
+
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools mid-flight
+    lock = ctx.RLock()
+    tqdm.set_lock(lock)
+    results = ctx.Queue()
+    pending, running, reports = list(range(members)), {}, {}
+    try:
+        while pending or running:
+            while pending and len(running) < procs:
+                i = pending.pop(0)
+                args = (i, out / f"member{i}", seed + i, dict(kw, log=None, position=i if kw["progress"] else None),
+                        lock, results)
+                running[i] = ctx.Process(target=_member_main, args=args, name=f"thyrofast-pretrain-member{i}")
+                running[i].start()
+            try:
+                i, ok, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [(i, p.exitcode) for i, p in running.items() if p.exitcode is not None]
+                if dead and results.empty():
+                    raise RuntimeError(f"pretraining member {dead[0][0]} died (exit code {dead[0][1]})")
+                continue
+            running.pop(i).join()
+            if not ok:
+                raise payload
+            reports[i] = payload
+    finally:
+        for p in running.values():
+            p.terminate()
+            p.join()
+    return [reports[i] for i in range(members)]
 
 
 def _mean_metrics(per_member: list[dict]) -> dict:

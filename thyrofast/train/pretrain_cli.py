@@ -36,9 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--members", type=int, default=1,
                    help="ensemble members, each pretrained with its own seed and lesions (seed, seed+1, ...) "
-                        "and stacked into one file that `train --epochs 0` uses (default: %(default)s)")
+                        "and stacked into one file that `train --epochs 0` uses; on the CPU they train side by "
+                        "side, one process per core (default: %(default)s)")
+    p.add_argument("--shared-lexicon", action="store_true",
+                   help="ensemble members train on one set of lesions (the first seed's), rendered once, "
+                        "instead of their own")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads, shared out among side-by-side members (default: torch's choice)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     # --quiet: the older spelling; --no-progress as in every other command
     p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
@@ -53,10 +58,14 @@ def main(args: argparse.Namespace) -> int:
                           width=args.width, in_channels=args.channels, image_size=args.image_size,
                           preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
                           diagnosis_weight=args.diagnosis_weight, members=args.members,
+                          shared_lexicon=args.shared_lexicon,
                           threads=args.threads, device=args.device, progress=not args.no_progress)
     except (InputError, ValueError) as exc:
         print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output folder cannot be written (a file in its place, permissions, disk full)
+        print(f"thyrofast pretrain: error: {exc}", file=sys.stderr)
+        return 3
     print(f"wrote {args.out}/{BACKBONE_FILE} ({report['n_images']['train']} training images, "
           f"{report['seconds']:.0f} s); use: thyrofast train DATA --out BUNDLE --pretrained "
           f"{args.out}/{BACKBONE_FILE}")
