@@ -102,15 +102,19 @@ def test_members_train_side_by_side_with_the_numbers_of_one_after_another(ensemb
 
 
 def test_members_may_share_one_lexicon_rendered_once(ensemble, tmp_path, monkeypatch):
+    # the demo's setting: shared lesions, members side by side (threads=2: two processes)
     import thyrofast.synth.lexicon as lexicon
     from safetensors.torch import load_file
 
-    rendered = []
+    rendered, said = [], []
     real = lexicon.lexicon_images
     monkeypatch.setattr(lexicon, "lexicon_images", lambda n, *a, **k: rendered.append(k["seed"]) or real(n, *a, **k))
     out, own = ensemble
-    shared = _pretrain(tmp_path / "s", members=2, seed=3, shared_lexicon=True)
+    shared = _pretrain(tmp_path / "s", members=2, seed=3, shared_lexicon=True, threads=2, log=said.append)
     assert rendered == [3]  # once, in this process, with the first member's seed
+    assert sum("rendered" in m for m in said) == 1  # the members' messages reach log: none rendered again
+    assert any(m.startswith("member 2: pretrain: held-out findings") for m in said)
+    assert shared["side_by_side"] == 2 and shared["config"]["shared_lexicon"] is True
     assert [m["config"]["seed"] for m in shared["members"]] == [3, 4]
     assert [m["config"].get("lexicon_seed") for m in shared["members"]] == [None, 3]  # None: its own seed
     assert "one shared set of lesions" in shared["data"]
@@ -121,6 +125,10 @@ def test_members_may_share_one_lexicon_rendered_once(ensemble, tmp_path, monkeyp
     assert not torch.equal(a["members.1.conv1.weight"], b["members.1.conv1.weight"])
     assert shared["key"] != own["key"]
     assert not any((tmp_path / "s" / f"member{i}" / ".pretrain").exists() for i in range(2))  # cleaned up
+    # a finished ensemble is returned as it is, without starting its members again
+    said.clear()
+    assert _pretrain(tmp_path / "s", members=2, seed=3, shared_lexicon=True, threads=2, log=said.append) == shared
+    assert said == [f"pretrain: {tmp_path / 's' / 'backbone.safetensors'} is up to date, kept"]
     with pytest.raises(ValueError, match="shared_lexicon"):
         _pretrain(tmp_path / "x", members=2, lexicon_seed=1)
 
@@ -138,14 +146,20 @@ def test_a_failing_member_fails_the_side_by_side_pretraining(tmp_path):
     assert not (tmp_path / "p" / "backbone.safetensors").exists()
 
 
-def test_members_side_by_side_only_on_the_cpu():
+def test_members_side_by_side_share_out_the_cpu_cores():
     from thyrofast.train.pretrain import _member_processes
 
     assert _member_processes(2, "cpu", 2) == (2, 1)
     assert _member_processes(2, "cpu", 5) == (2, 2)
     assert _member_processes(3, "cpu", 1) == (1, 1)
     assert _member_processes(4, "cpu", 2) == (2, 1)
-    assert _member_processes(2, "cpu", None)[0] == min(2, torch.get_num_threads())
+
+
+def test_members_train_one_after_another_on_a_gpu(monkeypatch):
+    import thyrofast.train.pretrain as P
+
+    monkeypatch.setattr(P, "resolve_device", lambda device: "cuda")
+    assert P._member_processes(2, "auto", 16) == (1, 16)
 
 
 def test_pretrain_refuses_bad_ensembles(tmp_path):

@@ -55,7 +55,7 @@ STEPS = ("synth", "pretrain", "train", "export", "evaluate", "bench", "summary")
 #: Two such networks (seeds 0 and 1) are averaged: on the independent cohort
 #: accuracy 0.805 -> 0.82-0.83 (157 -> 160-162 of 195) at the same macro-AUC
 #: (0.884).  They fit the 20-minute budget because they train side by side,
-#: one process and one thread per core (a small CNN uses one core better than
+#: one process per core, one thread each (a small CNN uses one core better than
 #: two), on one shared set of lesions rendered once: with 12,000 lesions the
 #: demo took 18.2 and 20.0 min in two runs on the 2-core CPU (one after
 #: another with own lesions each: 24.4 min), so the set is 11,000 lesions

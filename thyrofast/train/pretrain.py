@@ -172,10 +172,13 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     ``out/member<i>``, and writes them as one ensemble file
     (:func:`thyrofast.models.build_model` ``members=``), which ``train`` uses
     with ``epochs=0``; ``shared_lexicon`` gives every member the lesions of
-    ``seed`` instead (rendered once: half the rendering for two members).  On
-    the CPU the members train side by side, one process per core (``threads``
-    cores, default torch's), each with one thread: a small CNN uses one core
-    better than two (measured in bench/RESULTS.md).  ``lexicon_seed``: the
+    ``seed`` instead (rendered once: half the rendering for two members;
+    ignored for one network).  On the CPU the members train side by side in
+    spawned processes, one per core of ``threads`` (default torch's), the
+    cores shared out among them (two members on two cores: one thread each): a
+    small CNN uses one core better than two (measured in bench/RESULTS.md).  A
+    script that calls this needs the ``if __name__ == "__main__":`` guard, as
+    for any spawned process; their messages reach ``log``.  ``lexicon_seed``: the
     seed of the lesions when it is not ``seed`` (a member of a shared set).
     ``position``: the line of this run's progress bar (set for such a member).
     Returns the report (also ``out/pretrain.json``).
@@ -386,27 +389,29 @@ def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool,
     return frames, rows, labels
 
 
-def _share_lexicon(out: Path, cfgs: list[PretrainConfig], workers: int, progress: bool, say) -> None:
-    """Render the members' common lesion set once, into every unfinished member's work folder."""
-    todo = [i for i, c in enumerate(cfgs) if _finished(out / f"member{i}", c.key()) is None]
-    if not todo:
-        return
-    caches = [out / f"member{i}" / WORK_DIR / cfgs[i].lexicon_cache() for i in todo]
-    _lexicon_set(cfgs[todo[0]], caches[0], workers, progress, None, say)
+def _share_lexicon(out: Path, cfgs: dict[int, PretrainConfig], workers: int, progress: bool, say) -> None:
+    """Render the common lesion set of members ``cfgs`` once, into each one's work folder."""
+    caches = [out / f"member{i}" / WORK_DIR / c.lexicon_cache() for i, c in cfgs.items()]
+    if not caches[0].is_file():  # a member validates its cache when it reads it (and re-renders a bad one)
+        _lexicon_set(next(iter(cfgs.values())), caches[0], workers, progress, None, say)
     for cache in caches[1:]:
-        if cache.is_file():
+        if cache.is_file() and os.path.samefile(cache, caches[0]):
             continue
         cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".link")
+        tmp.unlink(missing_ok=True)
         try:
-            os.link(caches[0], cache)  # the same bytes; a member deletes only its own name when done
+            os.link(caches[0], tmp)  # the same bytes; a member deletes only its own name when done
         except OSError:
-            shutil.copyfile(caches[0], cache)
+            shutil.copyfile(caches[0], tmp)
+        os.replace(tmp, cache)
 
 
 def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int, shared_lexicon: bool,
                        **kw) -> dict:
     """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
     from safetensors.torch import load_file, save
+    from tqdm.auto import tqdm
 
     from ..bundle import atomic_write_bytes, atomic_write_json
     from ..models import stack_members
@@ -415,28 +420,38 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
         raise ValueError("an ensemble is used with its class heads (train epochs=0): diagnosis_weight must be > 0")
     out = Path(out)
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-
     say = log or (lambda msg: tqdm.write(msg))
     if shared_lexicon:
         kw["lexicon_seed"] = seed
-        _share_lexicon(out, [dataclasses.replace(cfg, seed=seed + i, lexicon_seed=seed) for i in range(members)],
-                       kw["workers"], kw["progress"], say)
-    procs, threads = _member_processes(members, kw["device"], kw["threads"])
-    if procs > 1:
+    cfgs = [dataclasses.replace(cfg, seed=seed + i, lexicon_seed=seed if shared_lexicon else None)
+            for i in range(members)]
+    key = hashlib.sha256(json.dumps([c.key() for c in cfgs]).encode()).hexdigest()
+    done = _finished(out, key)
+    if done is not None:
+        say(f"pretrain: {out / BACKBONE_FILE} is up to date, kept")
+        return done
+    procs, threads = _member_processes(members, kw["device"], kw["threads"])  # before any work: checks the device
+    todo = {i: c for i, c in enumerate(cfgs) if _finished(out / f"member{i}", c.key()) is None}
+    if shared_lexicon and todo:
+        _share_lexicon(out, todo, kw["workers"], kw["progress"], say)
+    if procs > 1 and len(todo) > 1:
+        procs = min(procs, len(todo))
         say(f"pretrain: {members} ensemble members (seeds {seed}-{seed + members - 1}), {procs} at a time, "
-            f"one process and {threads} thread{'s' if threads > 1 else ''} each")
-        reports = _pretrain_side_by_side(out, members, procs, seed=seed,
-                                         **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs)))
+            f"one process and {threads} torch thread{'s' if threads > 1 else ''} each")
+        got = _pretrain_side_by_side(out, list(todo), procs, say, seed=seed,
+                                     **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs)))
+        reports = [got[i] if i in got else _finished(out / f"member{i}", cfgs[i].key()) for i in range(members)]
     else:
+        procs = 1
         reports = []
         for i in range(members):
             say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
             reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
-    key = hashlib.sha256(json.dumps([r["key"] for r in reports]).encode()).hexdigest()
     state = stack_members([load_file(str(out / f"member{i}" / BACKBONE_FILE)) for i in range(members)])
     summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
-    report = {"key": key, "members": summaries, "config": {**reports[0]["config"], "members": members},
+    report = {"key": key, "members": summaries,
+              "config": {**reports[0]["config"], "members": members,
+                         **({"shared_lexicon": True} if shared_lexicon else {})},
               "n_images": {part: sum(r["n_images"][part] for r in reports) for part in ("train", "held_out")},
               "held_out": _mean_metrics([r["held_out"] for r in reports]),
               "data": reports[0]["data"] + f"; {members} members, "
@@ -451,75 +466,105 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
 
 
 def _member_processes(members: int, device: str, threads: int | None) -> tuple[int, int]:
-    """(members trained at once, torch threads each): side by side on the CPU, one after another on a GPU."""
+    """(members trained at once, torch threads each): side by side on the CPU, the cores
+    (``threads``, default torch's) shared out among them; one after another on a GPU."""
     import torch
 
     if resolve_device(device) != "cpu":
-        return 1, threads or 0
+        return 1, int(threads or 0)
     cores = int(threads) if threads else torch.get_num_threads()
     procs = max(1, min(members, cores))
     return procs, max(1, cores // procs)
 
 
+class _MemberTraceback(Exception):
+    """The traceback of an exception raised in a member's process (its ``__cause__``)."""
+
+
 def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
-    """A spawned process: pretrain member ``i``; puts ``(i, ok, report or exception)`` on ``results``."""
+    """A spawned process: pretrain member ``i``.  Puts ``("log", i, message)`` for each
+    message and ``("done", i, report)`` or ``("error", i, (exception, traceback))`` last."""
+    import multiprocessing as mp
     import pickle
+    import threading
+    import traceback
+    from multiprocessing.connection import wait
 
     import torch
-    from tqdm.auto import tqdm
+    from tqdm import std
 
-    tqdm.set_lock(lock)  # the members' bars share the terminal, one line each
+    parent = mp.parent_process()
+
+    def orphaned():  # the parent was killed (no chance to stop us): stop too
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    std.tqdm.set_lock(lock)  # the members' bars share the terminal, one line each
     torch.set_num_threads(kw["threads"])
     try:
-        results.put((i, True, pretrain(out, seed=seed, **kw)))
+        report = pretrain(out, seed=seed, log=lambda msg: results.put(("log", i, msg)), **kw)
+        results.put(("done", i, report))
     except BaseException as exc:  # noqa: BLE001 - re-raised in the parent
+        tb = traceback.format_exc()
         try:
-            pickle.dumps(exc)
+            pickle.loads(pickle.dumps(exc))
         except Exception:  # noqa: BLE001 - an exception that cannot travel becomes its message
             exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        results.put((i, False, exc))
+        results.put(("error", i, (exc, tb)))
 
 
-def _pretrain_side_by_side(out: Path, members: int, procs: int, *, seed: int, **kw) -> list[dict]:
-    """Members ``0..members-1``, ``procs`` processes at a time; their reports in member order.
+def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed: int, **kw) -> dict[int, dict]:
+    """Members ``todo``, ``procs`` processes at a time; ``{member: report}``.
 
-    The first failure stops the others at once (each resumes from its last
-    epoch checkpoint when pretraining is run again).
+    Their messages reach ``say``.  The first failure stops the others at once
+    (each resumes from its last epoch checkpoint when pretraining runs again);
+    a member whose parent dies stops itself.
     """
     import multiprocessing as mp
     import queue
 
-    from tqdm.auto import tqdm
+    from tqdm import std
 
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pools mid-flight
     lock = ctx.RLock()
-    tqdm.set_lock(lock)
+    old_lock = std.tqdm.get_lock()
+    std.tqdm.set_lock(lock)
     results = ctx.Queue()
-    pending, running, reports = list(range(members)), {}, {}
+    pending, running, reports = list(todo), {}, {}
+    free = list(range(procs))  # progress bar lines
     try:
         while pending or running:
             while pending and len(running) < procs:
                 i = pending.pop(0)
-                args = (i, out / f"member{i}", seed + i, dict(kw, log=None, position=i if kw["progress"] else None),
+                line = free.pop(0)
+                args = (i, out / f"member{i}", seed + i, dict(kw, position=line if kw["progress"] else None),
                         lock, results)
-                running[i] = ctx.Process(target=_member_main, args=args, name=f"thyrofast-pretrain-member{i}")
-                running[i].start()
+                running[i] = (ctx.Process(target=_member_main, args=args, name=f"thyrofast-pretrain-member{i}"), line)
+                running[i][0].start()
             try:
-                i, ok, payload = results.get(timeout=1.0)
+                kind, i, payload = results.get(timeout=1.0)
             except queue.Empty:
-                dead = [(i, p.exitcode) for i, p in running.items() if p.exitcode is not None]
+                dead = [(i, p.exitcode) for i, (p, _) in running.items() if p.exitcode is not None]
                 if dead and results.empty():
-                    raise RuntimeError(f"pretraining member {dead[0][0]} died (exit code {dead[0][1]})")
+                    raise RuntimeError(f"pretraining member {dead[0][0]} died (exit code {dead[0][1]})") from None
                 continue
-            running.pop(i).join()
-            if not ok:
-                raise payload
+            if kind == "log":
+                say(f"member {i + 1}: {payload}")
+                continue
+            p, line = running.pop(i)
+            p.join()
+            free.append(line)
+            if kind == "error":
+                exc, tb = payload
+                raise exc from _MemberTraceback(f"in pretraining member {i}:\n{tb}")
             reports[i] = payload
     finally:
-        for p in running.values():
+        for p, _ in running.values():
             p.terminate()
             p.join()
-    return [reports[i] for i in range(members)]
+        std.tqdm.set_lock(old_lock)
+    return reports
 
 
 def _mean_metrics(per_member: list[dict]) -> dict:

@@ -37,10 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--members", type=int, default=1,
                    help="ensemble members, each pretrained with its own seed and lesions (seed, seed+1, ...) "
                         "and stacked into one file that `train --epochs 0` uses; on the CPU they train side by "
-                        "side, one process per core (default: %(default)s)")
+                        "side, one process per core, the cores shared out (default: %(default)s)")
     p.add_argument("--shared-lexicon", action="store_true",
-                   help="ensemble members train on one set of lesions (the first seed's), rendered once, "
-                        "instead of their own")
+                   help="with --members N > 1: the members train on one set of lesions (the first seed's), "
+                        "rendered once, instead of their own")
     p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads, shared out among side-by-side members (default: torch's choice)")
