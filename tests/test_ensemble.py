@@ -155,6 +155,15 @@ def test_members_side_by_side_share_out_the_cpu_cores():
     assert _member_processes(4, "cpu", 2) == (2, 1)
 
 
+def test_a_members_exception_keeps_its_type_when_it_can():
+    from thyrofast.train.pretrain import _member_exception
+
+    assert type(_member_exception("NotADirectoryError", "m")) is NotADirectoryError
+    assert type(_member_exception("ValueError", "m")) is ValueError  # the CLI's one-line errors still apply
+    other = _member_exception("SomeLibraryError", "boom")
+    assert type(other) is RuntimeError and str(other) == "SomeLibraryError: boom"
+
+
 def test_members_train_one_after_another_on_a_gpu(monkeypatch):
     import thyrofast.train.pretrain as P
 

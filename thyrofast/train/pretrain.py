@@ -481,11 +481,26 @@ class _MemberTraceback(Exception):
     """The traceback of an exception raised in a member's process (its ``__cause__``)."""
 
 
+def _member_exception(name: str, message: str) -> BaseException:
+    """A member's exception re-created in the parent: the same type when it is a builtin or
+    a thyrofast error (a ValueError stays a ValueError for the CLI), else a RuntimeError."""
+    import builtins
+
+    from .. import errors
+
+    cls = getattr(builtins, name, None) or getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 - a constructor that wants more than a message
+            pass
+    return RuntimeError(f"{name}: {message}")
+
+
 def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
     """A spawned process: pretrain member ``i``.  Puts ``("log", i, message)`` for each
-    message and ``("done", i, report)`` or ``("error", i, (exception, traceback))`` last."""
+    message and ``("done", i, report)`` or ``("error", i, (type name, message, traceback))`` last."""
     import multiprocessing as mp
-    import pickle
     import threading
     import traceback
     from multiprocessing.connection import wait
@@ -506,12 +521,8 @@ def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
         report = pretrain(out, seed=seed, log=lambda msg: results.put(("log", i, msg)), **kw)
         results.put(("done", i, report))
     except BaseException as exc:  # noqa: BLE001 - re-raised in the parent
-        tb = traceback.format_exc()
-        try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:  # noqa: BLE001 - an exception that cannot travel becomes its message
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        results.put(("error", i, (exc, tb)))
+        # plain strings: no exception object (or anything else) needs unpickling in the parent
+        results.put(("error", i, (type(exc).__name__, str(exc), traceback.format_exc())))
 
 
 def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed: int, **kw) -> dict[int, dict]:
@@ -556,8 +567,8 @@ def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed:
             p.join()
             free.append(line)
             if kind == "error":
-                exc, tb = payload
-                raise exc from _MemberTraceback(f"in pretraining member {i}:\n{tb}")
+                name, message, tb = payload
+                raise _member_exception(name, message) from _MemberTraceback(f"in pretraining member {i}:\n{tb}")
             reports[i] = payload
     finally:
         for p, _ in running.values():
