@@ -24,6 +24,7 @@ def test_quick_demo_runs_and_resumes(tmp_path, capsys):
     members = RECIPE["pretrain_members"]  # 240 lesions per ensemble member
     assert prov["pretraining"]["n_images"]["train"] + prov["pretraining"]["n_images"]["held_out"] == 240 * members
     assert "disjoint from study cohorts" in prov["pretraining"]["data"]
+    assert prov["pretraining"]["diagnosis_target"] == RECIPE["pretrain_diagnosis_target"] == "lesion"
     # the recipe: the pretrained network is kept, the cohort fits only calibration and the patient rule
     card = json.loads((tmp_path / "demo" / "bundle" / "thyrofast.json").read_text())
     training = card["training"]
@@ -57,3 +58,16 @@ def test_demo_ensemble_settings(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "d"), "--pretrain-members", "2", "--epochs", "3"]) == 2
     assert "needs epochs=0" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # refused before any work
+
+
+def test_demo_pretrain_target(tmp_path, capsys):
+    from thyrofast.cli import main
+
+    assert DemoConfig(out=tmp_path).resolved()["pretrain_diagnosis_target"] == "lesion"
+    assert DemoConfig(out=tmp_path, pretrain_target="patient").resolved()["pretrain_diagnosis_target"] == "patient"
+    with pytest.raises(ValueError, match="pretrain_target must be one of"):
+        DemoConfig(out=tmp_path, pretrain_target="image")
+    with pytest.raises(SystemExit):
+        main(["demo", str(tmp_path / "d"), "--pretrain-target", "image"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

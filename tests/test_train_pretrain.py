@@ -8,7 +8,8 @@ import pytest
 
 from thyrofast import PreprocessParams
 from thyrofast.synth import features as F
-from thyrofast.synth.lexicon import ANNOTATION_COLUMNS, annotation_row, lexicon_images, lexicon_item
+from thyrofast.synth.lexicon import (ANNOTATION_COLUMNS, NODE_VIEW_SHARE, annotation_row, lesion_posterior,
+                                     lexicon_images, lexicon_item)
 from thyrofast.train.aux import TASKS, aux_targets_from_rows
 
 torch = pytest.importorskip("torch")
@@ -82,6 +83,46 @@ def test_shown_nodule_findings_count_for_multinodular_patients():
         aux_targets_from_rows(rows, cols, nodule_findings="all")
 
 
+def _bayes_of_shown_lesion(p, view, target) -> np.ndarray:
+    """Float64 reference: Bayes' rule over the classes for what one lexicon image shows."""
+    prior = np.array([F.PAPER_COUNTS[c] for c in F.CLASSES], float)
+    post = []
+    for c in F.CLASSES:
+        p_node_view = (1.0 - F.NODE_COUNT[c].get(0, 0.0)) * NODE_VIEW_SHARE
+        if view == "lymph_node":
+            like = p_node_view * np.exp(F.node_log_likelihood(p.nodes[target], c))
+        else:
+            like = (1.0 - p_node_view) * np.exp(F.nodule_log_likelihood(p.nodules[target], c))
+        post.append(prior[F.CLASSES.index(c)] * like)
+    return np.array(post) / np.sum(post)
+
+
+def test_lesion_posterior_is_bayes_rule_for_the_shown_lesion():
+    items = [lexicon_item(3, i) for i in range(60)]
+    got = lesion_posterior([annotation_row(*it) for it in items])
+    want = np.array([_bayes_of_shown_lesion(*it) for it in items])
+    assert {it[1] for it in items} == {"transverse", "longitudinal", "lymph_node"}
+    # the rows hold sizes to 6 significant digits
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="row 1"):
+        lesion_posterior([annotation_row(*items[0]), {"view": "transverse"}])
+
+
+def test_lesion_posterior_is_the_expected_class_of_what_the_image_shows():
+    # what makes it a valid training target: averaged over many images it gives the class
+    # frequencies, and images it calls likely MMTN are MMTN that often
+    items = [lexicon_item(0, i) for i in range(3000)]
+    post = lesion_posterior([annotation_row(*it) for it in items])
+    y = np.array([F.CLASSES.index(it[0].label) for it in items])
+    freq = np.bincount(y, minlength=3) / len(y)
+    np.testing.assert_allclose(post.mean(0), freq, atol=0.02)
+    for lo, hi in ((0.0, 0.4), (0.4, 0.8), (0.8, 1.0)):
+        m = (post[:, 2] >= lo) & (post[:, 2] < hi)
+        assert m.sum() > 100 and abs(post[m, 2].mean() - (y[m] == 2).mean()) < 0.05
+    log_loss = -np.log(post[np.arange(len(y)), y]).mean()
+    assert log_loss < -np.log(freq[y]).mean() - 0.1  # it knows more than the prior
+
+
 def _pretrain(out, **kw):
     from thyrofast.train.pretrain import pretrain
 
@@ -129,6 +170,47 @@ def test_findings_only_pretraining_leaves_out_the_class_head(tmp_path):
     assert state and not any(k.startswith("fc.") for k in state)
     assert "diagnosis" not in report["held_out"]
     assert "no diagnoses" in pretrain_metadata(tmp_path / "f" / "backbone.safetensors")["data"]
+
+
+def test_lesion_target_is_the_class_loss_in_expectation(pretrained, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import thyrofast.synth.lexicon as L
+    from thyrofast.train.pretrain import PretrainConfig
+
+    out, report = pretrained
+    assert "diagnosis_target" not in report["config"]  # the default's key is what it was before the option
+    a = _pretrain(tmp_path / "lesion", diagnosis_target="lesion")
+    assert a["config"]["diagnosis_target"] == "lesion" and a["key"] != report["key"]
+    assert "posterior given the shown lesion" in a["data"]
+    pa = load_file(str(tmp_path / "lesion" / "backbone.safetensors"))
+    pp = load_file(str(out / "backbone.safetensors"))
+    assert not torch.allclose(pa["fc.weight"], pp["fc.weight"], atol=1e-3)
+    # with each image's own patient class as its "posterior" the soft loss is the patient loss
+    labels = {}
+
+    def one_hot(rows):
+        return np.eye(3)[[labels[r["size_mm"] + r["ln_short_axis_mm"]] for r in rows]]
+
+    frames, rows, y = lexicon_images(48, PARAMS, seed=0, progress=False)
+    labels.update({r["size_mm"] + r["ln_short_axis_mm"]: int(c) for r, c in zip(rows, y)})
+    assert len(labels) == 48
+    monkeypatch.setattr(L, "lesion_posterior", one_hot)
+    _pretrain(tmp_path / "one_hot", diagnosis_target="lesion")
+    po = load_file(str(tmp_path / "one_hot" / "backbone.safetensors"))
+    for k in pp:
+        if pp[k].is_floating_point():
+            torch.testing.assert_close(po[k], pp[k], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="diagnosis_target"):
+        PretrainConfig(diagnosis_target="image")
+
+
+def test_pretrain_bar_label_names_the_member(tmp_path, capsys):
+    # an ensemble member's bars carry its own number, whatever line it was given
+    _pretrain(tmp_path / "m", images=24, epochs=1, progress=True, position=0, bar_label="member 3")
+    err = capsys.readouterr().err
+    assert "member 3: lexicon images" in err and "member 3:" in err.replace("member 3: lexicon", "")
+    assert "member 1" not in err
 
 
 def test_pretrain_rerun_keeps_a_finished_folder(pretrained):
@@ -191,6 +273,25 @@ def test_pretrain_cli(tmp_path, capsys):
     assert main(["pretrain", str(tmp_path / "f"), "--images", "24", "--epochs", "1", "--image-size", "32",
                  "--workers", "1", "--no-progress"]) == 3
     assert capsys.readouterr().err.startswith("thyrofast pretrain: error: ")
+    with pytest.raises(SystemExit):
+        main(["pretrain", str(tmp_path / "c"), "--diagnosis-target", "image"])
+
+
+def test_pretrain_cli_passes_the_diagnosis_target(tmp_path, monkeypatch):
+    import thyrofast.train.pretrain as P
+    from thyrofast.cli import main
+
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw)
+        return {"n_images": {"train": 1}, "seconds": 0.0}
+
+    monkeypatch.setattr(P, "pretrain", fake)
+    assert main(["pretrain", str(tmp_path / "c"), "--diagnosis-target", "lesion", "--no-progress"]) == 0
+    assert seen["diagnosis_target"] == "lesion"
+    assert main(["pretrain", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert seen["diagnosis_target"] == "patient"
 
 
 def test_train_records_the_pretraining_it_started_from(pretrained, tmp_path_factory, tmp_path):

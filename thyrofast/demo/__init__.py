@@ -63,6 +63,7 @@ STEPS = ("synth", "pretrain", "train", "export", "evaluate", "bench", "summary")
 #: ``--pretrain-members 1 --pretrain-images 12000`` is the single network
 #: measured at 13.2 min.
 RECIPE = {"pretrain_images": 11000, "pretrain_epochs": 10, "pretrain_members": 2, "pretrain_shared_lexicon": True,
+          "pretrain_diagnosis_target": "lesion",
           "epochs": 0, "backbone_lr_scale": 0.0}
 
 
@@ -79,9 +80,14 @@ class DemoConfig:
     patients: int | None = None
     pretrain_images: int | None = None
     pretrain_members: int | None = None
+    pretrain_target: str | None = None
     progress: bool = True
 
     def __post_init__(self):
+        from thyrofast.train.pretrain import DIAGNOSIS_TARGETS
+
+        if self.pretrain_target is not None and self.pretrain_target not in DIAGNOSIS_TARGETS:
+            raise ValueError(f"pretrain_target must be one of {DIAGNOSIS_TARGETS}, got {self.pretrain_target!r}")
         m = self.pretrain_members
         if m is not None and check_members(m, "pretrain_members") > 1 and self.epochs:
             raise ValueError("an ensemble (pretrain_members > 1) is used as pretrained: it needs epochs=0")
@@ -97,6 +103,7 @@ class DemoConfig:
             # an ensemble is used as pretrained (epochs=0); training heads needs one network
             "pretrain_members": (self.pretrain_members or RECIPE["pretrain_members"]) if epochs == 0 else 1,
             "pretrain_shared_lexicon": RECIPE["pretrain_shared_lexicon"],
+            "pretrain_diagnosis_target": self.pretrain_target or RECIPE["pretrain_diagnosis_target"],
             "backbone_lr_scale": RECIPE["backbone_lr_scale"],
             "patients": self.patients if self.patients is not None else quick.get("patients"),
             "image_size": self.image_size or quick.get("image_size"),
@@ -180,7 +187,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
         kw = {"image_size": settings["image_size"], "images": settings["pretrain_images"],
               "epochs": settings["pretrain_epochs"], "members": settings["pretrain_members"],
-              "shared_lexicon": settings["pretrain_shared_lexicon"]}
+              "shared_lexicon": settings["pretrain_shared_lexicon"],
+              "diagnosis_target": settings["pretrain_diagnosis_target"]}
         kw = {k: v for k, v in kw.items() if v}
         # torch's threads (all cores) for one network; ensemble members train
         # side by side on the CPU, one thread each (thyrofast.train.pretrain)
@@ -305,8 +313,9 @@ def _pretraining_summary(training: Any) -> dict[str, Any] | None:
     rep = ((training or {}).get("pretraining") or {}).get("report") if isinstance(training, dict) else None
     if not rep:
         return None
-    return {"data": rep.get("data"), "n_images": rep.get("n_images"), "epochs": rep.get("config", {}).get("epochs"),
-            "held_out": rep.get("held_out")}
+    config = rep.get("config", {})
+    return {"data": rep.get("data"), "n_images": rep.get("n_images"), "epochs": config.get("epochs"),
+            "diagnosis_target": config.get("diagnosis_target", "patient"), "held_out": rep.get("held_out")}
 
 
 def _fmt_ci(d: Any) -> str:

@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain this many networks (own seeds, one shared set of lesions) and average them "
                         "(default: the recipe's, 2; 1 = a single network: 13 instead of 17 minutes on 2 CPU "
                         "cores, measured with 12,000 lesions)")
+    p.add_argument("--pretrain-target", choices=("lesion", "patient"),
+                   help="what the pretraining's class loss is measured against: the generator's posterior of the "
+                        "class given the shown lesion (the recipe's), or the patient's class (see `thyrofast "
+                        "pretrain --diagnosis-target`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -35,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = DemoConfig(out=args.out, quick=args.quick, seed=args.seed, device=args.device, workers=args.workers,
                          force=args.force, epochs=args.epochs, image_size=args.image_size, patients=args.patients,
                          pretrain_images=args.pretrain_images, pretrain_members=args.pretrain_members,
+                         pretrain_target=args.pretrain_target,
                          progress=not args.no_progress)
     except ValueError as exc:
         print(f"thyrofast demo: error: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ from .cohort import PRESETS
 from .cohort import _ss as cohort_ss
 from .cohort import node_findings
 
-__all__ = ["lexicon_images", "lexicon_item", "ANNOTATION_COLUMNS", "NODE_VIEW_SHARE"]
+__all__ = ["lexicon_images", "lexicon_item", "lesion_posterior", "ANNOTATION_COLUMNS", "NODE_VIEW_SHARE"]
 
 #: Columns of each annotation row (as in a cohort manifest; values are strings, "" = not applicable).
 ANNOTATION_COLUMNS = ("view", "shown_tirads_points", "composition", "echogenicity", "shape", "margin", "foci",
@@ -52,10 +52,8 @@ def _s(v: Any) -> str:
 
 def lexicon_item(seed: int, i: int) -> tuple[F.Patient, str, int]:
     """Patient, view and target (nodule or node index) of image ``i``."""
-    counts = PRESETS["paper"].counts
-    prior = np.array([counts[c] for c in F.CLASSES], float)
     rng = np.random.default_rng(_ss(seed, 0, i))
-    label = F.CLASSES[int(rng.choice(len(F.CLASSES), p=prior / prior.sum()))]
+    label = F.CLASSES[int(rng.choice(len(F.CLASSES), p=_class_prior()))]
     p = F.sample_patient(np.random.default_rng(_ss(seed, 1, i)), label)
     if p.nodes and rng.random() < NODE_VIEW_SHARE:
         return p, "lymph_node", int(rng.integers(len(p.nodes)))
@@ -74,6 +72,47 @@ def annotation_row(p: F.Patient, view: str, target: int) -> dict[str, str]:
                     "echogenicity": x.echogenicity, "shape": x.shape, "margin": x.margin, "foci": x.foci,
                     "size_mm": _s(x.size_mm), "capsule_contact": _s(x.capsule_contact)})
     return row
+
+
+def _class_prior() -> np.ndarray:
+    counts = PRESETS["paper"].counts
+    prior = np.array([counts[c] for c in F.CLASSES], float)
+    return prior / prior.sum()
+
+
+def lesion_posterior(rows) -> np.ndarray:
+    """P(class | the shown lesion's findings and its view) for annotation rows of a lexicon set, ``(n, 3)``.
+
+    The generator's exact posterior for one image: the class prior of
+    :func:`lexicon_item`, the chance that it shows a lymph node (a patient with
+    imaged nodes, then :data:`NODE_VIEW_SHARE`) or a nodule, and the likelihood
+    of the shown lesion's findings (appearance types summed out; nodules and
+    nodes are i.i.d. given the class, so the shown one is a single draw).  It is
+    the expectation of the patient's one-hot class given what the image shows,
+    so a class loss against it has the expectation of the loss against the
+    patient's class with less noise (what ``pretrain(diagnosis_target="lesion")``
+    trains on).  Computed from the rows' strings, so a cached set needs nothing else.
+    """
+    log_prior = np.log(_class_prior())
+    p_nodes = np.array([1.0 - F.NODE_COUNT[c].get(0, 0.0) for c in F.CLASSES])
+    log_view = {"node": np.log(p_nodes * NODE_VIEW_SHARE), "nodule": np.log1p(-p_nodes * NODE_VIEW_SHARE)}
+    out = np.empty((len(rows), len(F.CLASSES)))
+    for i, row in enumerate(rows):
+        try:
+            if row["view"] == "lymph_node":
+                x = F.LymphNode(float(row["ln_short_axis_mm"]), *(row[f"ln_{k}"] == "1" for k in
+                                ("round", "hilum_absent", "microcalc", "cystic", "hyperechoic")), metastatic=False)
+                ll = log_view["node"] + [F.node_log_likelihood(x, c) for c in F.CLASSES]
+            else:
+                x = F.Nodule(row["composition"], row["echogenicity"], row["shape"], row["margin"], row["foci"],
+                             float(row["size_mm"]), row["capsule_contact"] == "1")
+                ll = log_view["nodule"] + [F.nodule_log_likelihood(x, c) for c in F.CLASSES]
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"row {i} is not a lexicon annotation row: {e}") from None
+        z = log_prior + ll
+        w = np.exp(z - z.max())
+        out[i] = w / w.sum()
+    return out
 
 
 def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
@@ -100,7 +139,8 @@ def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
 
 
 def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", workers: int = 1,
-                   progress: bool = True, chunk: int = 64, position: int | None = None
+                   progress: bool = True, chunk: int = 64, position: int | None = None,
+                   desc: str = "lexicon images"
                    ) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray]:
     """``n`` preprocessed images of distinct phantom lesions, their annotation rows and
     their patients' classes.
@@ -109,8 +149,8 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     ``crop``: "detect" (the field found as in a PNG, like ``thyrofast.read(crop="detect")``),
     "region" (the true ultrasound region, like a DICOM file's) or "none".
     Returns float16 ``(n, C, H, W)`` frames, ``n`` rows of :data:`ANNOTATION_COLUMNS` and
-    ``(n,)`` int class indices into ``CLASSES``.  ``position``: the line of the
-    progress bar (several renderings side by side).
+    ``(n,)`` int class indices into ``CLASSES``.  ``position``, ``desc``: the line
+    and the label of the progress bar (several renderings side by side).
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -128,8 +168,7 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(n), unit="img", file=sys.stderr, leave=False, position=position,
-                   desc="lexicon images" if position is None else f"member {position + 1}: lexicon images")
+        bar = tqdm(total=int(n), unit="img", file=sys.stderr, leave=False, position=position, desc=desc)
 
     def take(job, res):
         for i, (f, row, label) in zip(job[1], res):

@@ -19,7 +19,13 @@ and fine-tuning 0.73 / 0.86-0.88 (a frozen backbone with a fitted linear head
 training the heads on the frozen backbone 0.77 / 0.95.  On an independent
 195-patient cohort the pretrained class head used as it is generalized better
 than heads retrained on the cohort (patient macro-AUC 0.88 vs 0.85-0.86), so
-``thyrofast demo`` keeps it (``train(epochs=0)``).  The report
+``thyrofast demo`` keeps it (``train(epochs=0)``).  A lexicon image of a
+reactive lymph node or a benign-looking nodule often belongs to a cancer
+patient, so the patient's class is a noisy target for it;
+``diagnosis_target="lesion"`` trains the class head on the generator's
+posterior of the class given the lesion shown, the expectation of that noisy
+target (the same loss in expectation, less variance: bench/RESULTS.md has what
+it changed for the demo).  The report
 (config, held-out metrics per epoch) travels in the file's metadata, so the
 bundle trained from it records where its starting point came from.
 
@@ -53,6 +59,9 @@ BACKBONE_FILE = "backbone.safetensors"
 REPORT_FILE = "pretrain.json"
 METADATA_KEY = "thyrofast_pretrain"  # safetensors metadata entry holding the report (JSON)
 WORK_DIR = ".pretrain"
+#: What the class loss is measured against: "patient" (the patient's class, as a study labels its images) or
+#: "lesion" (:func:`thyrofast.synth.lexicon.lesion_posterior`: the class's expectation given the shown lesion).
+DIAGNOSIS_TARGETS = ("patient", "lesion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +81,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     held_out: float = 0.08            # share of images kept out of training to report metrics
     diagnosis_weight: float = 1.0     # weight of the class loss (0: findings only, no diagnoses seen)
+    diagnosis_target: str = "patient"  # class loss against the patient's class, or "lesion": its expectation
     seed: int = 0
     lexicon_seed: int | None = None   # seed of the lesions (None: seed); ensemble members may share one set
     crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "region", "none"
@@ -85,6 +95,8 @@ class PretrainConfig:
             raise ValueError(f"images must be >= 20, got {self.images}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.diagnosis_target not in DIAGNOSIS_TARGETS:
+            raise ValueError(f"diagnosis_target must be one of {DIAGNOSIS_TARGETS}, got {self.diagnosis_target!r}")
         if self.crop not in ("detect", "region", "none"):
             raise ValueError(f"crop must be 'detect', 'region' or 'none', got {self.crop!r}")
         if not 0.0 < self.held_out < 0.5:
@@ -100,8 +112,11 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         d = config_to_dict(self)
+        # defaults of fields added later are left out: the keys of earlier runs stay what they were
         if d["lexicon_seed"] is None:
-            del d["lexicon_seed"]  # the key of a run with its own lesions is what it was before the field existed
+            del d["lexicon_seed"]
+        if d["diagnosis_target"] == "patient":
+            del d["diagnosis_target"]
         return d
 
     @property
@@ -154,16 +169,21 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
              seed: int = 0, arch: str = DEFAULTS.arch, width: float | None = None, in_channels: int = 1,
              image_size: int = DEFAULTS.image_size, preprocess: Mapping | None = None,
              crop: str = "detect", batch_size: int = 32, lr: float = 3e-3,
-             diagnosis_weight: float = PretrainConfig.diagnosis_weight, workers: int = 1,
+             diagnosis_weight: float = PretrainConfig.diagnosis_weight,
+             diagnosis_target: str = PretrainConfig.diagnosis_target, workers: int = 1,
              threads: int | None = None, device: str = "cpu", progress: bool = True, log=None,
              members: int = 1, shared_lexicon: bool = False, lexicon_seed: int | None = None,
-             position: int | None = None) -> dict:
+             position: int | None = None, bar_label: str | None = None) -> dict:
     """Pretrain a backbone on a phantom lexicon set; writes ``out/backbone.safetensors``.
 
     ``images`` distinct lesions (:func:`thyrofast.synth.lexicon.lexicon_images`,
     rendered by ``workers`` processes) train the model for ``epochs`` with the
     finding heads plus ``diagnosis_weight`` times the class-balanced class loss
-    (0: findings only, and the untrained class head is left out of the file);
+    (0: findings only, and the untrained class head is left out of the file)
+    against ``diagnosis_target``: "patient" (the patient's class) or "lesion"
+    (the generator's posterior of the class given the shown lesion's findings:
+    the same loss in expectation, without the noise of the lesions that do not
+    show their patient's class);
     ``held_out`` of them report per-finding metrics and the image macro-AUC.
     Model and preprocessing settings must match the later ``train`` call
     (``arch``, ``width``, ``in_channels``, ``image_size``, ``preprocess``).
@@ -180,7 +200,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     script that calls this needs the ``if __name__ == "__main__":`` guard, as
     for any spawned process; their messages reach ``log``.  ``lexicon_seed``: the
     seed of the lesions when it is not ``seed`` (a member of a shared set).
-    ``position``: the line of this run's progress bar (set for such a member).
+    ``position``, ``bar_label``: the line and the label of this run's progress
+    bar (set for such a member).
     Returns the report (also ``out/pretrain.json``).
     """
     import torch
@@ -197,7 +218,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     cfg = PretrainConfig(images=int(images), epochs=int(epochs), arch=arch, width=float(width),
                          in_channels=int(in_channels), image_size=int(image_size), batch_size=int(batch_size),
                          lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
-                         diagnosis_weight=float(diagnosis_weight),
+                         diagnosis_weight=float(diagnosis_weight), diagnosis_target=diagnosis_target,
                          lexicon_seed=None if lexicon_seed is None else int(lexicon_seed))
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early, in this process for every member
     if check_members(members) > 1:
@@ -206,10 +227,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
         return _pretrain_ensemble(out, members, log, cfg, shared_lexicon=bool(shared_lexicon), images=images,
                                   epochs=epochs, seed=seed, arch=arch, width=width, in_channels=in_channels,
                                   image_size=image_size, preprocess=preprocess, crop=crop, batch_size=batch_size,
-                                  lr=lr, diagnosis_weight=diagnosis_weight, workers=workers, threads=threads,
+                                  lr=lr, diagnosis_weight=diagnosis_weight, diagnosis_target=diagnosis_target,
+                                  workers=workers, threads=threads,
                                   device=device, progress=progress)
     dev = torch.device(resolve_device(device))
-    say = log or (lambda msg: tqdm.write(msg))
+    say = _say(log)
     out = Path(out)
     cfg_json = json.loads(json.dumps(cfg.to_dict()))
     key = cfg.key()
@@ -222,7 +244,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     work.mkdir(parents=True, exist_ok=True)
 
     # ---------------- data: rendered once, cached
-    frames, rows, labels = _lexicon_set(cfg, work / cfg.lexicon_cache(), workers, progress, position, say)
+    frames, rows, labels = _lexicon_set(cfg, work / cfg.lexicon_cache(), workers, progress, say,
+                                        position=position, desc=f"{bar_label}: lexicon images" if bar_label else None)
     targets = aux_targets_from_rows(rows, ANNOTATION_COLUMNS, nodule_findings="shown")
     if targets is None:  # pragma: no cover - the lexicon always annotates the view
         raise AssertionError("the lexicon set carries no annotations")
@@ -233,6 +256,10 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     v_train, m_train = torch.from_numpy(targets.values[:n_train]), torch.from_numpy(targets.mask[:n_train])
     val_targets = targets.take(range(n_train, cfg.images))
     y_train, y_val = torch.from_numpy(labels[:n_train]), labels[n_train:]
+    if cfg.diagnosis_target == "lesion":
+        from ..synth.lexicon import lesion_posterior
+
+        y_soft = torch.from_numpy(lesion_posterior(rows[:n_train]).astype(np.float32))
     counts = np.bincount(labels[:n_train], minlength=len(CLASSES)).astype(np.float64)
     class_w = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32)
 
@@ -264,7 +291,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                        initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
         else:  # one line per member, counting batches: an epoch on one core takes minutes
             bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                       desc=f"member {position + 1}", unit="batch", disable=not progress, position=position,
+                       desc=bar_label or "pretrain", unit="batch", disable=not progress, position=position,
                        leave=False, dynamic_ncols=True)
         with _deterministic(dev.type == "cpu"):
             for epoch in (bar if position is None else range(start_epoch, cfg.epochs)):
@@ -289,8 +316,12 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                     logits, pred = multi(x)
                     loss = aux_loss(pred, v_train[idx].to(dev), m_train[idx].to(dev), targets.tasks)
                     if cfg.diagnosis_weight > 0:
-                        yb = y_train[idx].to(dev)
-                        ce = F.cross_entropy(logits, yb, reduction="none") * class_w[yb]
+                        if cfg.diagnosis_target == "lesion":  # E over the class of w[class] * -log p[class]
+                            t = y_soft[idx].to(dev) * class_w
+                            ce = -(t * F.log_softmax(logits, 1)).sum(1)
+                        else:
+                            yb = y_train[idx].to(dev)
+                            ce = F.cross_entropy(logits, yb, reduction="none") * class_w[yb]
                         loss = loss + cfg.diagnosis_weight * ce.mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -336,7 +367,9 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     report = {"key": key, "config": cfg_json, "n_images": {"train": n_train, "held_out": n_val},
               "tasks": targets.summary(), "history": history, "held_out": last,
               "data": "thyrofast.synth.lexicon phantom images, one per patient, disjoint from study cohorts: "
-                      + ("findings and patient diagnoses" if cfg.diagnosis_weight > 0 else "findings only, no diagnoses"),
+                      + ("findings only, no diagnoses" if cfg.diagnosis_weight <= 0
+                         else "findings and patient diagnoses" if cfg.diagnosis_target == "patient"
+                         else "findings and diagnoses as the generator's posterior given the shown lesion"),
               "torch": torch.__version__, "seconds": round(time.perf_counter() - t_start, 2)}
     from safetensors.torch import save
 
@@ -363,7 +396,14 @@ def _finished(out: Path, key: str) -> dict | None:
     return done if isinstance(done, dict) and done.get("key") == key else None
 
 
-def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool, position: int | None, say):
+def _say(log):
+    from tqdm.auto import tqdm
+
+    return log or (lambda msg: tqdm.write(msg))
+
+
+def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool, say, *,
+                 position: int | None = None, desc: str | None = None):
     """The rendered lexicon set of ``cfg``: read from ``cache`` when it holds it, else rendered and cached."""
     from ..bundle import atomic_write
     from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
@@ -379,7 +419,8 @@ def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool,
             pass
     t0 = time.perf_counter()
     frames, rows, labels = lexicon_images(cfg.images, params, seed=cfg.data_seed, crop=cfg.crop,
-                                          workers=workers, progress=progress, position=position)
+                                          workers=workers, progress=progress, position=position,
+                                          **({"desc": desc} if desc else {}))
     table = np.array([[r[c] for c in ANNOTATION_COLUMNS] for r in rows], dtype=str)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(cache) as tmp:
@@ -393,7 +434,7 @@ def _share_lexicon(out: Path, cfgs: dict[int, PretrainConfig], workers: int, pro
     """Render the common lesion set of members ``cfgs`` once, into each one's work folder."""
     caches = [out / f"member{i}" / WORK_DIR / c.lexicon_cache() for i, c in cfgs.items()]
     if not caches[0].is_file():  # a member validates its cache when it reads it (and re-renders a bad one)
-        _lexicon_set(next(iter(cfgs.values())), caches[0], workers, progress, None, say)
+        _lexicon_set(next(iter(cfgs.values())), caches[0], workers, progress, say)
     for cache in caches[1:]:
         if cache.is_file() and os.path.samefile(cache, caches[0]):
             continue
@@ -411,7 +452,6 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
                        **kw) -> dict:
     """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
     from safetensors.torch import load_file, save
-    from tqdm.auto import tqdm
 
     from ..bundle import atomic_write_bytes, atomic_write_json
     from ..models import stack_members
@@ -420,7 +460,7 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
         raise ValueError("an ensemble is used with its class heads (train epochs=0): diagnosis_weight must be > 0")
     out = Path(out)
     t0 = time.perf_counter()
-    say = log or (lambda msg: tqdm.write(msg))
+    say = _say(log)
     if shared_lexicon:
         kw["lexicon_seed"] = seed
     cfgs = [dataclasses.replace(cfg, seed=seed + i, lexicon_seed=seed if shared_lexicon else None)
@@ -431,22 +471,22 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
         say(f"pretrain: {out / BACKBONE_FILE} is up to date, kept")
         return done
     procs, threads = _member_processes(members, kw["device"], kw["threads"])  # before any work: checks the device
-    todo = {i: c for i, c in enumerate(cfgs) if _finished(out / f"member{i}", c.key()) is None}
+    reports = {i: _finished(out / f"member{i}", c.key()) for i, c in enumerate(cfgs)}
+    todo = {i: c for i, c in enumerate(cfgs) if reports[i] is None}
     if shared_lexicon and todo:
         _share_lexicon(out, todo, kw["workers"], kw["progress"], say)
     if procs > 1 and len(todo) > 1:
         procs = min(procs, len(todo))
         say(f"pretrain: {members} ensemble members (seeds {seed}-{seed + members - 1}), {procs} at a time, "
             f"one process and {threads} torch thread{'s' if threads > 1 else ''} each")
-        got = _pretrain_side_by_side(out, list(todo), procs, say, seed=seed,
-                                     **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs)))
-        reports = [got[i] if i in got else _finished(out / f"member{i}", cfgs[i].key()) for i in range(members)]
+        reports.update(_pretrain_side_by_side(out, list(todo), procs, say, seed=seed,
+                                              **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs))))
     else:
         procs = 1
-        reports = []
-        for i in range(members):
+        for i in todo:
             say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
-            reports.append(pretrain(out / f"member{i}", seed=seed + i, log=log, **kw))
+            reports[i] = pretrain(out / f"member{i}", seed=seed + i, log=log, **kw)
+    reports = [reports[i] for i in range(members)]
     state = stack_members([load_file(str(out / f"member{i}" / BACKBONE_FILE)) for i in range(members)])
     summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
     report = {"key": key, "members": summaries,
@@ -549,8 +589,8 @@ def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed:
             while pending and len(running) < procs:
                 i = pending.pop(0)
                 line = free.pop(0)
-                args = (i, out / f"member{i}", seed + i, dict(kw, position=line if kw["progress"] else None),
-                        lock, results)
+                bar = {"position": line, "bar_label": f"member {i + 1}"} if kw["progress"] else {}
+                args = (i, out / f"member{i}", seed + i, dict(kw, **bar), lock, results)
                 running[i] = (ctx.Process(target=_member_main, args=args, name=f"thyrofast-pretrain-member{i}"), line)
                 running[i][0].start()
             try:

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=PretrainConfig.lr, help="peak AdamW learning rate (default: %(default)s)")
     p.add_argument("--diagnosis-weight", type=float, default=PretrainConfig.diagnosis_weight,
                    help="weight of the class loss; 0 = findings only, no diagnoses (default: %(default)s)")
+    p.add_argument("--diagnosis-target", default=PretrainConfig.diagnosis_target, choices=("patient", "lesion"),
+                   help="what the class loss is measured against: the patient's class, or its expectation "
+                        "given the shown lesion's findings (the generator's posterior: the same loss in "
+                        "expectation with less noise); default: %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--members", type=int, default=1,
                    help="ensemble members, each pretrained with its own seed and lesions (seed, seed+1, ...) "
@@ -57,7 +61,8 @@ def main(args: argparse.Namespace) -> int:
         report = pretrain(args.out, images=args.images, epochs=args.epochs, seed=args.seed, arch=args.arch,
                           width=args.width, in_channels=args.channels, image_size=args.image_size,
                           preprocess=preprocess, crop=args.crop, lr=args.lr, workers=args.workers,
-                          diagnosis_weight=args.diagnosis_weight, members=args.members,
+                          diagnosis_weight=args.diagnosis_weight, diagnosis_target=args.diagnosis_target,
+                          members=args.members,
                           shared_lexicon=args.shared_lexicon,
                           threads=args.threads, device=args.device, progress=not args.no_progress)
     except (InputError, ValueError) as exc:
