@@ -121,6 +121,20 @@ def test_lesion_posterior_is_the_expected_class_of_what_the_image_shows():
         assert m.sum() > 100 and abs(post[m, 2].mean() - (y[m] == 2).mean()) < 0.05
     log_loss = -np.log(post[np.arange(len(y)), y]).mean()
     assert log_loss < -np.log(freq[y]).mean() - 0.1  # it knows more than the prior
+    # the view is evidence too: calibrated within node images and within nodule images
+    # (without the view factor the node images' mean P(MMTN) is 0.06 too low)
+    node = np.array([it[1] == "lymph_node" for it in items])
+    for m, tol in ((node, 0.035), (~node, 0.03)):
+        np.testing.assert_allclose(post[m].mean(0), np.bincount(y[m], minlength=3) / m.sum(), atol=tol)
+    # the sampler shows a node with P(>= 1 node | class) * NODE_VIEW_SHARE, as the posterior assumes
+    for c, name in enumerate(F.CLASSES):
+        share = node[y == c].mean()
+        assert abs(share - (1 - F.NODE_COUNT[name].get(0, 0.0)) * NODE_VIEW_SHARE) < 0.035, name
+    # and a node image's P(MMTN) tells metastatic from reactive nodes (constant if the node were ignored)
+    from thyrofast.metrics import roc_auc
+
+    metastatic = np.array([it[0].nodes[it[2]].metastatic for it in items if it[1] == "lymph_node"])
+    assert roc_auc(metastatic.astype(int), post[node, 2]) > 0.9
 
 
 def _pretrain(out, **kw):
@@ -203,6 +217,8 @@ def test_lesion_target_is_the_class_loss_in_expectation(pretrained, tmp_path, mo
             torch.testing.assert_close(po[k], pp[k], rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="diagnosis_target"):
         PretrainConfig(diagnosis_target="image")
+    with pytest.raises(ValueError, match="diagnosis_weight 0"):
+        PretrainConfig(diagnosis_target="lesion", diagnosis_weight=0.0)
 
 
 def test_pretrain_bar_label_names_the_member(tmp_path, capsys):

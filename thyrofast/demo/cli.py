@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pretrain this many networks (own seeds, one shared set of lesions) and average them "
                         "(default: the recipe's, 2; 1 = a single network: 13 instead of 17 minutes on 2 CPU "
                         "cores, measured with 12,000 lesions)")
-    p.add_argument("--pretrain-target", choices=("lesion", "patient"),
+    from thyrofast.train.pretrain import DIAGNOSIS_TARGETS
+
+    p.add_argument("--pretrain-target", choices=DIAGNOSIS_TARGETS,
                    help="what the pretraining's class loss is measured against: the generator's posterior of the "
                         "class given the shown lesion (the recipe's), or the patient's class (see `thyrofast "
                         "pretrain --diagnosis-target`)")

@@ -371,7 +371,6 @@ def evaluate_predictions(
         result["model_patient"] = rater_metrics(pat.y, pat.probs, pat.ids, n_bins=n_bins, **kw)
         notes.append("image level: model intervals resample patients (images of a patient are correlated); "
                      "reader and Bayes comparisons use the patient-level aggregate")
-    model_pat = result.get("model_patient", result["model"])
     pidx = {p: i for i, p in enumerate(pat.ids)}
     refs: dict[str, tuple[np.ndarray, np.ndarray, list[str], bool]] = {}
     if lab.bayes is not None:

@@ -165,7 +165,6 @@ def aux_targets_from_rows(rows: Sequence[Mapping[str, str]], columns: Sequence[s
 
 def aux_loss(pred, values, mask, tasks: Sequence[AuxTask]):
     """Mean over tasks of each task's mean loss over the rows where it applies."""
-    import torch
     import torch.nn.functional as F
 
     total = pred.new_zeros(())

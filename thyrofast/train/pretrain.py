@@ -97,6 +97,8 @@ class PretrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.diagnosis_target not in DIAGNOSIS_TARGETS:
             raise ValueError(f"diagnosis_target must be one of {DIAGNOSIS_TARGETS}, got {self.diagnosis_target!r}")
+        if self.diagnosis_target != "patient" and self.diagnosis_weight == 0:
+            raise ValueError("diagnosis_target applies to the class loss: diagnosis_weight 0 has none")
         if self.crop not in ("detect", "region", "none"):
             raise ValueError(f"crop must be 'detect', 'region' or 'none', got {self.crop!r}")
         if not 0.0 < self.held_out < 0.5:
@@ -287,8 +289,8 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                 start_epoch, step, history = int(meta["epoch"]), int(meta["step"]), list(meta["history"])
                 say(f"pretrain: resuming after epoch {start_epoch}")
         if position is None:
-            bar = tqdm(range(start_epoch, cfg.epochs), desc="pretrain", unit="epoch", disable=not progress,
-                       initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
+            bar = tqdm(range(start_epoch, cfg.epochs), desc=bar_label or "pretrain", unit="epoch",
+                       disable=not progress, initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
         else:  # one line per member, counting batches: an epoch on one core takes minutes
             bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
                        desc=bar_label or "pretrain", unit="batch", disable=not progress, position=position,

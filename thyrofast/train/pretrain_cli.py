@@ -10,7 +10,7 @@ from ..errors import InputError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..models import ARCHS
     from .loop import DEFAULTS
-    from .pretrain import BACKBONE_FILE, PretrainConfig
+    from .pretrain import BACKBONE_FILE, DIAGNOSIS_TARGETS, PretrainConfig
 
     p.description = ("Render distinct phantom lesions, one per patient, annotated with their findings (TI-RADS "
                      "lexicon, lymph-node features) and the patient's class, and pretrain the CNN on them; writes "
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=PretrainConfig.lr, help="peak AdamW learning rate (default: %(default)s)")
     p.add_argument("--diagnosis-weight", type=float, default=PretrainConfig.diagnosis_weight,
                    help="weight of the class loss; 0 = findings only, no diagnoses (default: %(default)s)")
-    p.add_argument("--diagnosis-target", default=PretrainConfig.diagnosis_target, choices=("patient", "lesion"),
+    p.add_argument("--diagnosis-target", default=PretrainConfig.diagnosis_target, choices=DIAGNOSIS_TARGETS,
                    help="what the class loss is measured against: the patient's class, or its expectation "
                         "given the shown lesion's findings (the generator's posterior: the same loss in "
                         "expectation with less noise); default: %(default)s")
