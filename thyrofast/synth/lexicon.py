@@ -100,8 +100,8 @@ def lesion_posterior(rows) -> np.ndarray:
     for i, row in enumerate(rows):
         try:
             if row["view"] == "lymph_node":
-                x = F.LymphNode(float(row["ln_short_axis_mm"]), *(row[f"ln_{k}"] == "1" for k in
-                                ("round", "hilum_absent", "microcalc", "cystic", "hyperechoic")), metastatic=False)
+                x = F.LymphNode(float(row["ln_short_axis_mm"]), metastatic=False,
+                                **{k: row[f"ln_{k}"] == "1" for k in F.NODE_BINARY})
                 ll = log_view["node"] + [F.node_log_likelihood(x, c) for c in F.CLASSES]
             else:
                 x = F.Nodule(row["composition"], row["echogenicity"], row["shape"], row["margin"], row["foci"],
@@ -140,7 +140,7 @@ def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
 
 def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", workers: int = 1,
                    progress: bool = True, chunk: int = 64, position: int | None = None,
-                   desc: str = "lexicon images"
+                   desc: str | None = None
                    ) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray]:
     """``n`` preprocessed images of distinct phantom lesions, their annotation rows and
     their patients' classes.
@@ -150,7 +150,7 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     "region" (the true ultrasound region, like a DICOM file's) or "none".
     Returns float16 ``(n, C, H, W)`` frames, ``n`` rows of :data:`ANNOTATION_COLUMNS` and
     ``(n,)`` int class indices into ``CLASSES``.  ``position``, ``desc``: the line
-    and the label of the progress bar (several renderings side by side).
+    and the label (default "lexicon images") of the progress bar (several renderings side by side).
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -168,7 +168,8 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=int(n), unit="img", file=sys.stderr, leave=False, position=position, desc=desc)
+        bar = tqdm(total=int(n), unit="img", file=sys.stderr, leave=False, position=position,
+                   desc=desc or "lexicon images")
 
     def take(job, res):
         for i, (f, row, label) in zip(job[1], res):

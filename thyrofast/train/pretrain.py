@@ -421,8 +421,7 @@ def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool,
             pass
     t0 = time.perf_counter()
     frames, rows, labels = lexicon_images(cfg.images, params, seed=cfg.data_seed, crop=cfg.crop,
-                                          workers=workers, progress=progress, position=position,
-                                          **({"desc": desc} if desc else {}))
+                                          workers=workers, progress=progress, position=position, desc=desc)
     table = np.array([[r[c] for c in ANNOTATION_COLUMNS] for r in rows], dtype=str)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(cache) as tmp:
