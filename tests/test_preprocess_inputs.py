@@ -168,3 +168,85 @@ def test_build_info_reports_the_build():
     assert info["version"] == thyrofast.__version__
     if info["cuda"]:
         assert "90" in info["cuda_architectures"]
+
+
+def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
+    """NumPy frames reach the core with no Python-side view or checks (they cost
+    more than the call when caches are cold); only what the core cannot read
+    (big-endian uint16) or refuses takes the general path."""
+    import thyrofast.preprocessing as pp
+
+    pre = Preprocessor(size=(32, 48))
+    pre16 = Preprocessor(size=(32, 48), dtype="float16", channels=3)
+    cases = [frames, frames[0], frames[:, ::-1], frames[..., 0], frames[0, :, :, 0], frames[:, :, :, :1]]
+    want = [pre(c) for c in cases]
+    want16 = pre16(frames[0])
+    be = speckle_frames(np.random.default_rng(4), 1, 20, 20, dtype=np.uint16).astype(">u2")
+    want_be = pre(be)
+
+    def general_path(*_a, **_k):
+        raise AssertionError("took the general path")
+
+    monkeypatch.setattr(pp, "_host_frames", general_path)
+    for c, w in zip(cases, want):
+        np.testing.assert_array_equal(pre(c), w)
+        out = np.empty_like(w)
+        assert pre(c, out=out) is out
+        np.testing.assert_array_equal(out, w)
+    got16 = pre16(frames[0])
+    assert got16.dtype == np.float16 and got16.shape == (1, 3, 32, 48)
+    np.testing.assert_array_equal(got16, want16)
+    with pytest.raises(AssertionError, match="general path"):
+        pre(be)  # byte order: converted by the general path
+    monkeypatch.undo()
+    np.testing.assert_array_equal(pre(be), want_be)
+
+
+@pytest.mark.parametrize("shape,shape4", [
+    ((7, 9), (1, 7, 9, 1)), ((7, 9, 3), (1, 7, 9, 3)), ((2, 7, 9), (2, 7, 9, 1)),
+    ((2, 7, 9, 1), (2, 7, 9, 1)), ((2, 7, 9, 3), (2, 7, 9, 3)), ((2, 7, 3, 1), (2, 7, 3, 1)),
+])
+def test_layout_rule(shape, shape4):
+    from thyrofast.preprocessing import _frames_4d
+
+    strides = tuple(range(10, 10 + len(shape)))
+    got_shape, got_strides = _frames_4d(shape, strides)
+    assert got_shape == shape4
+    # added axes have stride 0, the others keep theirs, in order
+    kept = [s for s, n in zip(got_strides, got_shape) if s != 0]
+    assert tuple(kept) == strides
+
+
+@pytest.mark.parametrize("shape,message", [
+    ((5,), "got 1-D shape (5,)"), ((), "got 0-D shape ()"), ((1, 2, 3, 4, 5), "got 5-D shape (1, 2, 3, 4, 5)"),
+    ((2, 4, 4, 2), "(N, H, W, 1) or (N, H, W, 3), got shape (2, 4, 4, 2)"),
+    ((3, 0), "frames are empty (shape (1, 3, 0, 1) as N, H, W, C)"),
+])
+def test_layout_rule_refusals_name_the_shape(shape, message):
+    from thyrofast.preprocessing import _frames_4d
+
+    with pytest.raises(ValueError) as e:
+        _frames_4d(shape, (1,) * len(shape))
+    assert message in str(e.value)
+
+
+def test_core_refuses_an_out_of_the_wrong_shape(frames):
+    """The core checks the output shape itself, not only its size (a
+    (3, 1, 48, 32) buffer holds as many floats as (3, 1, 32, 48))."""
+    from thyrofast import _core
+
+    pre = Preprocessor(size=(32, 48))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 1, 32, 48\)"):
+        _core.preprocess_cpu(frames, pre._core_params, np.empty((3, 1, 48, 32), np.float32), 1)
+    out = _core.preprocess_cpu(frames, pre._core_params, None, 1)
+    assert out.shape == (3, 1, 32, 48) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, pre(frames))
+
+
+def test_core_writes_only_into_a_real_array(frames):
+    from thyrofast import _core
+
+    pre = Preprocessor(size=(32, 48))
+    nested = np.zeros((3, 1, 32, 48), np.float32).tolist()  # would cast to a fresh array nobody sees
+    with pytest.raises(TypeError, match="NumPy array"):
+        _core.preprocess_cpu(frames, pre._core_params, nested, 1)

@@ -67,7 +67,7 @@ def _empty_like_lib(x: Any, lib: str, shape: tuple[int, ...], dtype: Any) -> Any
 
 
 def run_device(pre: Any, frames: Any, out: Any, stream: Any) -> Any:
-    from .preprocessing import _check_not_empty, _frames_4d
+    from .preprocessing import _frames_4d
 
     cai = _interface(frames)
     typestr = cai["typestr"]
@@ -86,7 +86,6 @@ def run_device(pre: Any, frames: Any, out: Any, stream: Any) -> Any:
     if any(s % item for s in strides):
         raise ValueError("device array strides must be multiples of the element size")
     shape4, strides4 = _frames_4d(shape, strides)
-    _check_not_empty(shape4)
     est = [s // item for s in strides4]
     ptr = int(cai["data"][0])
     lib = _library(frames)

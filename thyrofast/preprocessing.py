@@ -169,42 +169,26 @@ class PreprocessParams:
 
 # ------------------------------------------------------------------ layout --
 def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(N, H, W, C) shape and strides for an accepted input shape.
+    """(N, H, W, C) shape and strides for an accepted input shape; ValueError otherwise.
 
     (H, W) gray; (H, W, 3) colour; (N, H, W) gray batch; (N, H, W, 1|3).
     A 3-D array whose last axis is 3 is read as one colour frame: pass a gray
-    batch of 3-pixel-wide frames as (N, H, 3, 1).
+    batch of 3-pixel-wide frames as (N, H, 3, 1).  Empty frames are refused.
+    The rule itself lives in the core (``_core.frames_4d``), which NumPy
+    input reaches directly.
     """
-    nd = len(shape)
-    if nd == 2:
-        return (1, shape[0], shape[1], 1), (0, strides[0], strides[1], 0)
-    if nd == 3:
-        if shape[2] == 3:
-            return (1, *shape), (0, *strides)
-        return (*shape, 1), (*strides, 0)
-    if nd == 4:
-        if shape[3] not in (1, 3):
-            raise ValueError(f"a 4-D batch must be (N, H, W, 1) or (N, H, W, 3), got shape {shape}")
-        return tuple(shape), tuple(strides)
-    raise ValueError(
-        f"frames must be (H, W), (H, W, 3), (N, H, W) or (N, H, W, 3); got {nd}-D shape {tuple(shape)}")
+    return _core.frames_4d(tuple(shape), tuple(strides))
 
 
-def _check_not_empty(shape4: tuple[int, ...]) -> None:
-    if 0 in shape4:
-        raise ValueError(f"frames are empty (shape {shape4} as N, H, W, C)")
-
-
-def _host_view(frames: np.ndarray) -> np.ndarray:
+def _host_frames(frames: np.ndarray) -> np.ndarray:
+    """The frames as the core reads them: uint8/uint16 in native byte order."""
     dt = frames.dtype
     if dt.kind != "u" or dt.itemsize not in (1, 2):
         raise TypeError(f"frames must be {_ACCEPTED}, got {dt}; convert explicitly (no silent casts)")
     if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
         # value-preserving: same numbers in native byte order (common in DICOM)
         frames = frames.astype(dt.newbyteorder("="))
-    shape4, strides4 = _frames_4d(frames.shape, frames.strides)
-    _check_not_empty(shape4)
-    return np.lib.stride_tricks.as_strided(frames, shape=shape4, strides=strides4, writeable=False)
+    return frames
 
 
 def _require_cuda() -> None:
@@ -248,12 +232,23 @@ class Preprocessor:
         if device not in (None, "cpu", "cuda") and not (isinstance(device, str) and device.startswith("cuda:")):
             raise ValueError(f"device must be 'cpu', 'cuda' or None (follow the input), got {device!r}")
         self.device = device
+        self._host_fast = device in (None, "cpu")
         self._out_dtype = _OUT[params.dtype][1]
 
     def output_shape(self, n: int) -> tuple[int, int, int, int]:
         return (n, self.params.channels, *self.params.size)
 
     def __call__(self, frames: Any, out: Any = None, *, stream: Any = None) -> Any:
+        if self._host_fast and type(frames) is np.ndarray and (out is None or type(out) is np.ndarray):
+            # The hot path of a video loop: straight to the core, which reads
+            # any accepted layout.  Python-side checks cost more than the call
+            # when the interpreter's caches are cold (a frame every 33 ms), so
+            # anything the core refuses (or cannot read: big-endian uint16)
+            # goes the general way below, which converts it or names the problem.
+            try:
+                return _core.preprocess_cpu(frames, self._core_params, out, self.threads)
+            except (TypeError, ValueError):
+                pass
         if _is_cuda_array(frames):
             if self.device == "cpu":
                 raise ValueError("frames live on a CUDA device but device='cpu' was requested")
@@ -269,16 +264,16 @@ class Preprocessor:
                 frames = np.asarray(frames)
             else:
                 raise TypeError(f"frames must be a NumPy/CuPy/PyTorch array of {_ACCEPTED}, got {type(frames).__name__}")
-        view = _host_view(frames)
-        shape = self.output_shape(view.shape[0])
-        out_arr = self._host_out(out, shape, as_torch)
+        frames = _host_frames(frames)
+        shape4, _ = _frames_4d(frames.shape, frames.strides)
+        out_arr = self._host_out(out, self.output_shape(shape4[0]), as_torch)
         if self.device is not None and self.device.startswith("cuda"):
             from . import _cuda_arrays
 
             _require_cuda()
-            _core.preprocess_cuda_host(view, self._core_params, out_arr, _cuda_arrays.stream_handle(stream))
+            _core.preprocess_cuda_host(frames, self._core_params, out_arr, _cuda_arrays.stream_handle(stream))
         else:
-            _core.preprocess_cpu(view, self._core_params, out_arr, self.threads)
+            _core.preprocess_cpu(frames, self._core_params, out_arr, self.threads)
         if out is not None:
             return out
         if as_torch:

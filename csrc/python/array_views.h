@@ -1,14 +1,18 @@
-// Conversions from Python-side array descriptions to the core's FrameBatch.
-// The Python layer (thyrofast/preprocess.py) decides dtype, ndim and byte
-// order; these helpers only check that what arrives is what the core reads.
+// Conversions from Python-side arrays to the core's FrameBatch.  The input
+// layout rule lives here (frames_4d); the Python layer (thyrofast/
+// preprocessing.py) converts what the core cannot read (byte order, foreign
+// array types) and words the errors for everything else.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "thyrofast/preprocess.h"
 
@@ -26,27 +30,74 @@ inline PixelType pixel_type_of(const py::dtype& dt) {
   throw py::type_error("frames must be uint8 or uint16, got dtype " + std::string(py::str(dt)));
 }
 
-// A 4-D (N, H, W, C) NumPy view -> FrameBatch (element strides, any sign).
+// Python's repr of a shape tuple: (5,), (2, 3)
+inline std::string shape_repr(const int64_t* shape, int nd) {
+  std::string r = "(";
+  for (int d = 0; d < nd; ++d) r += (d ? ", " : "") + std::to_string(shape[d]);
+  return r + (nd == 1 ? ",)" : ")");
+}
+
+// An accepted input as (N, H, W, C) shape and strides (any unit).
+struct Layout4 {
+  int64_t shape[4];
+  int64_t strides[4];
+};
+
+// The input layouts of spec v1: (H, W) gray; (H, W, 3) colour; (N, H, W)
+// gray batch; (N, H, W, 1|3).  A 3-D array whose last axis is 3 is one
+// colour frame (a gray batch of 3-pixel-wide frames is (N, H, 3, 1)).  The
+// one statement of the rule: the Python layer's _frames_4d calls it too.
+inline Layout4 frames_4d(int nd, const int64_t* shape, const int64_t* strides) {
+  Layout4 l{};
+  auto set = [&l](std::initializer_list<int64_t> sh, std::initializer_list<int64_t> st) {
+    std::copy(sh.begin(), sh.end(), l.shape);
+    std::copy(st.begin(), st.end(), l.strides);
+  };
+  if (nd == 2) {
+    set({1, shape[0], shape[1], 1}, {0, strides[0], strides[1], 0});
+  } else if (nd == 3 && shape[2] == 3) {
+    set({1, shape[0], shape[1], shape[2]}, {0, strides[0], strides[1], strides[2]});
+  } else if (nd == 3) {
+    set({shape[0], shape[1], shape[2], 1}, {strides[0], strides[1], strides[2], 0});
+  } else if (nd == 4) {
+    if (shape[3] != 1 && shape[3] != 3)
+      throw std::invalid_argument("a 4-D batch must be (N, H, W, 1) or (N, H, W, 3), got shape " +
+                                  shape_repr(shape, 4));
+    set({shape[0], shape[1], shape[2], shape[3]}, {strides[0], strides[1], strides[2], strides[3]});
+  } else {
+    throw std::invalid_argument("frames must be (H, W), (H, W, 3), (N, H, W) or (N, H, W, 3); got " +
+                                std::to_string(nd) + "-D shape " + shape_repr(shape, nd));
+  }
+  for (int d = 0; d < 4; ++d)
+    if (l.shape[d] == 0)
+      throw std::invalid_argument("frames are empty (shape " + shape_repr(l.shape, 4) + " as N, H, W, C)");
+  return l;
+}
+
+// A NumPy array of an accepted layout -> FrameBatch (element strides, any
+// sign).  No view is built on the Python side: that costs more than the
+// call itself when the interpreter's caches are cold.
 inline FrameBatch host_batch(const py::array& a) {
-  if (a.ndim() != 4) throw std::invalid_argument("internal: expected a 4-D (N, H, W, C) view");
   FrameBatch b;
   b.type = pixel_type_of(a.dtype());
+  const int nd = static_cast<int>(a.ndim());
   const auto item = static_cast<int64_t>(a.itemsize());
-  int64_t strides[4];
-  for (int d = 0; d < 4; ++d) {
-    if (a.strides(d) % item != 0)
-      throw std::invalid_argument("array strides must be multiples of the element size");
+  std::vector<int64_t> shape(nd), strides(nd);
+  for (int d = 0; d < nd; ++d) {
+    if (a.strides(d) % item != 0) throw std::invalid_argument("array strides must be multiples of the element size");
+    shape[d] = a.shape(d);
     strides[d] = a.strides(d) / item;
   }
+  const Layout4 l = frames_4d(nd, shape.data(), strides.data());
   b.data = a.data();
-  b.n = a.shape(0);
-  b.h = a.shape(1);
-  b.w = a.shape(2);
-  b.c = a.shape(3);
-  b.stride_n = strides[0];
-  b.stride_h = strides[1];
-  b.stride_w = strides[2];
-  b.stride_c = strides[3];
+  b.n = l.shape[0];
+  b.h = l.shape[1];
+  b.w = l.shape[2];
+  b.c = l.shape[3];
+  b.stride_n = l.strides[0];
+  b.stride_h = l.strides[1];
+  b.stride_w = l.strides[2];
+  b.stride_c = l.strides[3];
   return b;
 }
 
@@ -69,13 +120,24 @@ inline FrameBatch device_batch(std::uintptr_t ptr, int dtype_code, int64_t n, in
   return b;
 }
 
+// The (N, C, out_h, out_w) shape of the output for `in`.
+inline std::vector<int64_t> output_shape(const FrameBatch& in, const PreprocessParams& p) {
+  return {in.n, p.channels, p.out_h, p.out_w};
+}
+
+inline py::dtype output_dtype(const PreprocessParams& p) {
+  return py::dtype(p.out_type == OutputType::f32 ? "float32" : "float16");
+}
+
 inline void check_host_output(const py::array& out, const FrameBatch& in, const PreprocessParams& p) {
   const bool f32 = p.out_type == OutputType::f32;
   if (out.dtype().kind() != 'f' || out.itemsize() != (f32 ? 4 : 2))
     throw py::type_error(std::string("out must be ") + (f32 ? "float32" : "float16"));
+  const auto want = output_shape(in, p);
+  if (out.ndim() != 4 || !std::equal(want.begin(), want.end(), out.shape()))
+    throw std::invalid_argument("out must have shape " + shape_repr(want.data(), 4));
   if (!(out.flags() & py::array::c_style)) throw std::invalid_argument("out must be C-contiguous");
   if (!out.writeable()) throw std::invalid_argument("out must be writeable");
-  if (out.size() != output_elements(in, p)) throw std::invalid_argument("out has the wrong number of elements");
 }
 
 }  // namespace python

@@ -54,16 +54,35 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "preprocess_cpu",
-      [](const py::array& frames, const PreprocessParams& p, py::array& out, int threads) {
+      [](const py::array& frames, const PreprocessParams& p, const py::object& out, int threads) {
         const FrameBatch in = python::host_batch(frames);
         validate(in, p);
-        python::check_host_output(out, in, p);
-        void* dst = out.mutable_data();
-        py::gil_scoped_release release;  // pure C++ from here on
-        preprocess_cpu(in, p, dst, threads);
+        if (!out.is_none() && !py::isinstance<py::array>(out)) throw py::type_error("out must be a NumPy array");
+        // (a cast would convert other objects into a new array the caller never sees)
+        py::array dst = out.is_none() ? py::array(python::output_dtype(p), python::output_shape(in, p))
+                                      : py::reinterpret_borrow<py::array>(out);
+        python::check_host_output(dst, in, p);
+        void* data = dst.mutable_data();
+        {
+          py::gil_scoped_release release;  // pure C++ from here on
+          preprocess_cpu(in, p, data, threads);
+        }
+        return dst;
       },
-      py::arg("frames"), py::arg("params"), py::arg("out"), py::arg("threads") = 0,
-      "frames: 4-D (N, H, W, C) uint8/uint16 view; out: C-contiguous float32/float16");
+      py::arg("frames"), py::arg("params"), py::arg("out") = py::none(), py::arg("threads") = 0,
+      "frames: (H, W), (H, W, 3), (N, H, W) or (N, H, W, 1|3) uint8/native uint16, any strides; "
+      "out: None (allocated) or a C-contiguous (N, C, out_h, out_w) float32/float16 array; returns out");
+
+  m.def(
+      "frames_4d",
+      [](const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
+        if (shape.size() != strides.size()) throw std::invalid_argument("shape and strides differ in length");
+        const python::Layout4 l = python::frames_4d(static_cast<int>(shape.size()), shape.data(), strides.data());
+        return py::make_tuple(py::make_tuple(l.shape[0], l.shape[1], l.shape[2], l.shape[3]),
+                              py::make_tuple(l.strides[0], l.strides[1], l.strides[2], l.strides[3]));
+      },
+      py::arg("shape"), py::arg("strides"),
+      "(N, H, W, C) shape and strides of an accepted input layout; ValueError for any other");
 
   m.def(
       "preprocess_cuda",
