@@ -77,7 +77,6 @@ struct Workspace {
   std::vector<uint32_t> isum;  // integer row sums (vertical area pass)
   std::vector<float> img_a, img_b;  // padded working images
   std::vector<float> coef;          // SRAD coefficients: two rows
-  std::vector<float> flat;     // one frame, unpadded, for order statistics
   std::vector<float> scratch;  // selection candidates
   std::vector<int32_t> hist;
   std::vector<uint8_t> bins;
@@ -644,34 +643,59 @@ void srad_update_row(const float* rc, const float* rn, const float* rs, const fl
     out[j] = detail::srad_update(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1], cc[j], cs[j], cc[j + 1], quarter_lambda);
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// srad_step_row's body for U blocks of 8 pixels from column j, each phase
+// done for every block before the next: the blocks' long chains (q^2, then
+// the division) overlap instead of queueing one behind the other, which
+// measured about 10% faster per iteration than one block at a time.  The
+// operations per pixel and their order are unchanged.
+template <int U>
+inline void srad_step_blocks(const float* r0, const float* r1, const float* r2, const float* r3, const float* cc,
+                             float* cn, int64_t j, __m256 vinv, __m256 vk, __m256 ql, float* out) {
+  SradQ2x8 q[U];
+  __m256 dn[U], c_s[U], up[U], t[U];
+  // q^2 and c of row i + 1
+  for (int u = 0; u < U; ++u) {
+    const int64_t x = j + 8 * u;
+    q[u] = srad_q2_frac8(_mm256_loadu_ps(r2 + x), _mm256_loadu_ps(r1 + x), _mm256_loadu_ps(r3 + x),
+                         _mm256_loadu_ps(r2 + x - 1), _mm256_loadu_ps(r2 + x + 1), &dn[u]);
+  }
+  for (int u = 0; u < U; ++u) c_s[u] = srad_coeff8(q[u], vinv, vk);
+  // update of row i: srad_update's c_c (dn + dw) + c_s ds + c_e de, in that
+  // order; row i's south diff b - up is exactly -dn
+  for (int u = 0; u < U; ++u) {
+    const int64_t x = j + 8 * u;
+    up[u] = _mm256_loadu_ps(r1 + x);
+    t[u] = _mm256_mul_ps(_mm256_loadu_ps(cc + x), _mm256_add_ps(_mm256_sub_ps(_mm256_loadu_ps(r0 + x), up[u]),
+                                                                _mm256_sub_ps(_mm256_loadu_ps(r1 + x - 1), up[u])));
+  }
+  for (int u = 0; u < U; ++u) t[u] = _mm256_fnmadd_ps(c_s[u], dn[u], t[u]);
+  for (int u = 0; u < U; ++u) {
+    const int64_t x = j + 8 * u;
+    t[u] = _mm256_fmadd_ps(_mm256_loadu_ps(cc + x + 1), _mm256_sub_ps(_mm256_loadu_ps(r1 + x + 1), up[u]), t[u]);
+  }
+  for (int u = 0; u < U; ++u) {
+    const int64_t x = j + 8 * u;
+    _mm256_storeu_ps(cn + x, c_s[u]);
+    _mm256_storeu_ps(out + x, _mm256_fmadd_ps(ql, t[u], up[u]));
+  }
+}
+#endif
+
 // One row step of an iteration: the coefficients of row i + 1 (into cn,
 // cn[w] replicated) and, with them, the update of row i (into out).  r0..r3
 // are rows i - 1 .. i + 2; cc holds row i's coefficients.  Fusing the two
 // keeps the coefficient row below in registers and reuses its north diff:
-// row i's south diff is exactly minus row i + 1's north diff.
+// row i's south diff is exactly minus row i + 1's north diff.  Every load of
+// a block comes before its stores (the rows of `cn` and `out` never overlap
+// the rows read; the compiler cannot tell).
 void srad_step_row(const float* r0, const float* r1, const float* r2, const float* r3, const float* cc, float* cn,
                    int64_t w, detail::SradCoeffK k, float quarter_lambda, float* out) {
   int64_t j = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   const __m256 vinv = _mm256_set1_ps(k.inv_den), vk = _mm256_set1_ps(k.k), ql = _mm256_set1_ps(quarter_lambda);
-  for (; j + 8 <= w; j += 8) {
-    // every load before the two stores, so the compiler need not reload
-    // (it cannot tell that cn and out do not alias the rows)
-    const __m256 up = _mm256_loadu_ps(r1 + j), up_w = _mm256_loadu_ps(r1 + j - 1), up_e = _mm256_loadu_ps(r1 + j + 1);
-    const __m256 b = _mm256_loadu_ps(r2 + j), b_w = _mm256_loadu_ps(r2 + j - 1), b_e = _mm256_loadu_ps(r2 + j + 1);
-    const __m256 b_s = _mm256_loadu_ps(r3 + j), up_n = _mm256_loadu_ps(r0 + j);
-    const __m256 c_c = _mm256_loadu_ps(cc + j), c_e = _mm256_loadu_ps(cc + j + 1);
-    // q^2 and c of row i + 1
-    __m256 dn;
-    const __m256 c_s = srad_coeff8(srad_q2_frac8(b, up, b_s, b_w, b_e, &dn), vinv, vk);
-    // update of row i: srad_update's c_c (dn + dw) + c_s ds + c_e de, in
-    // that order; row i's south diff b - up is exactly -dn
-    __m256 t = _mm256_mul_ps(c_c, _mm256_add_ps(_mm256_sub_ps(up_n, up), _mm256_sub_ps(up_w, up)));
-    t = _mm256_fnmadd_ps(c_s, dn, t);
-    t = _mm256_fmadd_ps(c_e, _mm256_sub_ps(up_e, up), t);
-    _mm256_storeu_ps(cn + j, c_s);
-    _mm256_storeu_ps(out + j, _mm256_fmadd_ps(ql, t, up));
-  }
+  for (; j + 16 <= w; j += 16) srad_step_blocks<2>(r0, r1, r2, r3, cc, cn, j, vinv, vk, ql, out);
+  for (; j + 8 <= w; j += 8) srad_step_blocks<1>(r0, r1, r2, r3, cc, cn, j, vinv, vk, ql, out);
 #endif
   for (; j < w; ++j) {
     cn[j] = detail::srad_coeff(detail::srad_q2_frac(r2[j], r1[j], r3[j], r2[j - 1], r2[j + 1]), k);
@@ -757,7 +781,6 @@ void log_row(float* r, int64_t w) {
 void srad(float* a, float* b, Workspace& ws, int64_t h, int64_t w, int64_t wp, const PreprocessParams& p) {
   const int64_t wc = (w + 1 + 15) & ~int64_t{15};  // coefficient row stride (w + 1 used)
   if (ws.coef.size() < static_cast<size_t>(2 * wc)) ws.coef.resize(2 * wc);
-  if (ws.flat.size() < static_cast<size_t>(h * w)) ws.flat.resize(h * w);
   const float quarter_lambda = 0.25f * p.srad_lambda;
   auto row = [wp](float* img, int64_t i) { return img + (i + kPad) * wp + kPad; };
   // copy row i, its 1-ring border included, onto row k
@@ -783,7 +806,9 @@ void srad(float* a, float* b, Workspace& ws, int64_t h, int64_t w, int64_t wp, c
       for (int64_t j = 0; j < w; ++j) r[j] = detail::clamp_f(r[j], -87.0f, 88.0f) - shift;
     }
   }
-  float* q2 = ws.flat.data();
+  // q^2 of the first iteration goes to `b`, which the first update
+  // overwrites only after the median is taken: one buffer fewer to touch
+  float* q2 = b;
   exp_row(row(a, 0), w);
   fill_edges(row(a, 0));
   copy_row(a, 0, -1);
@@ -836,23 +861,23 @@ void srad(float* a, float* b, Workspace& ws, int64_t h, int64_t w, int64_t wp, c
   }
 }
 
-detail::FrameAffine frame_affine(const float* img, int64_t h, int64_t w, int64_t wp, const PreprocessParams& p,
-                                 Workspace& ws) {
+// `spare`: a free buffer of at least h * w floats (the working image not
+// holding the result), so the order statistics need no buffer of their own
+detail::FrameAffine frame_affine(const float* img, float* spare, int64_t h, int64_t w, int64_t wp,
+                                 const PreprocessParams& p, Workspace& ws) {
   detail::FrameAffine f{0.0f, 1.0f, 0, p.mean, 1.0f / p.std};
   const int64_t n = h * w;
   switch (p.normalize) {
     case Normalize::none:
       return f;
     case Normalize::percentile: {
-      std::vector<float>& flat = ws.flat;
-      if (flat.size() < static_cast<size_t>(n)) flat.resize(n);
       float vmin, vmax;
-      copy_min_max(img, h, w, wp, flat.data(), &vmin, &vmax);
+      copy_min_max(img, h, w, wp, spare, &vmin, &vmax);
       const detail::PercentilePos lo = detail::percentile_pos(n, p.percentile_lo);
       const detail::PercentilePos hi = detail::percentile_pos(n, p.percentile_hi);
       int64_t ranks[4] = {lo.k, std::min(lo.k + 1, n - 1), hi.k, std::min(hi.k + 1, n - 1)};
       float vals[4];
-      select_ranks_in(flat.data(), n, vmin, vmax, ranks, 4, vals, ws);
+      select_ranks_in(spare, n, vmin, vmax, ranks, 4, vals, ws);
       const float vlo = detail::lerp_numpy(vals[0], vals[1], lo.frac);
       const float vhi = detail::lerp_numpy(vals[2], vals[3], hi.frac);
       f.clip = 1;
@@ -999,7 +1024,7 @@ void process_frame(const FrameBatch& in, const PreprocessParams& p, const AxisTa
       }
       break;
   }
-  const detail::FrameAffine fa = frame_affine(img, h, w, wp, p, ws);
+  const detail::FrameAffine fa = frame_affine(img, img == a ? b : a, h, w, wp, p, ws);
   write_output(img, h, w, wp, fa, p, out, f);
 }
 
