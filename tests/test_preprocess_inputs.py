@@ -176,11 +176,18 @@ def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
     (big-endian uint16) or refuses takes the general path."""
     import thyrofast.preprocessing as pp
 
+    class Wrapped:  # not an ndarray: takes the general path
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
     pre = Preprocessor(size=(32, 48))
     pre16 = Preprocessor(size=(32, 48), dtype="float16", channels=3)
     cases = [frames, frames[0], frames[:, ::-1], frames[..., 0], frames[0, :, :, 0], frames[:, :, :, :1]]
-    want = [pre(c) for c in cases]
-    want16 = pre16(frames[0])
+    want = [pre(Wrapped(c)) for c in cases]
+    want16 = pre16(Wrapped(frames[0]))
     be = speckle_frames(np.random.default_rng(4), 1, 20, 20, dtype=np.uint16).astype(">u2")
     want_be = pre(be)
 
@@ -241,6 +248,14 @@ def test_core_refuses_an_out_of_the_wrong_shape(frames):
     out = _core.preprocess_cpu(frames, pre._core_params, None, 1)
     assert out.shape == (3, 1, 32, 48) and out.dtype == np.float32
     np.testing.assert_array_equal(out, pre(frames))
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [("float32", ">f4"), ("float16", ">f2")])
+def test_big_endian_out_is_refused(frames, dtype, out_dtype):
+    out = np.zeros((3, 1, 32, 48), out_dtype)
+    with pytest.raises(TypeError, match="dtype"):
+        _pp(frames, out=out, dtype=dtype)
+    assert not out.any()  # nothing written
 
 
 def test_core_writes_only_into_a_real_array(frames):

@@ -1,10 +1,13 @@
 """Preprocessing: raw ultrasound frames -> network input (spec v1).
 
 The work is done by the C++ core (``thyrofast._core``; CUDA kernel with
-``device="cuda"``).  This module turns Python arguments into the core's view
-of the data: it accepts an explicit dtype set, maps array layouts onto
-(N, H, W, C) strided views without copying, and validates everything before
-any work starts.  See ``csrc/include/thyrofast/preprocess.h`` for the spec.
+``device="cuda"``).  Parameters are validated once, when a Preprocessor is
+made.  NumPy frames go to the core as they are: it reads every accepted
+layout (strides of any sign, no copy) and checks the frames and ``out``
+before any work starts.  What it refuses comes back through the general path
+here, which converts what can be converted (byte order, CPU tensors, CUDA
+arrays) and words the errors.  See ``csrc/include/thyrofast/preprocess.h``
+for the spec.
 """
 from __future__ import annotations
 
@@ -232,14 +235,13 @@ class Preprocessor:
         if device not in (None, "cpu", "cuda") and not (isinstance(device, str) and device.startswith("cuda:")):
             raise ValueError(f"device must be 'cpu', 'cuda' or None (follow the input), got {device!r}")
         self.device = device
-        self._host_fast = device in (None, "cpu")
         self._out_dtype = _OUT[params.dtype][1]
 
     def output_shape(self, n: int) -> tuple[int, int, int, int]:
         return (n, self.params.channels, *self.params.size)
 
     def __call__(self, frames: Any, out: Any = None, *, stream: Any = None) -> Any:
-        if self._host_fast and type(frames) is np.ndarray and (out is None or type(out) is np.ndarray):
+        if type(frames) is np.ndarray and (out is None or type(out) is np.ndarray) and self.device in (None, "cpu"):
             # The hot path of a video loop: straight to the core, which reads
             # any accepted layout.  Python-side checks cost more than the call
             # when the interpreter's caches are cold (a frame every 33 ms), so

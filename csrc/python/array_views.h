@@ -21,10 +21,19 @@ namespace python {
 
 namespace py = pybind11;
 
+// Multi-byte values in this machine's byte order ('=' native, '|' single byte).
+inline bool native_byte_order(const py::dtype& dt) {
+  const char bo = dt.byteorder();
+  if (bo == '=' || bo == '|') return true;
+  const uint16_t probe = 1;
+  const bool little = *reinterpret_cast<const uint8_t*>(&probe) == 1;
+  return bo == (little ? '<' : '>');
+}
+
 inline PixelType pixel_type_of(const py::dtype& dt) {
   if (dt.kind() == 'u' && dt.itemsize() == 1) return PixelType::u8;
   if (dt.kind() == 'u' && dt.itemsize() == 2) {
-    if (dt.byteorder() == '>') throw py::type_error("big-endian uint16 must be byte-swapped before the core");
+    if (!native_byte_order(dt)) throw py::type_error("non-native byte order uint16 must be byte-swapped before the core");
     return PixelType::u16;
   }
   throw py::type_error("frames must be uint8 or uint16, got dtype " + std::string(py::str(dt)));
@@ -126,13 +135,13 @@ inline std::vector<int64_t> output_shape(const FrameBatch& in, const PreprocessP
 }
 
 inline py::dtype output_dtype(const PreprocessParams& p) {
-  return py::dtype(p.out_type == OutputType::f32 ? "float32" : "float16");
+  return p.out_type == OutputType::f32 ? py::dtype::of<float>() : py::dtype("float16");
 }
 
 inline void check_host_output(const py::array& out, const FrameBatch& in, const PreprocessParams& p) {
   const bool f32 = p.out_type == OutputType::f32;
-  if (out.dtype().kind() != 'f' || out.itemsize() != (f32 ? 4 : 2))
-    throw py::type_error(std::string("out must be ") + (f32 ? "float32" : "float16"));
+  if (out.dtype().kind() != 'f' || out.itemsize() != (f32 ? 4 : 2) || !native_byte_order(out.dtype()))
+    throw py::type_error(std::string("out must be ") + (f32 ? "float32" : "float16") + " in native byte order");
   const auto want = output_shape(in, p);
   if (out.ndim() != 4 || !std::equal(want.begin(), want.end(), out.shape()))
     throw std::invalid_argument("out must have shape " + shape_repr(want.data(), 4));
