@@ -15,7 +15,6 @@ contract or vectorize differently, so the test runs only on that setup.
 from __future__ import annotations
 
 import hashlib
-import pathlib
 import platform
 
 import numpy as np
@@ -23,19 +22,9 @@ import pytest
 
 import thyrofast
 from _reference import speckle_frames
+from thyrofast.engines.select import cpu_flags
 
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-_FLAGS = _cpu_flags()
+_FLAGS = cpu_flags() or set()
 _SAME_SETUP = (platform.machine() == "x86_64" and thyrofast.build_info()["compiler"] == "gcc 12.2.0"
                and {"avx2", "fma"} <= _FLAGS and "avx512f" not in _FLAGS)
 

@@ -37,6 +37,15 @@ CPU_INT8_ORDER = ("openvino", "onnxruntime")  # fastest first (see the table abo
 CPU_FP32_ORDER = ("onnxruntime", "openvino", "torch")
 
 
+def cpu_flags() -> set[str] | None:
+    """The x86 CPU's feature flags from /proc/cpuinfo; None where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return None
+
+
 def cpu_has_int8_dot() -> bool:
     """The CPU has 8-bit dot-product instructions (x86 VNNI / AMX, or not x86 at all).
 
@@ -46,12 +55,8 @@ def cpu_has_int8_dot() -> bool:
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return True  # ARM64 ONNX Runtime uses SDOT/UDOT/I8MM
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return True
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+    flags = cpu_flags()
+    return True if flags is None else bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
 
 
 DEVICES = ("cpu", "cuda")

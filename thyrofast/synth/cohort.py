@@ -37,7 +37,7 @@ class Preset:
 
 PRESETS = {
     # Zhao et al. 2025: 195 patients, 3,537 images; train 50/11/100, test 10/4/20
-    "paper": Preset("paper", {"BTN": 60, "NMTN": 15, "MMTN": 120}, {"BTN": 10, "NMTN": 4, "MMTN": 20}, 3537),
+    "paper": Preset("paper", dict(F.PAPER_COUNTS), {"BTN": 10, "NMTN": 4, "MMTN": 20}, 3537),
 }
 
 

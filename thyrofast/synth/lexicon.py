@@ -26,7 +26,6 @@ import numpy as np
 
 from . import features as F
 from .cohort import _fmt as cohort_fmt
-from .cohort import PRESETS
 from .cohort import _ss as cohort_ss
 from .cohort import node_findings
 
@@ -38,6 +37,8 @@ ANNOTATION_COLUMNS = ("view", "shown_tirads_points", "composition", "echogenicit
                       "ln_microcalc", "ln_cystic", "ln_hyperechoic", "ln_metastatic")
 #: Share of images showing a lymph node (drawn among patients that have imaged nodes).
 NODE_VIEW_SHARE = 0.3
+#: Class prior of the lexicon's patients: the paper's cohort (features.PAPER_PRIOR), in CLASSES order.
+_CLASS_PRIOR = np.array([F.PAPER_PRIOR[c] for c in F.CLASSES])
 _PURPOSE = 90  # SeedSequence purpose keys 90..93 (the cohort uses 0..5)
 _CROPS = ("detect", "region", "none")
 
@@ -53,7 +54,7 @@ def _s(v: Any) -> str:
 def lexicon_item(seed: int, i: int) -> tuple[F.Patient, str, int]:
     """Patient, view and target (nodule or node index) of image ``i``."""
     rng = np.random.default_rng(_ss(seed, 0, i))
-    label = F.CLASSES[int(rng.choice(len(F.CLASSES), p=_class_prior()))]
+    label = F.CLASSES[int(rng.choice(len(F.CLASSES), p=_CLASS_PRIOR))]
     p = F.sample_patient(np.random.default_rng(_ss(seed, 1, i)), label)
     if p.nodes and rng.random() < NODE_VIEW_SHARE:
         return p, "lymph_node", int(rng.integers(len(p.nodes)))
@@ -74,12 +75,6 @@ def annotation_row(p: F.Patient, view: str, target: int) -> dict[str, str]:
     return row
 
 
-def _class_prior() -> np.ndarray:
-    counts = PRESETS["paper"].counts
-    prior = np.array([counts[c] for c in F.CLASSES], float)
-    return prior / prior.sum()
-
-
 def lesion_posterior(rows) -> np.ndarray:
     """P(class | the shown lesion's findings and its view) for annotation rows of a lexicon set, ``(n, 3)``.
 
@@ -93,7 +88,7 @@ def lesion_posterior(rows) -> np.ndarray:
     patient's class with less noise (what ``pretrain(diagnosis_target="lesion")``
     trains on).  Computed from the rows' strings, so a cached set needs nothing else.
     """
-    log_prior = np.log(_class_prior())
+    log_prior = np.log(_CLASS_PRIOR)
     p_nodes = np.array([1.0 - F.NODE_COUNT[c].get(0, 0.0) for c in F.CLASSES])
     log_view = {"node": np.log(p_nodes * NODE_VIEW_SHARE), "nodule": np.log1p(-p_nodes * NODE_VIEW_SHARE)}
     out = np.empty((len(rows), len(F.CLASSES)))
