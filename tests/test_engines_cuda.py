@@ -33,6 +33,24 @@ def bundle_dir(tmp_path_factory):
     return fx.get_bundle(tmp_path_factory)
 
 
+def test_ieee_fp32_context_sets_and_restores_the_tf32_flags():
+    # fp32 engines compute in IEEE FP32: cuDNN's TF32 default moved an H200's
+    # probabilities by 2.6e-3 from the CPU's (device check of 2026-12-04).
+    import torch
+
+    from thyrofast.engines.torch_engine import ieee_fp32
+
+    conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, mm.fp32_precision)
+    conv.fp32_precision = "tf32"
+    try:
+        with ieee_fp32():
+            assert (conv.fp32_precision, mm.fp32_precision) == ("ieee", "ieee")
+        assert conv.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision, mm.fp32_precision = before
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("precision,graphs", [("fp16", True), ("fp32", True), ("fp16", False)])
 def test_torch_cuda_agrees_with_cpu(bundle_dir, precision, graphs):

@@ -130,6 +130,18 @@ def test_many_sizes_in_one_process(lib):
         assert np.abs(gpu - thyrofast.preprocess(frames, size=(int(oh), int(ow)))).max() <= 1e-4
 
 
+@pytest.mark.parametrize("shape,size", [((2, 4000, 300), (16, 20)), ((1, 90, 3000, 3), (30, 8)),
+                                        ((2, 509, 450), (2, 17))], ids=["250x-rows", "375x-cols-rgb", "254x-x-26x"])
+def test_area_windows_wider_than_the_weight_arrays(lib, shape, size):
+    # Downscaling by more than 62x per axis takes the kernel's on-the-fly
+    # weights (the H200 run of 2026-12-04 found these refused: 509 -> 2 rows).
+    frames = np.random.default_rng(7).integers(0, 256, size=shape).astype(np.uint8)
+    for denoise in ("none", "srad"):
+        gpu = lib.to_host(thyrofast.preprocess(lib.to_device(frames), size=size, denoise=denoise))
+        cpu = thyrofast.preprocess(frames, size=size, denoise=denoise)
+        assert np.abs(gpu - cpu).max() <= 1e-4
+
+
 def test_host_input_through_pinned_staging():
     frames = speckle_frames(np.random.default_rng(5), 3, 200, 200)[:, ::-1]  # strided host input
     gpu = thyrofast.preprocess(frames, size=(96, 96), device="cuda")

@@ -27,7 +27,7 @@ using detail::LumaCoeffs;
 
 constexpr int kThreads = 512;
 constexpr int64_t kPad = 2;
-constexpr int kMaxTaps = 64;  // resize taps per axis handled by the kernel (s <= 62)
+constexpr int kMaxTaps = 64;  // resize weights per axis kept in per-thread arrays (s <= 62)
 constexpr int kCandidateCap = 2048;
 
 [[noreturn]] void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
@@ -237,6 +237,45 @@ __device__ inline float luma_at(const KernelArgs& a, const T* frame, int64_t y, 
          a.k.b * static_cast<float>(p[2 * a.in.stride_c]);
 }
 
+// One output pixel of crop + luma + resize: the weights of both axes in
+// per-thread arrays (windows up to kMaxTaps samples, downscaling <= 62x).
+template <typename T>
+__device__ inline float resize_pixel(const KernelArgs& a, const T* frame, int64_t i, int64_t j) {
+  float wy[kMaxTaps], wx[kMaxTaps];
+  const int64_t y0 = detail::axis_taps(a.gy, i, wy);
+  const int64_t x0 = detail::axis_taps(a.gx, j, wx);
+  float acc = 0.0f;
+  for (int ty = 0; ty < a.gy.taps; ++ty) {
+    if (wy[ty] == 0.0f) continue;
+    float row = 0.0f;
+    for (int tx = 0; tx < a.gx.taps; ++tx) row += wx[tx] * luma_at<T>(a, frame, y0 + ty, x0 + tx);
+    acc += wy[ty] * row;
+  }
+  return acc;
+}
+
+// The same sum for a wider area window on either axis (only area mode can
+// be wider than kMaxTaps): its weights are computed as they are used.
+template <typename T>
+__device__ inline float resize_pixel_wide(const KernelArgs& a, const T* frame, int64_t i, int64_t j) {
+  float wy[kMaxTaps], wx[kMaxTaps];
+  const bool wide_y = a.gy.taps > kMaxTaps, wide_x = a.gx.taps > kMaxTaps;
+  const int64_t y0 = wide_y ? detail::area_window_start(a.gy, i) : detail::axis_taps(a.gy, i, wy);
+  const int64_t x0 = wide_x ? detail::area_window_start(a.gx, j) : detail::axis_taps(a.gx, j, wx);
+  float acc = 0.0f;
+  for (int ty = 0; ty < a.gy.taps; ++ty) {
+    const float wyt = wide_y ? detail::area_weight(a.gy, i, y0 + ty) : wy[ty];
+    if (wyt == 0.0f) continue;
+    float row = 0.0f;
+    for (int tx = 0; tx < a.gx.taps; ++tx) {
+      const float wxt = wide_x ? detail::area_weight(a.gx, j, x0 + tx) : wx[tx];
+      row += wxt * luma_at<T>(a, frame, y0 + ty, x0 + tx);
+    }
+    acc += wyt * row;
+  }
+  return acc;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a) {
   extern __shared__ __align__(16) unsigned char dyn_smem[];
@@ -253,19 +292,10 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
 
   // 1. crop + luma + resize (direct 2-D form of the separable weights: each
   //    output pixel reads its own input box; neighbours' boxes hit in cache)
+  const bool wide = a.gy.taps > kMaxTaps || a.gx.taps > kMaxTaps;
   for (int64_t q = threadIdx.x; q < n; q += kThreads) {
     const int64_t i = q / w, j = q % w;
-    float wy[kMaxTaps], wx[kMaxTaps];
-    const int64_t y0 = detail::axis_taps(a.gy, i, wy);
-    const int64_t x0 = detail::axis_taps(a.gx, j, wx);
-    float acc = 0.0f;
-    for (int ty = 0; ty < a.gy.taps; ++ty) {
-      if (wy[ty] == 0.0f) continue;
-      float row = 0.0f;
-      for (int tx = 0; tx < a.gx.taps; ++tx) row += wx[tx] * luma_at<T>(a, frame, y0 + ty, x0 + tx);
-      acc += wy[ty] * row;
-    }
-    img_a[(i + kPad) * wp + j + kPad] = acc;
+    img_a[(i + kPad) * wp + j + kPad] = wide ? resize_pixel_wide<T>(a, frame, i, j) : resize_pixel<T>(a, frame, i, j);
   }
   __syncthreads();
 
@@ -438,11 +468,6 @@ void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* ou
   a.roi_y = p.has_roi ? p.roi_y : 0;
   a.gy = detail::axis_geometry(rh, p.out_h);
   a.gx = detail::axis_geometry(rw, p.out_w);
-  if (a.gy.taps > kMaxTaps || a.gx.taps > kMaxTaps) {
-    std::ostringstream m;
-    m << "CUDA preprocessing supports downscaling by at most " << (kMaxTaps - 2) << "x per axis";
-    throw std::invalid_argument(m.str());
-  }
   const double max_value = p.max_value > 0.0 ? p.max_value : (in.type == PixelType::u8 ? 255.0 : 65535.0);
   a.k = detail::luma_coeffs(max_value, p.channel_order == ChannelOrder::bgr);
   a.out = out;

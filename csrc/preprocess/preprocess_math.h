@@ -54,34 +54,34 @@ TF_HOST_DEVICE inline int64_t floor_to_i64(double v) {
 // Start index and `g.taps` weights of output sample i.  Indices start + t are
 // always valid (< in_len): taps that would fall outside get weight 0 and are
 // clamped onto the last sample.
+// Area mode, one tap at a time (the CUDA kernel's form for windows wider
+// than its per-thread weight arrays): the first input index of output sample
+// i's window, shifted left so every tap index stays inside the axis (the
+// extra leading taps then get zero weight) ...
+TF_HOST_DEVICE inline int64_t area_window_start(const AxisGeometry& g, int64_t i) {
+  const int64_t start = floor_to_i64(static_cast<double>(i) * g.scale);
+  return start > g.in_len - g.taps ? g.in_len - g.taps : start;
+}
+
+// ... and the weight of input sample k for output sample i: the overlap of
+// [k, k + 1) with the box [i * s, (i + 1) * s), divided by s.
+TF_HOST_DEVICE inline float area_weight(const AxisGeometry& g, int64_t i, int64_t k) {
+  const double lo = static_cast<double>(i) * g.scale;
+  double hi = static_cast<double>(i + 1) * g.scale;
+  if (hi > static_cast<double>(g.in_len)) hi = static_cast<double>(g.in_len);
+  const double a = lo > static_cast<double>(k) ? lo : static_cast<double>(k);
+  const double b = hi < static_cast<double>(k + 1) ? hi : static_cast<double>(k + 1);
+  return b > a ? static_cast<float>((b - a) / g.scale) : 0.0f;
+}
+
 TF_HOST_DEVICE inline int64_t axis_taps(const AxisGeometry& g, int64_t i, float* w) {
   if (g.mode == 0) {
     w[0] = 1.0f;
     return i;
   }
   if (g.mode == 1) {
-    const double lo = static_cast<double>(i) * g.scale;
-    double hi = static_cast<double>(i + 1) * g.scale;
-    if (hi > static_cast<double>(g.in_len)) hi = static_cast<double>(g.in_len);
-    int64_t start = floor_to_i64(lo);
-    if (start > g.in_len - g.taps) {
-      // shift the window left so every tap index stays inside the axis;
-      // the extra leading taps get zero weight
-      const int64_t shifted = g.in_len - g.taps;
-      for (int t = 0; t < g.taps; ++t) {
-        const int64_t k = shifted + t;
-        const double a = lo > static_cast<double>(k) ? lo : static_cast<double>(k);
-        const double b = hi < static_cast<double>(k + 1) ? hi : static_cast<double>(k + 1);
-        w[t] = b > a ? static_cast<float>((b - a) / g.scale) : 0.0f;
-      }
-      return shifted;
-    }
-    for (int t = 0; t < g.taps; ++t) {
-      const int64_t k = start + t;
-      const double a = lo > static_cast<double>(k) ? lo : static_cast<double>(k);
-      const double b = hi < static_cast<double>(k + 1) ? hi : static_cast<double>(k + 1);
-      w[t] = b > a ? static_cast<float>((b - a) / g.scale) : 0.0f;
-    }
+    const int64_t start = area_window_start(g, i);
+    for (int t = 0; t < g.taps; ++t) w[t] = area_weight(g, i, start + t);
     return start;
   }
   // linear, half-pixel centres, clamped (OpenCV INTER_LINEAR)

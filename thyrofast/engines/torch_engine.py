@@ -16,7 +16,33 @@ import numpy as np
 
 from .base import Engine, bundle_input_shape, read_artifact
 
-__all__ = ["TorchEngine", "build_module"]
+__all__ = ["TorchEngine", "build_module", "ieee_fp32"]
+
+
+class ieee_fp32:
+    """Context: FP32 convolutions and matmuls in IEEE FP32, not TF32.
+
+    PyTorch runs FP32 cuDNN convolutions in TF32 on Ampere and later by
+    default (10-bit mantissa): on the H200 that moved probabilities by up to
+    2.6e-3 from the CPU's.  An engine that says "fp32" computes in FP32; a
+    CUDA graph captured inside this context keeps the kernels chosen here.
+    The flags are process-wide, so they are set only for the engine's own
+    calls and restored after.
+    """
+
+    def __enter__(self):
+        import torch
+
+        self._conv = torch.backends.cudnn.conv
+        self._mm = torch.backends.cuda.matmul
+        self._saved = (self._conv.fp32_precision, self._mm.fp32_precision)
+        self._conv.fp32_precision = "ieee"
+        self._mm.fp32_precision = "ieee"
+        return self
+
+    def __exit__(self, *exc):
+        self._conv.fp32_precision, self._mm.fp32_precision = self._saved
+        return False
 
 
 def build_module(manifest: dict, weights: bytes):
@@ -116,6 +142,12 @@ class TorchEngine(Engine):
         self._slots[n] = slot
         return slot
 
+    def _precision(self):
+        """IEEE FP32 for an fp32 engine (see :class:`ieee_fp32`); nothing to change for fp16."""
+        import contextlib
+
+        return ieee_fp32() if self.precision == "fp32" else contextlib.nullcontext()
+
     def _n_classes(self, x) -> int:
         import torch
 
@@ -126,7 +158,7 @@ class TorchEngine(Engine):
         """Capture ``module(x)`` into a CUDA graph on this engine's stream."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._precision():
             # Warm up on the capture stream so cuDNN picks its algorithms (and
             # allocates workspaces) before capture, as torch.cuda.graphs requires.
             for _ in range(3):
@@ -162,7 +194,7 @@ class TorchEngine(Engine):
                 slot["graph"].replay()
                 out = slot["out"]
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._precision():
                     out = self.module(slot["tensor"])
             slot["out_host"].copy_(out, non_blocking=True)
         self._stream.synchronize()
