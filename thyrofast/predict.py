@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
-import hashlib
 import io
 import json
 import os
@@ -39,6 +38,8 @@ import numpy as np
 
 from .classifier import bundle_aggregation, bundle_crop
 from .errors import InputError
+from .io.reader import DEFAULT_MAX_BYTES
+from .io.regular import open_regular, sha256_regular
 
 __all__ = [
     "predict_files",
@@ -101,10 +102,15 @@ class PredictSummary:
 
 def _is_dicom_without_extension(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
-            head = f.read(132)
+        fd, _ = open_regular(path)  # a FIFO in the folder must not block the walk
+    except InputError:
+        return False
+    try:
+        head = os.read(fd, 132)
     except OSError:
         return False
+    finally:
+        os.close(fd)
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -162,12 +168,13 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
     return items
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """SHA-256 of an input: regular files only, at most ``max_bytes`` (InputError otherwise).
+
+    The limit is :func:`thyrofast.read`'s, so a file ``read`` would refuse is
+    refused here too, before it is read; a FIFO or ``/dev/zero`` cannot hang it.
+    """
+    return sha256_regular(path, max_bytes)
 
 
 def _hash_id(pid: str | None) -> str | None:
@@ -211,10 +218,10 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
 
 
 def _read_npy(path: str) -> list[np.ndarray]:
+    fd, _ = open_regular(path, DEFAULT_MAX_BYTES)  # same limits as thyrofast.read; never a FIFO
     try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError("unreadable", "no such file", source=path) from None
+        with os.fdopen(fd, "rb") as f:
+            a = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError("unreadable", f"not a NumPy array file: {exc}", source=path) from None
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
@@ -496,18 +503,17 @@ def predict_files(
         for item in items:
             try:
                 sha = sha256_file(item.path)
-            except OSError as exc:
+            except InputError as err:  # missing, not a regular file, over the size limit
                 flush()
                 n_pending_frames = 0
                 if item.path in done_path:
                     summary.n_skipped += 1
                     summary.n_error_recorded += 1
                 else:
-                    err = InputError("unreadable", f"cannot open: {exc.strerror or exc}", source=item.path)
                     writer.write([_error_record(item, None, err, provenance)])
                     done_path.add(item.path)
                     summary.n_error += 1
-                    summary.error_codes["unreadable"] = summary.error_codes.get("unreadable", 0) + 1
+                    summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
                 bar.update(1)
                 continue
             key = _key(sha, item.path, item.frame_index)

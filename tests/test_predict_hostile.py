@@ -1,0 +1,127 @@
+"""``predict`` against hostile inputs and outputs (issue 22, "Hardening II").
+
+Anything that could hang runs in a child process with a timeout, so a
+regression fails the test instead of blocking the suite.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thyrofast.errors import InputError
+from thyrofast.predict import OutputError, predict_files, sha256_file
+
+_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+_HANG_S = 60  # generous on a shared, loaded machine; a hang never ends
+
+# A stand-in classifier (no model to load): mean brightness -> probabilities.
+# With GATE set, predict() waits until that file exists, holding the run open.
+_FAKE = textwrap.dedent("""
+    import os, sys, time, numpy as np
+    from thyrofast.predict import predict_files
+    class Fake:
+        classes = ("BTN", "NMTN", "MMTN")
+        provenance = {"thyrofast": "t", "bundle_sha256": "0", "backend": "fake", "precision": "fp32",
+                      "device": "cpu"}
+        def predict(self, frames):
+            gate = os.environ.get("GATE")
+            if gate:
+                open(gate + ".waiting", "w").close()
+                while not os.path.exists(gate):
+                    time.sleep(0.02)
+            return np.full((len(frames), 3), 1 / 3)
+    s = predict_files(Fake(), sys.argv[2:], sys.argv[1], batch_frames=1, progress=False)
+    print(s.n_ok, s.n_error)
+""")
+
+
+class _Fake:
+    classes = ("BTN", "NMTN", "MMTN")
+    provenance = {"thyrofast": "t", "bundle_sha256": "0", "backend": "fake", "precision": "fp32", "device": "cpu"}
+
+    def predict(self, frames):
+        return np.full((len(frames), 3), 1 / 3)
+
+
+def _png(path: Path, value: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16), value, np.uint8)).save(path)
+    return path
+
+
+def _run(cmd: list[str], timeout: float = _HANG_S, **kw) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, env=kw.pop("env", _ENV), capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
+        pytest.fail(f"{' '.join(cmd[:4])} ... hung for {timeout} s")
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- 2. inputs that never end or block: only regular files are opened -----------------------
+
+
+def test_fifo_and_dev_zero_inputs_become_error_records_not_a_hang(tmp_path):
+    good = _png(tmp_path / "in" / "a_good.png")
+    os.mkfifo(tmp_path / "in" / "b_pipe.png")  # inside a folder
+    os.mkfifo(tmp_path / "in" / "c_pipe_no_ext")  # looked at for a DICOM preamble: must not block either
+    os.mkfifo(tmp_path / "direct.png")  # given directly
+    os.symlink("/dev/zero", tmp_path / "zero.png")  # endless behind a symlink
+    out = tmp_path / "r.jsonl"
+    script = tmp_path / "fake.py"
+    script.write_text(_FAKE)
+    res = _run([sys.executable, str(script), str(out), str(tmp_path / "in"), str(tmp_path / "direct.png"),
+                str(tmp_path / "zero.png")])
+    assert res.returncode == 0, res.stderr
+    recs = {Path(r["input"]).name: r for r in _records(out)}
+    assert recs[good.name]["status"] == "ok"
+    for name, kind in (("b_pipe.png", "FIFO"), ("direct.png", "FIFO"), ("zero.png", "character device")):
+        assert recs[name]["status"] == "error" and recs[name]["error"]["code"] == "unreadable", recs[name]
+        assert kind in recs[name]["error"]["message"]
+    assert "c_pipe_no_ext" not in recs and len(recs) == 4
+
+
+def test_cli_predict_on_a_fifo_does_not_hang(bundle_dir, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "r.jsonl"
+    res = _run([sys.executable, "-m", "thyrofast.cli", "predict", str(bundle_dir), str(fifo), "--out", str(out),
+                "--backend", "onnxruntime", "--threads", "1", "--no-progress"], timeout=180)
+    assert res.returncode == 1, res.stderr  # an input failed, the run completed
+    (rec,) = _records(out)
+    assert rec["status"] == "error" and "FIFO" in rec["error"]["message"]
+
+
+def test_hashing_applies_reads_size_limit(tmp_path):
+    f = tmp_path / "x.png"
+    f.write_bytes(b"\x89PNG" + bytes(60))
+    with pytest.raises(InputError) as e:
+        sha256_file(f, max_bytes=32)
+    assert e.value.code == "too_large"
+    assert len(sha256_file(f, max_bytes=64)) == 64
+
+
+def test_oversized_input_is_refused_before_it_is_hashed(tmp_path):
+    from thyrofast.io.reader import DEFAULT_MAX_BYTES
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:  # sparse: no disk, but stat says 1 GiB + 1
+        f.truncate(DEFAULT_MAX_BYTES + 1)
+    out = tmp_path / "r.jsonl"
+    t0 = time.perf_counter()
+    s = predict_files(_Fake(), [big], out, progress=False)
+    assert s.error_codes == {"too_large": 1}
+    (rec,) = _records(out)
+    assert rec["sha256"] is None  # not read at all
+    assert time.perf_counter() - t0 < 5
