@@ -125,3 +125,103 @@ def test_oversized_input_is_refused_before_it_is_hashed(tmp_path):
     (rec,) = _records(out)
     assert rec["sha256"] is None  # not read at all
     assert time.perf_counter() - t0 < 5
+
+
+# -- 3. an --out that is not ours is refused untouched ------------------------------------
+
+
+_FOREIGN = {
+    "notes.txt": b"first line\nsecond line without newline",
+    "table.csv": b"patient,label\nP1,BTN\nP2,MMT",
+    "photo.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4 + b"\n\xff\xd9",
+    "other.jsonl": b'{"id": 1}\n{"id": 2}',
+    "partial.jsonl": b'{"kind": "image", "status": "ok"}\nhello',
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FOREIGN))
+def test_out_that_is_not_a_results_file_is_refused_untouched(tmp_path, name):
+    _png(tmp_path / "in" / "a.png")
+    out = tmp_path / name
+    out.write_bytes(_FOREIGN[name])
+    before = os.stat(out)
+    with pytest.raises(OutputError, match="refusing to touch"):
+        predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
+    assert out.read_bytes() == _FOREIGN[name]
+    assert os.stat(out).st_mtime_ns == before.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])  # no lock file left
+
+
+def test_cli_refuses_a_foreign_out_in_one_line(bundle_dir, tmp_path, capsys):
+    from thyrofast.cli import main
+
+    _png(tmp_path / "in" / "a.png")
+    out = tmp_path / "notes.txt"
+    out.write_bytes(_FOREIGN["notes.txt"])
+    base = ["predict", str(bundle_dir), str(tmp_path / "in"), "--backend", "onnxruntime", "--threads", "1",
+            "--no-progress"]
+    assert main(base + ["--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "refusing to touch" in err[1] and "Traceback" not in err[1]  # line 1: "model ..."
+    assert out.read_bytes() == _FOREIGN["notes.txt"]
+
+
+
+def test_out_that_is_a_fifo_is_refused(tmp_path):
+    _png(tmp_path / "in" / "a.png")
+    os.mkfifo(tmp_path / "r.jsonl")
+    script = tmp_path / "fake.py"
+    script.write_text(_FAKE)
+    res = _run([sys.executable, str(script), str(tmp_path / "r.jsonl"), str(tmp_path / "in")])
+    assert res.returncode != 0 and "not a regular file" in res.stderr
+
+
+def test_our_own_partial_last_line_is_still_recovered(tmp_path):
+    """The refusal must not break crash recovery: a cut record of ours is dropped."""
+    _png(tmp_path / "in" / "a.png")
+    _png(tmp_path / "in" / "b.png", 7)
+    out = tmp_path / "r.jsonl"
+    predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(lines[0] + lines[1][:9])  # killed mid-append (9 bytes: '{"kind": ')
+    s = predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
+    assert s.n_ok == 1 and s.n_skipped == 1 and len(_records(out)) == 2
+
+
+# -- 4. one writer per results file ---------------------------------------------------------
+
+
+def test_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
+    for i in range(3):
+        _png(tmp_path / "in" / f"{i}.png", 10 * i)
+    out = tmp_path / "r.jsonl"
+    gate = tmp_path / "gate"
+    script = tmp_path / "fake.py"
+    script.write_text(_FAKE)
+    first = subprocess.Popen([sys.executable, str(script), str(out), str(tmp_path / "in")],
+                             env={**_ENV, "GATE": str(gate)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + _HANG_S
+        while not Path(str(gate) + ".waiting").exists():  # the first run is inside predict, out is open
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never started predicting"
+            time.sleep(0.05)
+        before = out.read_bytes()
+        with pytest.raises(OutputError, match="being written by another thyrofast run"):
+            predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
+        assert out.read_bytes() == before
+        gate.touch()
+        stdout, stderr = first.communicate(timeout=_HANG_S)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert stdout.split() == ["3", "0"]
+    recs = _records(out)
+    assert len(recs) == 3 and len({r["sha256"] for r in recs}) == 3
+    assert not Path(str(out) + ".lock").exists()  # released and removed
+    # once the first run is done, the next run on the file resumes normally
+    s = predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
+    assert s.n_skipped == 3

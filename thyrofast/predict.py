@@ -30,6 +30,7 @@ import errno
 import io
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +41,7 @@ from .classifier import bundle_aggregation, bundle_crop
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
 from .io.regular import open_regular, sha256_regular
+from .output_lock import OutputLock
 
 __all__ = [
     "predict_files",
@@ -277,15 +279,23 @@ class RecordWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict] = []
         self.truncated_bytes = 0
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = -1
+        # the lock first: a second run must not even read (let alone recover) the file
+        self._lock = OutputLock(self.path, OutputError)
         try:
+            self._fd = _open_output(self.path)
             self._recover()
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
     def _recover(self) -> None:
-        """Drop a trailing partial line, then load the records already written."""
+        """Load the records already written, then drop a trailing partial line.
+
+        Everything is checked before anything is changed: a file that is not
+        recognisably a results file of ours (another CSV, a text file, an
+        image) is refused untouched.
+        """
         size = os.fstat(self._fd).st_size
         data = b""
         if size:
@@ -294,26 +304,36 @@ class RecordWriter:
             while chunk := os.read(self._fd, 1 << 20):
                 chunks.append(chunk)
             data = b"".join(chunks)
-            keep = data.rfind(b"\n") + 1
-            if keep < len(data):
-                os.ftruncate(self._fd, keep)
-                os.fsync(self._fd)
-                self.truncated_bytes = len(data) - keep
-                data = data[:keep]
-        self._size = len(data)
-        text = data.decode("utf-8")
+        keep = data.rfind(b"\n") + 1
+        try:
+            text = data[:keep].decode("utf-8")
+        except UnicodeDecodeError:
+            raise OutputError(f"{self.path} is not a thyrofast results file (not UTF-8 text); "
+                              "refusing to touch it") from None
         if self.format == "jsonl":
             for n, line in enumerate(text.splitlines(), 1):
                 if line.strip():
                     try:
-                        self.records.append(json.loads(line))
+                        rec = json.loads(line)
                     except json.JSONDecodeError:
-                        raise OutputError(f"{self.path}:{n} is not a JSON record; refusing to append to it") from None
+                        rec = None
+                    if not (isinstance(rec, dict) and rec.get("kind") in ("image", "patient")):
+                        raise OutputError(f"{self.path}:{n} is not a JSON record of thyrofast predict; "
+                                          "refusing to touch the file") from None
+                    self.records.append(rec)
         elif text:
             reader = csv.DictReader(io.StringIO(text))
             if tuple(reader.fieldnames or ()) != CSV_FIELDS:
-                raise OutputError(f"{self.path} has a different CSV header; refusing to append to it")
+                raise OutputError(f"{self.path} has a different CSV header; refusing to touch it")
             self.records.extend(_unflatten(r) for r in reader)
+        if keep < len(data):
+            # A run killed mid-append leaves the start of one of our lines; anything else is foreign.
+            if not _our_line_start(data[keep:], self.format, header_done=bool(text)):
+                raise OutputError(f"{self.path} does not end like a thyrofast results file; refusing to touch it")
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+            self.truncated_bytes = len(data) - keep
+        self._size = keep
         if self.format == "csv" and self._size == 0:
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerow(CSV_FIELDS)
@@ -360,12 +380,42 @@ class RecordWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _open_output(path: Path) -> int:
+    """``O_RDWR`` fd of the results file (created if missing); a FIFO, a device or
+    anything else that is not a regular file is refused without opening it for writing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path} is not a regular file; give a results file (.jsonl or .csv)")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped after the stat
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file; give a results file (.jsonl or .csv)")
+    return fd
+
+
+def _our_line_start(tail: bytes, fmt: str, *, header_done: bool) -> bool:
+    """Whether ``tail`` (a last line without newline) is the beginning of a line we write."""
+    if fmt == "jsonl":
+        starts = (b'{"kind": "',)  # json.dumps of our records: "kind" is always the first key
+    elif header_done:
+        starts = (b"image,", b"patient,")
+    else:
+        starts = (",".join(CSV_FIELDS).encode() + b"\n",)
+    return any(tail.startswith(s) or s.startswith(tail) for s in starts)
 
 
 # -- the run ---------------------------------------------------------------------------
