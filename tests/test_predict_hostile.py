@@ -152,7 +152,7 @@ def test_out_that_is_not_a_results_file_is_refused_untouched(tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in", name])  # no lock file left
 
 
-def test_cli_refuses_a_foreign_out_in_one_line(bundle_dir, tmp_path, capsys):
+def test_cli_refuses_a_foreign_out_in_one_line_and_saliency_on_a_file(bundle_dir, tmp_path, capsys):
     from thyrofast.cli import main
 
     _png(tmp_path / "in" / "a.png")
@@ -164,7 +164,14 @@ def test_cli_refuses_a_foreign_out_in_one_line(bundle_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "refusing to touch" in err[1] and "Traceback" not in err[1]  # line 1: "model ..."
     assert out.read_bytes() == _FOREIGN["notes.txt"]
-
+    # 5. --saliency naming a file: the message names the saliency folder, and nothing is left behind
+    sal = tmp_path / "sal.png"
+    sal.write_bytes(b"x")
+    res = tmp_path / "r.jsonl"
+    assert main(base + ["--out", str(res), "--saliency", str(sal)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "saliency folder" in err[-1] and str(res) not in err[-1]
+    assert not res.exists() and not Path(str(res) + ".lock").exists() and sal.read_bytes() == b"x"
 
 
 def test_out_that_is_a_fifo_is_refused(tmp_path):
@@ -225,3 +232,17 @@ def test_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
     # once the first run is done, the next run on the file resumes normally
     s = predict_files(_Fake(), [tmp_path / "in"], out, progress=False)
     assert s.n_skipped == 3
+
+
+# -- 5. --saliency naming a file ----------------------------------------------------------------
+
+
+def test_saliency_dir_that_is_a_file_is_named_and_nothing_is_left(tmp_path):
+    _png(tmp_path / "in" / "a.png")
+    sal = tmp_path / "overlays"
+    sal.write_text("not a folder")
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(OutputError) as e:
+        predict_files(_Fake(), [tmp_path / "in"], out, saliency_dir=sal, progress=False)
+    assert "saliency folder" in str(e.value) and str(sal) in str(e.value)
+    assert not out.exists() and sal.read_text() == "not a folder"

@@ -478,6 +478,8 @@ def predict_files(
     # files are read as the model was trained (the bundle's tissue crop)
     crop = bundle_crop(classifier)
     summary = PredictSummary(n_inputs=len(items))
+    if saliency_dir is not None:
+        _prepare_saliency_dir(Path(saliency_dir))  # before the results file is created or locked
     t0 = time.perf_counter()
     with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
         summary.mixed_settings = _check_resume_provenance(writer, provenance)
@@ -635,6 +637,18 @@ def _check_frames(frames: list[np.ndarray], source: str) -> list[np.ndarray]:
         if not (f.ndim == 2 or (f.ndim == 3 and f.shape[-1] in (1, 3))) or 0 in f.shape:
             raise InputError("unsupported_format", f"frame shape {f.shape} is not (H, W) or (H, W, 3)", source=source)
     return frames
+
+
+def _prepare_saliency_dir(directory: Path) -> None:
+    """Create the saliency folder, or say why it cannot be one (naming it, not ``--out``)."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(errno.ENOTDIR, f"saliency folder {directory} exists and is not a folder; "
+                          "give a folder for the overlays")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot create the saliency folder {directory}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def _write_saliency(classifier, frame: np.ndarray, directory: Path, sha: str, index: int) -> Path:
