@@ -234,6 +234,18 @@ def test_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
     assert s.n_skipped == 3
 
 
+def test_the_lock_follows_symlinks_to_the_results_file(tmp_path):
+    from thyrofast.predict import RecordWriter
+
+    _png(tmp_path / "in" / "a.png")
+    real = tmp_path / "r.jsonl"
+    (tmp_path / "alias.jsonl").symlink_to(real)
+    with RecordWriter(real):  # a run holds the file ...
+        with pytest.raises(OutputError, match="being written by another"):  # ... under another name too
+            predict_files(_Fake(), [tmp_path / "in"], tmp_path / "alias.jsonl", progress=False)
+    assert real.read_bytes() == b"" and not (tmp_path / "r.jsonl.lock").exists()
+
+
 # -- 5. --saliency naming a file ----------------------------------------------------------------
 
 

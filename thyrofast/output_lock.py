@@ -21,7 +21,8 @@ __all__ = ["OutputLock", "lock_path"]
 
 
 def lock_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
+    """``<out>.lock`` beside the file ``out`` names (symlinks resolved: two names, one lock)."""
+    out = Path(out).resolve()
     return out.with_name(out.name + ".lock")
 
 
