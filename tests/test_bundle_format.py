@@ -63,7 +63,12 @@ def test_card_fields_and_preprocess_params(tmp_path):
 def test_every_hash_verifies(tmp_path):
     _, b = _make(tmp_path)
     extra = tmp_path / "b" / ".x.tmp"
-    extra.write_bytes(b"pretend onnx bytes")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    extra.write_bytes(helper.make_model(graph).SerializeToString())  # verify() parses ONNX artifacts
     b.add_artifact("onnx_fp32", extra, info={"precision": "fp32"})
     card = json.loads((b.path / BUNDLE_FILE).read_text())
     assert set(card["artifacts"]) == {"weights", "onnx_fp32"}

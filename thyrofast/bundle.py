@@ -102,6 +102,44 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
                               + "\n").encode("utf-8"))
 
 
+# --------------------------------------------------------------------- ONNX external data
+def refuse_external_data(data: bytes, what: str, source: str) -> None:
+    """BundleIntegrityError if the serialized ONNX model ``data`` is not a model or
+    takes any tensor (initializer, Constant, sparse, in any subgraph or function)
+    from external data."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise BundleIntegrityError(f"{what} is not a valid ONNX model: {exc}", source=source) from None
+    for tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            loc = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            raise BundleIntegrityError(
+                f"{what} takes tensor {tensor.name!r} from external data {loc!r}, which the model card's "
+                "SHA-256 does not cover; bundle models must hold all their tensors; refusing to load it",
+                source=source)
+
+
+def _tensors(message):
+    """Every TensorProto inside a protobuf message, however deeply nested (a generic
+    walk, so no place a tensor can hide -- subgraph, function, sparse value -- is missed)."""
+    from google.protobuf.descriptor import FieldDescriptor
+    from google.protobuf.message import Message
+    from onnx import TensorProto
+
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        if isinstance(msg, TensorProto):
+            yield msg
+            continue
+        for field, value in msg.ListFields():
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                stack.extend([value] if isinstance(value, Message) else value)
+
+
 # --------------------------------------------------------------------- the bundle
 def _thyrofast_version() -> str:
     from ._version import __version__
@@ -229,38 +267,27 @@ class Bundle:
                 "corrupted; refusing to load it", source=str(file))
 
     def verify(self) -> None:
-        """Check the size and SHA-256 of every artifact; raise BundleIntegrityError."""
+        """Check the size and SHA-256 of every artifact, and that no ONNX artifact
+        uses external data; raise BundleIntegrityError."""
         for name in self._manifest["artifacts"]:
-            self._check(name)
+            if name.startswith("onnx"):
+                self.read_artifact(name)  # hash and external-data check on the same bytes
+            else:
+                self._check(name)
 
     def _check_external_data(self, name: str, data: bytes) -> None:
-        """An ONNX artifact may not pull tensors from files outside the bundle folder.
+        """An ONNX artifact must hold every tensor itself: no external data at all.
 
-        External data is not covered by the artifact's hash; a location such as
-        ``../../secret`` or an absolute path would make the runtime read files
-        the bundle does not own.  (Our own exporter never writes external data.)
+        External data is not covered by the artifact's hash, and a runtime given
+        the model as bytes resolves a bare ``location`` against the *current
+        working directory*: every byte that reaches an engine must be covered by
+        the card's SHA-256.  Our exporter never writes external data (a model
+        over protobuf's 2 GB limit cannot be serialized into a bundle at all),
+        so refusing it costs nothing legitimate.
         """
         if not name.startswith("onnx"):
             return
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-        try:
-            model = onnx.load_model_from_string(data)
-        except Exception as exc:  # protobuf raises its own DecodeError types
-            raise BundleIntegrityError(f"artifact {name!r} is not a valid ONNX model: {exc}",
-                                       source=str(self._file(name))) from None
-        root = self.path.resolve()
-        for tensor in _get_all_tensors(model):
-            if not uses_external_data(tensor):
-                continue
-            info = {e.key: e.value for e in tensor.external_data}
-            loc = info.get("location", "")
-            target = (self.path / loc).resolve()
-            if os.path.isabs(loc) or not target.is_relative_to(root) or target == root:
-                raise BundleIntegrityError(
-                    f"artifact {name!r} takes tensor {tensor.name!r} from external data {loc!r} outside "
-                    f"the bundle folder; refusing to load it", source=str(self._file(name)))
+        refuse_external_data(data, f"artifact {name!r}", str(self._file(name)))
 
     def artifact_path(self, name: str) -> Path:
         """Path of artifact ``name``, after verifying its hash (raises if it does not match).
@@ -435,6 +462,9 @@ def _validate_manifest(m: Any, source: Path) -> None:
             bad(f"artifact {name!r} has an unsafe path {p!r}")
         if not (isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
             bad(f"artifact {name!r} has a malformed sha256")
+        if isinstance(entry["bytes"], bool) or not isinstance(entry["bytes"], int) or entry["bytes"] < 0:
+            bad(f"artifact {name!r}: field 'bytes' must be a non-negative integer (the file size), "
+                f"got {entry['bytes']!r}")
     if not (isinstance(m["input_shape"], list) and len(m["input_shape"]) == 3):
         bad("input_shape must be [C, H, W]")
     t = m.get("temperature", 1.0)

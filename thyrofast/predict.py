@@ -27,10 +27,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
-import hashlib
 import io
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,6 +39,9 @@ import numpy as np
 
 from .classifier import bundle_aggregation, bundle_crop
 from .errors import InputError
+from .io.reader import DEFAULT_MAX_BYTES
+from .io.regular import open_regular, sha256_regular
+from .output_lock import OutputLock
 
 __all__ = [
     "predict_files",
@@ -101,10 +104,15 @@ class PredictSummary:
 
 def _is_dicom_without_extension(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
-            head = f.read(132)
+        fd, _ = open_regular(path)  # a FIFO in the folder must not block the walk
+    except InputError:
+        return False
+    try:
+        head = os.read(fd, 132)
     except OSError:
         return False
+    finally:
+        os.close(fd)
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -162,12 +170,13 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
     return items
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """SHA-256 of an input: regular files only, at most ``max_bytes`` (InputError otherwise).
+
+    The limit is :func:`thyrofast.read`'s, so a file ``read`` would refuse is
+    refused here too, before it is read; a FIFO or ``/dev/zero`` cannot hang it.
+    """
+    return sha256_regular(path, max_bytes)
 
 
 def _hash_id(pid: str | None) -> str | None:
@@ -211,10 +220,10 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
 
 
 def _read_npy(path: str) -> list[np.ndarray]:
+    fd, _ = open_regular(path, DEFAULT_MAX_BYTES)  # same limits as thyrofast.read; never a FIFO
     try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError("unreadable", "no such file", source=path) from None
+        with os.fdopen(fd, "rb") as f:
+            a = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError("unreadable", f"not a NumPy array file: {exc}", source=path) from None
     if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
@@ -270,15 +279,23 @@ class RecordWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict] = []
         self.truncated_bytes = 0
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = -1
+        # the lock first: a second run must not even read (let alone recover) the file
+        self._lock = OutputLock(self.path, OutputError)
         try:
+            self._fd = _open_output(self.path)
             self._recover()
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
     def _recover(self) -> None:
-        """Drop a trailing partial line, then load the records already written."""
+        """Load the records already written, then drop a trailing partial line.
+
+        Everything is checked before anything is changed: a file that is not
+        recognisably a results file of ours (another CSV, a text file, an
+        image) is refused untouched.
+        """
         size = os.fstat(self._fd).st_size
         data = b""
         if size:
@@ -287,26 +304,36 @@ class RecordWriter:
             while chunk := os.read(self._fd, 1 << 20):
                 chunks.append(chunk)
             data = b"".join(chunks)
-            keep = data.rfind(b"\n") + 1
-            if keep < len(data):
-                os.ftruncate(self._fd, keep)
-                os.fsync(self._fd)
-                self.truncated_bytes = len(data) - keep
-                data = data[:keep]
-        self._size = len(data)
-        text = data.decode("utf-8")
+        keep = data.rfind(b"\n") + 1
+        try:
+            text = data[:keep].decode("utf-8")
+        except UnicodeDecodeError:
+            raise OutputError(f"{self.path} is not a thyrofast results file (not UTF-8 text); "
+                              "refusing to touch it") from None
         if self.format == "jsonl":
             for n, line in enumerate(text.splitlines(), 1):
                 if line.strip():
                     try:
-                        self.records.append(json.loads(line))
+                        rec = json.loads(line)
                     except json.JSONDecodeError:
-                        raise OutputError(f"{self.path}:{n} is not a JSON record; refusing to append to it") from None
+                        rec = None
+                    if not (isinstance(rec, dict) and rec.get("kind") in ("image", "patient")):
+                        raise OutputError(f"{self.path}:{n} is not a JSON record of thyrofast predict; "
+                                          "refusing to touch the file") from None
+                    self.records.append(rec)
         elif text:
             reader = csv.DictReader(io.StringIO(text))
             if tuple(reader.fieldnames or ()) != CSV_FIELDS:
-                raise OutputError(f"{self.path} has a different CSV header; refusing to append to it")
+                raise OutputError(f"{self.path} has a different CSV header; refusing to touch it")
             self.records.extend(_unflatten(r) for r in reader)
+        if keep < len(data):
+            # A run killed mid-append leaves the start of one of our lines; anything else is foreign.
+            if not _our_line_start(data[keep:], self.format, header_done=bool(text)):
+                raise OutputError(f"{self.path} does not end like a thyrofast results file; refusing to touch it")
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+            self.truncated_bytes = len(data) - keep
+        self._size = keep
         if self.format == "csv" and self._size == 0:
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerow(CSV_FIELDS)
@@ -353,12 +380,42 @@ class RecordWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _open_output(path: Path) -> int:
+    """``O_RDWR`` fd of the results file (created if missing); a FIFO, a device or
+    anything else that is not a regular file is refused without opening it for writing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path} is not a regular file; give a results file (.jsonl or .csv)")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped after the stat
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file; give a results file (.jsonl or .csv)")
+    return fd
+
+
+def _our_line_start(tail: bytes, fmt: str, *, header_done: bool) -> bool:
+    """Whether ``tail`` (a last line without newline) is the beginning of a line we write."""
+    if fmt == "jsonl":
+        starts = (b'{"kind": "',)  # json.dumps of our records: "kind" is always the first key
+    elif header_done:
+        starts = (b"image,", b"patient,")
+    else:
+        starts = (",".join(CSV_FIELDS).encode() + b"\n",)
+    return any(tail.startswith(s) or s.startswith(tail) for s in starts)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -421,6 +478,8 @@ def predict_files(
     # files are read as the model was trained (the bundle's tissue crop)
     crop = bundle_crop(classifier)
     summary = PredictSummary(n_inputs=len(items))
+    if saliency_dir is not None:
+        _prepare_saliency_dir(Path(saliency_dir))  # before the results file is created or locked
     t0 = time.perf_counter()
     with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
         summary.mixed_settings = _check_resume_provenance(writer, provenance)
@@ -496,18 +555,17 @@ def predict_files(
         for item in items:
             try:
                 sha = sha256_file(item.path)
-            except OSError as exc:
+            except InputError as err:  # missing, not a regular file, over the size limit
                 flush()
                 n_pending_frames = 0
                 if item.path in done_path:
                     summary.n_skipped += 1
                     summary.n_error_recorded += 1
                 else:
-                    err = InputError("unreadable", f"cannot open: {exc.strerror or exc}", source=item.path)
                     writer.write([_error_record(item, None, err, provenance)])
                     done_path.add(item.path)
                     summary.n_error += 1
-                    summary.error_codes["unreadable"] = summary.error_codes.get("unreadable", 0) + 1
+                    summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
                 bar.update(1)
                 continue
             key = _key(sha, item.path, item.frame_index)
@@ -579,6 +637,18 @@ def _check_frames(frames: list[np.ndarray], source: str) -> list[np.ndarray]:
         if not (f.ndim == 2 or (f.ndim == 3 and f.shape[-1] in (1, 3))) or 0 in f.shape:
             raise InputError("unsupported_format", f"frame shape {f.shape} is not (H, W) or (H, W, 3)", source=source)
     return frames
+
+
+def _prepare_saliency_dir(directory: Path) -> None:
+    """Create the saliency folder, or say why it cannot be one (naming it, not ``--out``)."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(errno.ENOTDIR, f"saliency folder {directory} exists and is not a folder; "
+                          "give a folder for the overlays")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.errno, f"cannot create the saliency folder {directory}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def _write_saliency(classifier, frame: np.ndarray, directory: Path, sha: str, index: int) -> Path:

@@ -199,4 +199,9 @@ def read_artifact(bundle: Any, name: str) -> tuple[Path, bytes]:
     expected = bundle.manifest["artifacts"][name]["sha256"]
     if hashlib.sha256(data).hexdigest() != expected:
         raise ValueError(f"artifact {name!r} changed on disk after it was verified: {path}")
+    if name.startswith("onnx"):
+        # a runtime given bytes resolves external data against the cwd: unhashed bytes
+        from ..bundle import refuse_external_data
+
+        refuse_external_data(data, f"artifact {name!r}", str(path))
     return path, data

@@ -42,8 +42,8 @@ class OpenVinoEngine(Engine):
         self.max_batch = int(max_batch)
         self.threads = int(threads) if threads else default_threads()
         self._core = ov.Core()
-        # Bytes: what was hash-checked is what gets parsed, and ONNX external data
-        # (which could point outside the bundle) cannot be pulled in.
+        # Bytes: what was hash-checked is what gets parsed.  (Given bytes, OpenVINO
+        # would resolve ONNX external data against the cwd; bundles refuse any.)
         self._model = self._core.read_model(bytes(model) if isinstance(model, (bytes, bytearray)) else str(model))
         inp = self._model.inputs[0]
         if input_shape is None:

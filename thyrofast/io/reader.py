@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from .frame import Frame
+from .regular import read_regular
 from .regions import detect_field, select_tissue_region
 
 __all__ = ["read", "DEFAULT_MAX_BYTES", "read_options"]
@@ -145,21 +146,10 @@ def _sniff(data: bytes, path: str) -> str | None:
 
 
 def _open(path: str, opts: dict[str, Any]):
-    if not os.path.exists(path):
-        raise InputError("unreadable", "no such file", source=path)
-    if os.path.isdir(path):
-        raise InputError("unreadable", "is a directory, not a file", source=path)
-    size = os.path.getsize(path)
-    if size == 0:
+    # regular files only (a FIFO or /dev/zero would block or never end), at most stat's size
+    data = read_regular(path, opts["max_bytes"])
+    if not data:
         raise InputError("empty", "the file is empty", source=path)
-    if size > opts["max_bytes"]:
-        raise InputError("too_large", f"file of {size} bytes exceeds the limit of {opts['max_bytes']} bytes",
-                         source=path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InputError("unreadable", f"cannot read the file ({exc.strerror or exc})", source=path) from None
     kind = _sniff(data, path)
     if kind is None:
         raise InputError("unsupported_format", "not a PNG, JPEG, BMP, TIFF or DICOM file", source=path)
