@@ -12,8 +12,10 @@ can always be traced to the exact model and runtime that made it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -99,8 +101,12 @@ def _as_bundle(bundle) -> Any:
 class Classifier:
     """A bundle + an engine + the bundle's preprocessing.  Create with :meth:`load`.
 
-    Not thread-safe: the engine's input buffers are reused between calls.  Use
-    one Classifier per thread (they can share nothing but the bundle folder).
+    Thread-safe: one Classifier may be shared by any number of threads and
+    gives each call the result a serial call would give, bit for bit.  CPU
+    engines (ONNX Runtime, OpenVINO, torch on the CPU) keep per-thread input
+    buffers, bindings and infer requests, so threads run in parallel; engines
+    that cannot (one CUDA stream / graph / execution context) are driven under a
+    lock, one batch at a time.  Saliency always takes the lock.
     """
 
     def __init__(self, bundle, engine, preprocessor, *, batch_size: int | None = None):
@@ -114,6 +120,10 @@ class Classifier:
         self.batch_size = int(batch_size or engine.max_batch)
         self._roi = bundle.manifest.get("preprocess", {}).get("roi")
         self._saliency_model = None
+        # Serializes preprocessing + run for engines without per-thread buffers,
+        # and saliency (hooks on one torch model) for all.
+        self._lock = threading.RLock()
+        self._run_lock = contextlib.nullcontext() if getattr(engine, "concurrent", False) else self._lock
         self.provenance = {
             "thyrofast": __version__,
             "bundle_sha256": _bundle_sha256(bundle),
@@ -257,6 +267,12 @@ class Classifier:
         return 1 if chunk.ndim == 2 or (chunk.ndim == 3 and chunk.shape[-1] == 3) else chunk.shape[0]
 
     def _run_chunk(self, chunk) -> np.ndarray:
+        with self._run_lock:
+            return self._run_chunk_unlocked(chunk)
+
+    def _run_chunk_unlocked(self, chunk) -> np.ndarray:
+        # The buffer is this thread's own (concurrent engines) or held under
+        # the lock from here to run(): no other call can write it in between.
         n = self._n_frames(chunk)
         buf = self.engine.input_buffer(n)
         stream = self.engine.stream
@@ -285,6 +301,10 @@ class Classifier:
         Uses the bundle's torch model (FP32, on this classifier's device) whatever
         the inference backend, so every backend can explain its predictions.
         """
+        with self._lock:
+            return self._saliency_unlocked(frames, target=target, layer=layer)
+
+    def _saliency_unlocked(self, frames, *, target=None, layer=None) -> list[np.ndarray]:
         from .saliency import grad_cam, to_frame
 
         frame_list = list(frames) if isinstance(frames, (list, tuple)) else _split_frames(np.asarray(frames))
@@ -315,7 +335,12 @@ class Classifier:
     def _torch_model(self):
         if self._saliency_model is None:
             if self.engine.backend == "torch" and self.engine.precision == "fp32":
-                self._saliency_model = self.engine.module
+                # Grad-CAM puts hooks on the model: a concurrent engine's module
+                # is in use by other threads' predict() meanwhile, so use a copy.
+                import copy
+
+                module = self.engine.module
+                self._saliency_model = copy.deepcopy(module) if self._run_lock is not self._lock else module
             else:
                 model = self.bundle.build_model()
                 if self.engine.device == "cuda":

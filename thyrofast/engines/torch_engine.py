@@ -7,6 +7,11 @@ input buffer handed out by :meth:`input_buffer` *is* the graph's input, so the
 CUDA preprocessing kernel can write into it on :attr:`stream` and a replay
 launches the whole network with one call (batch-1 latency is dominated by
 launch overhead otherwise).
+
+Threads: on the CPU each thread has its own input buffers
+(``Engine._thread_slots``) and the eval-mode forward shares nothing mutable,
+so the engine is ``concurrent``.  On CUDA the captured graphs, their static
+inputs and the one stream are shared: callers serialize (the Classifier's lock).
 """
 from __future__ import annotations
 
@@ -78,7 +83,8 @@ class TorchEngine(Engine):
             self._stream = None
         self.module = module
         self.cuda_graphs = bool(cuda_graphs) and dev.type == "cuda"
-        self._slots: dict[int, dict[str, Any]] = {}
+        self.concurrent = dev.type == "cpu"
+        self._slots: dict[int, dict[str, Any]] = {}  # CUDA: one set, shared (callers serialize)
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "TorchEngine":
@@ -100,7 +106,8 @@ class TorchEngine(Engine):
         import torch
 
         n = self._check_batch(n)
-        slot = self._slots.get(n)
+        slots = self._thread_slots() if self._dev.type == "cpu" else self._slots
+        slot = slots.get(n)
         if slot is not None:
             return slot
         if self._dev.type == "cpu":
@@ -113,7 +120,7 @@ class TorchEngine(Engine):
                 slot = {"tensor": x, "out_host": out_host, "graph": None, "out": None}
                 if self.cuda_graphs:
                     slot["graph"], slot["out"] = self._capture(x)
-        self._slots[n] = slot
+        slots[n] = slot
         return slot
 
     def _n_classes(self, x) -> int:
@@ -190,4 +197,5 @@ class TorchEngine(Engine):
             dst.copy_(src)
 
     def close(self) -> None:
+        self._drop_thread_slots()
         self._slots.clear()
