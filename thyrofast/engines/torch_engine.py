@@ -26,16 +26,15 @@ __all__ = ["TorchEngine", "build_module"]
 
 def build_module(manifest: dict, weights: bytes):
     """The torch module described by a model card, with weights loaded strictly."""
-    from safetensors.torch import load as load_safetensors
-
     from thyrofast import models
+    from thyrofast.bundle import load_into, load_weights
 
     # The model card carries the architecture (contracts.md); a width
     # multiplier, when used, sits beside it or in a nested "model" config.
     cfg = {**manifest.get("model", {}),
            **{k: manifest[k] for k in ("arch", "in_channels", "width", "members") if k in manifest}}
     module = models.build_from_config(cfg)
-    module.load_state_dict(load_safetensors(weights), strict=True)
+    load_into(module, load_weights(weights, "weights"), "weights")
     return module.eval()
 
 
