@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Callable, NoReturn
 
 __all__ = ["check_card_fields", "parse_card", "TEMPERATURE_RANGE", "MAX_CARD_BYTES", "MAX_CARD_DEPTH",
@@ -153,25 +154,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def _depth_ok(text: str, limit: int) -> bool:
     """Whether no bracket nesting in ``text`` exceeds ``limit`` (string contents skipped)."""
     depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
+    for m in _BRACKET.finditer(_STRING.sub('""', text)):
+        if m.group() in "[{":
             depth += 1
             if depth > limit:
                 return False
-        elif ch in "]}":
+        else:
             depth -= 1
     return True
 
