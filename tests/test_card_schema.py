@@ -96,6 +96,8 @@ BAD_FIELDS = [
     (("read",), "auto", "read"),
     (("training",), "fine", "training"),
     (("thyrofast_version",), 1, "thyrofast_version"),
+    (("format_version",), True, "format_version"),
+    (("format_version",), 1.0, "format_version"),
 ]
 
 

@@ -58,6 +58,9 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
     def field(name: str, msg: str) -> NoReturn:
         bad(f"field {name!r} {msg}")
 
+    if not _is_int(m["format_version"]):  # True == 1 and 1.0 == 1 passed the version check
+        field("format_version", f"must be an integer, got {m['format_version']!r:.60}")
+
     # classes: the column names of the probabilities, in the model's output order
     classes = m["classes"]
     if not isinstance(classes, list):
