@@ -165,9 +165,11 @@ class Bundle:
         if not card.is_file():
             raise InputError("unreadable", f"not a thyrofast model bundle: no {BUNDLE_FILE}",
                              source=str(path))
+        from .card_schema import parse_card
+
         try:
-            manifest = json.loads(card.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            manifest = parse_card(card.read_bytes())
+        except ValueError as exc:
             raise InputError("unreadable", f"{BUNDLE_FILE} is not valid JSON: {exc}",
                              source=str(card)) from None
         _validate_manifest(manifest, card)
@@ -314,9 +316,7 @@ class Bundle:
 
     def state_dict(self) -> dict:
         """The model weights (torch tensors), read from verified safetensors bytes."""
-        from safetensors.torch import load as load_safetensors
-
-        return load_safetensors(self.read_artifact("weights"))
+        return load_weights(self.read_artifact("weights"), str(self._file("weights")))
 
     @property
     def model_config(self) -> dict:
@@ -331,7 +331,7 @@ class Bundle:
         from .models import build_from_config
 
         model = build_from_config(self.model_config)
-        model.load_state_dict(self.state_dict(), strict=True)
+        load_into(model, self.state_dict(), str(self._file("weights")))
         return model.eval()
 
     # ---- writing
@@ -436,6 +436,31 @@ class Bundle:
                 f"artifacts={list(self.artifacts)})")
 
 
+def load_weights(data: bytes, source: str) -> dict:
+    """Safetensors bytes -> torch tensors; InputError (not SafetensorError) if they are not safetensors.
+
+    The bytes have passed the card's hash, but a card can be edited together
+    with its files: a pickle or a truncated file must be one clear error.
+    """
+    from safetensors.torch import load as load_safetensors
+
+    try:
+        return load_safetensors(data)
+    except Exception as exc:  # SafetensorError, and whatever a malformed header raises
+        raise InputError("unreadable", f"weights are not a valid safetensors file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})", source=source) from None
+
+
+def load_into(model, state: Mapping, source: str) -> None:
+    """``model.load_state_dict(state, strict=True)``; InputError when the weights do not fit the model."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError("unreadable", f"the weights do not fit the card's model: "
+                         f"{' '.join(x.strip() for x in first[:3])[:300]}", source=source) from None
+
+
 def _validate_manifest(m: Any, source: Path) -> None:
     def bad(msg: str):
         raise InputError("unreadable", f"invalid {BUNDLE_FILE}: {msg}", source=str(source))
@@ -467,15 +492,7 @@ def _validate_manifest(m: Any, source: Path) -> None:
                 f"got {entry['bytes']!r}")
     if not (isinstance(m["input_shape"], list) and len(m["input_shape"]) == 3):
         bad("input_shape must be [C, H, W]")
-    t = m.get("temperature", 1.0)
-    if not (isinstance(t, (int, float)) and t > 0):
-        bad(f"temperature must be a positive number, got {t!r}")
-    rd = m.get("read", {"crop": "auto"})
-    if not (isinstance(rd, dict) and set(rd) <= {"crop"} and rd.get("crop", "auto") in READ_CROPS):
-        bad(f"read must be {{'crop': one of {READ_CROPS}}}, got {rd!r}")
-    from .aggregation import check_spec
+    # every other field's type and range (classes, temperature, preprocess, ...)
+    from .card_schema import check_card_fields
 
-    try:
-        check_spec(m.get("aggregation"), len(m["classes"]) if isinstance(m["classes"], list) else 3)
-    except ValueError as exc:
-        bad(str(exc))
+    check_card_fields(m, bad)

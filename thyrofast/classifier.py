@@ -12,14 +12,19 @@ can always be traced to the exact model and runtime that made it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Classifier", "Prediction", "PatientPrediction", "aggregate_patients", "softmax"]
+__all__ = ["Classifier", "Prediction", "PatientPrediction", "aggregate_patients", "softmax", "frame_layout",
+           "split_frames", "FRAME_LAYOUTS"]
+
+MAX_BATCH = 4096
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -99,8 +104,12 @@ def _as_bundle(bundle) -> Any:
 class Classifier:
     """A bundle + an engine + the bundle's preprocessing.  Create with :meth:`load`.
 
-    Not thread-safe: the engine's input buffers are reused between calls.  Use
-    one Classifier per thread (they can share nothing but the bundle folder).
+    Thread-safe: one Classifier may be shared by any number of threads and
+    gives each call the result a serial call would give, bit for bit.  CPU
+    engines (ONNX Runtime, OpenVINO, torch on the CPU) keep per-thread input
+    buffers, bindings and infer requests, so threads run in parallel; engines
+    that cannot (one CUDA stream / graph / execution context) are driven under a
+    lock, one batch at a time.  Saliency always takes the lock.
     """
 
     def __init__(self, bundle, engine, preprocessor, *, batch_size: int | None = None):
@@ -114,6 +123,10 @@ class Classifier:
         self.batch_size = int(batch_size or engine.max_batch)
         self._roi = bundle.manifest.get("preprocess", {}).get("roi")
         self._saliency_model = None
+        # Serializes preprocessing + run for engines without per-thread buffers,
+        # and saliency (hooks on one torch model) for all.
+        self._lock = threading.RLock()
+        self._run_lock = contextlib.nullcontext() if getattr(engine, "concurrent", False) else self._lock
         self.provenance = {
             "thyrofast": __version__,
             "bundle_sha256": _bundle_sha256(bundle),
@@ -144,7 +157,13 @@ class Classifier:
         """
         from .engines import engine_class, resolve
         from .preprocess import PreprocessParams, Preprocessor
+        from .preprocessing import check_threads
 
+        # C ints in every runtime: checked here, with the parameter's name, not deep inside one
+        threads = check_threads(threads)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) \
+                or not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be an integer in [1, {MAX_BATCH}], got {max_batch!r}")
         bundle = _as_bundle(bundle)
         choice = resolve(bundle.manifest.get("artifacts", {}), backend, device, precision)
         options = dict(engine_options, max_batch=max_batch)
@@ -155,7 +174,15 @@ class Classifier:
         )
         params = PreprocessParams.from_dict(bundle.manifest["preprocess"])
         # Preprocess straight into the engine's input dtype (fp16 engines get fp16).
-        params = params.replace(dtype=engine.input_dtype)
+        try:
+            params = params.replace(dtype=engine.input_dtype)
+        except ValueError as exc:  # e.g. a mean/std whose outputs overflow float16
+            from .errors import InputError
+
+            engine.close()
+            raise InputError("unreadable", f"the bundle's preprocessing cannot feed this {engine.input_dtype} "
+                             f"engine ({engine.backend} {engine.precision}): {exc}",
+                             source=str(getattr(bundle, "path", ""))) from None
         expected = tuple(bundle.manifest["input_shape"])
         if (params.channels, *params.size) != expected:
             raise ValueError(f"bundle preprocessing gives {(params.channels, *params.size)}, model expects {expected}")
@@ -197,13 +224,22 @@ class Classifier:
         chunks = [self._run_chunk(chunk) for chunk in self._chunks(frames)]
         if not chunks:
             return np.zeros((0, len(self.classes)), np.float32)
+        if chunks[0].shape[-1] != len(self.classes):
+            from .errors import InputError
+
+            raise InputError("unreadable", f"the model gives {chunks[0].shape[-1]} logits per frame but its card names "
+                             f"{len(self.classes)} classes {self.classes}: the bundle is inconsistent",
+                             source=str(getattr(self.bundle, "path", "")))
         return np.concatenate(chunks, axis=0)
 
     def predict(self, frames) -> Prediction:
         """Calibrated probabilities ``(N, 3)`` for BTN/NMTN/MMTN.
 
-        ``frames``: one frame ``(H, W)`` / ``(H, W, 3)``, a batch ``(N, H, W)`` /
-        ``(N, H, W, 3)`` (uint8 or uint16), or a list of frames of any sizes.
+        ``frames``: one frame ``(H, W)`` / ``(H, W, 3)`` / ``(H, W, 4)`` (RGBA: alpha
+        dropped, as :func:`thyrofast.read` does), a batch ``(N, H, W)`` /
+        ``(N, H, W, 1|3|4)`` (uint8 or uint16), or a list of frames of any sizes.
+        A 3-D array with a last axis of 1 or 2 is refused as ambiguous (see
+        :func:`frame_layout`).
         Arrays are used as given: crop them to the ultrasound field the way
         ``self.bundle.read_options`` says the model was trained (files read by
         ``thyrofast predict`` / ``evaluate`` are cropped that way for you).
@@ -238,16 +274,15 @@ class Classifier:
     def _chunks(self, frames) -> Iterable[list[np.ndarray] | np.ndarray]:
         if isinstance(frames, (list, tuple)):
             for i in range(0, len(frames), self.batch_size):
-                yield [np.asarray(f) for f in frames[i:i + self.batch_size]]
+                yield [as_frame(f) for f in frames[i:i + self.batch_size]]
             return
         if isinstance(frames, (str, os.PathLike)):
             raise TypeError(f"frames must be arrays, not a path ({frames!r}); read files with thyrofast.read")
         a = frames if hasattr(frames, "__cuda_array_interface__") else np.asarray(frames)
-        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+        a, single = frame_layout(a)
+        if single:
             yield a
             return
-        if a.ndim not in (3, 4):
-            raise ValueError(f"frames must be (H,W), (H,W,3), (N,H,W) or (N,H,W,3); got shape {a.shape}")
         for i in range(0, a.shape[0], self.batch_size):
             yield a[i:i + self.batch_size]
 
@@ -257,6 +292,12 @@ class Classifier:
         return 1 if chunk.ndim == 2 or (chunk.ndim == 3 and chunk.shape[-1] == 3) else chunk.shape[0]
 
     def _run_chunk(self, chunk) -> np.ndarray:
+        with self._run_lock:
+            return self._run_chunk_unlocked(chunk)
+
+    def _run_chunk_unlocked(self, chunk) -> np.ndarray:
+        # The buffer is this thread's own (concurrent engines) or held under
+        # the lock from here to run(): no other call can write it in between.
         n = self._n_frames(chunk)
         buf = self.engine.input_buffer(n)
         stream = self.engine.stream
@@ -285,9 +326,14 @@ class Classifier:
         Uses the bundle's torch model (FP32, on this classifier's device) whatever
         the inference backend, so every backend can explain its predictions.
         """
+        with self._lock:
+            return self._saliency_unlocked(frames, target=target, layer=layer)
+
+    def _saliency_unlocked(self, frames, *, target=None, layer=None) -> list[np.ndarray]:
         from .saliency import grad_cam, to_frame
 
-        frame_list = list(frames) if isinstance(frames, (list, tuple)) else _split_frames(np.asarray(frames))
+        frame_list = ([as_frame(f) for f in frames] if isinstance(frames, (list, tuple))
+                      else split_frames(np.asarray(frames)))
         model = self._torch_model()
         maps = []
         for f in frame_list:
@@ -306,7 +352,8 @@ class Classifier:
         """Write one overlay PNG per frame into ``directory`` (``<name>.png``)."""
         from .saliency import save_overlay
 
-        frame_list = list(frames) if isinstance(frames, (list, tuple)) else _split_frames(np.asarray(frames))
+        frame_list = ([as_frame(f) for f in frames] if isinstance(frames, (list, tuple))
+                      else split_frames(np.asarray(frames)))
         if len(names) != len(frame_list):
             raise ValueError(f"need one name per frame: {len(names)} names for {len(frame_list)} frames")
         maps = self.saliency(frame_list, **kwargs)
@@ -315,7 +362,12 @@ class Classifier:
     def _torch_model(self):
         if self._saliency_model is None:
             if self.engine.backend == "torch" and self.engine.precision == "fp32":
-                self._saliency_model = self.engine.module
+                # Grad-CAM puts hooks on the model: a concurrent engine's module
+                # is in use by other threads' predict() meanwhile, so use a copy.
+                import copy
+
+                module = self.engine.module
+                self._saliency_model = copy.deepcopy(module) if self._run_lock is not self._lock else module
             else:
                 model = self.bundle.build_model()
                 if self.engine.device == "cuda":
@@ -324,10 +376,65 @@ class Classifier:
         return self._saliency_model
 
 
-def _split_frames(a: np.ndarray) -> list[np.ndarray]:
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
+#: What Classifier.predict / logits / saliency take (docs/contracts.md, "Frames given to a Classifier").
+FRAME_LAYOUTS = ("(H, W) gray frame, (H, W, 3) RGB frame, (H, W, 4) RGBA frame (alpha dropped), "
+                 "(N, H, W) gray batch, (N, H, W, 1) gray batch, (N, H, W, 3) RGB batch, "
+                 "(N, H, W, 4) RGBA batch (alpha dropped), or a list of single frames")
+
+
+def frame_layout(a) -> tuple[Any, bool]:
+    """``(frames, single)``: the array as preprocessing reads it, and whether it is one frame.
+
+    The rules are the ones of :func:`thyrofast.read` for files: a last axis of
+    3 is RGB, of 4 is RGBA (its alpha is dropped, as the image reader drops it),
+    so a 3-D array with last axis 3 or 4 is *one* colour frame.  A 3-D array
+    whose last axis is 1 or 2 is refused: it could be one frame with a channel
+    axis or a batch of frames one or two pixels wide, and guessing would give a
+    wrong answer without an error.  Any other shape is a ValueError naming the
+    accepted layouts.  (Frames wider than 4 pixels in a 3-D array are a batch.)
+    """
+    shape = tuple(a.shape)
+    if len(shape) == 2:
+        return a, True
+    if len(shape) == 3:
+        if shape[0] == 0:
+            return a, False  # no frames (an RGBA frame without rows is no frame either)
+        if shape[-1] == 3:
+            return a, True
+        if shape[-1] == 4:
+            return a[..., :3], True
+        if shape[-1] in (1, 2):
+            raise ValueError(
+                f"frames of shape {shape} are ambiguous (one frame with {shape[-1]} channel(s), or a batch of "
+                f"{shape[0]} frames {shape[-1]} pixel(s) wide?): pass one gray frame as (H, W), a batch as "
+                f"(N, H, W, 1); accepted: {FRAME_LAYOUTS}")
+        return a, False
+    if len(shape) == 4 and shape[-1] in (1, 3, 4):
+        return (a[..., :3] if shape[-1] == 4 else a), False
+    raise ValueError(f"frames must be one of: {FRAME_LAYOUTS}; got shape {shape}")
+
+
+def as_frame(f) -> Any:
+    """One element of a list of frames: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped)."""
+    a = f if hasattr(f, "__cuda_array_interface__") else np.asarray(f)
+    shape = tuple(a.shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] == 3):
+        return a
+    if len(shape) == 3 and shape[-1] == 1:
+        return a[..., 0]
+    if len(shape) == 3 and shape[-1] == 4:
+        return a[..., :3]
+    raise ValueError(f"each frame in a list must be one frame, (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) "
+                     f"(RGBA, alpha dropped); got shape {shape}")
+
+
+def split_frames(a) -> list:
+    """The single frames of an array in any accepted layout (see :func:`frame_layout`)."""
+    a, single = frame_layout(a)
+    if single:
         return [a]
-    return list(a)
+    return [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in a]
+
 
 
 def _bundle_sha256(bundle) -> str:

@@ -196,6 +196,8 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
     memory guard, InputError codes); ``.npy`` arrays (uint8/uint16 ``(H, W)``,
     ``(H, W, 3)`` or a stack) are read here without pickle.
     """
+    if frame_index is not None and frame_index < 0:  # a manifest row's own error, not the run's
+        raise InputError("frame_out_of_range", f"frame_index must be >= 0, got {frame_index}", source=path)
     if Path(path).suffix.lower() == ".npy":
         frames = _read_npy(path)
         pairs = list(enumerate(frames))
@@ -226,12 +228,13 @@ def _read_npy(path: str) -> list[np.ndarray]:
             a = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError("unreadable", f"not a NumPy array file: {exc}", source=path) from None
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3):
-        return [a]
-    if a.ndim in (3, 4):
-        return list(a)
-    raise InputError("unsupported_format", f"array of shape {a.shape} is not a frame or a stack of frames",
-                     source=path)
+    from .classifier import split_frames
+
+    try:  # the Classifier's layout rules: (H, W, 4) is one RGBA frame, (H, W, 1|2) is ambiguous
+        return split_frames(a)
+    except ValueError as exc:
+        raise InputError("unsupported_format", f"array of shape {a.shape} is not a frame or a stack of "
+                         f"frames: {exc}", source=path) from None
 
 
 # -- output ----------------------------------------------------------------------------

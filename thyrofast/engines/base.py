@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,17 @@ class Engine(abc.ABC):
 
     Subclasses set ``backend``, ``precision``, ``device``, ``input_shape``
     (C, H, W), ``input_dtype`` (numpy dtype name) and ``max_batch``.
+
+    Threads: an engine with ``concurrent = True`` may be driven from several
+    threads at once; each thread gets its *own* input buffers (and output
+    buffers, bindings, infer requests) from :meth:`input_buffer`, so one
+    thread's preprocessing never lands in another thread's run.  Other engines
+    (one CUDA stream, one execution context) must be serialized by the caller;
+    :class:`thyrofast.Classifier` does that with a lock.
     """
+
+    #: run() may be called from several threads at once (per-thread buffers).
+    concurrent: bool = False
 
     backend: str = ""
     precision: str = "fp32"
@@ -144,6 +155,27 @@ class Engine(abc.ABC):
 
     # -- helpers shared by the host-memory engines --------------------------------
 
+    def _thread_slots(self) -> dict:
+        """This thread's own ``{batch: slot}`` dict (buffers, bindings, requests).
+
+        Threads never share a slot, so concurrent callers cannot overwrite each
+        other's inputs or outputs; a thread's slots go away with the thread
+        (``threading.local``) or with :meth:`_drop_thread_slots`.
+        """
+        local = self.__dict__.get("_tls")
+        if local is None:
+            with _TLS_LOCK:
+                local = self.__dict__.setdefault("_tls", threading.local())
+        try:
+            return local.slots
+        except AttributeError:
+            local.slots = {}
+            return local.slots
+
+    def _drop_thread_slots(self) -> None:
+        """Forget every thread's slots (``close``)."""
+        self.__dict__.pop("_tls", None)
+
     def _stage_host_input(self, x, batch: int | None, slot) -> tuple:
         """``run``'s input handling: ``slot(n)`` gives the preallocated ``(buffer, ...)``
         for batch ``n``; ``x`` (unless it is that buffer) is copied in.  Returns the slot."""
@@ -172,6 +204,9 @@ class Engine(abc.ABC):
                 f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}"
             )
         return x
+
+
+_TLS_LOCK = threading.Lock()
 
 
 def default_threads() -> int:

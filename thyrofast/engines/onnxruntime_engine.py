@@ -5,6 +5,10 @@ into QLinearConv/MatMulInteger kernels, fuses Conv+BN+ReLU), sequential
 execution with ``intra_op`` threads only (a CNN at batch 1 has no
 inter-op parallelism worth a second pool), and I/O binding to engine-owned
 NumPy buffers so a run allocates nothing.
+
+Threads: ``InferenceSession.run_with_iobinding`` may be called concurrently;
+each thread binds its own input/output buffers (``Engine._thread_slots``), so
+one session serves any number of threads with no lock.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ __all__ = ["OnnxRuntimeEngine"]
 
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
+    concurrent = True
 
     def __init__(
         self,
@@ -66,7 +71,6 @@ class OnnxRuntimeEngine(Engine):
         self._output_dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(out.type, "float32")
         n_out = out.shape[-1]
         self._n_classes = int(n_out) if isinstance(n_out, int) else None
-        self._bound: dict[int, tuple[np.ndarray, np.ndarray, Any]] = {}
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "OnnxRuntimeEngine":
@@ -76,7 +80,8 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         n = self._check_batch(n)
-        if n not in self._bound:
+        bound: dict[int, tuple[np.ndarray, np.ndarray, Any]] = self._thread_slots()
+        if n not in bound:
             x = np.zeros((n, *self.input_shape), dtype=self.input_dtype)
             n_classes = self._n_classes
             if n_classes is None:  # symbolic output dim: ask the model once
@@ -86,8 +91,8 @@ class OnnxRuntimeEngine(Engine):
             io = self._session.io_binding()
             io.bind_ortvalue_input(self._input_name, ort.OrtValue.ortvalue_from_numpy(x))
             io.bind_ortvalue_output(self._output_name, ort.OrtValue.ortvalue_from_numpy(y))
-            self._bound[n] = (x, y, io)
-        return self._bound[n]
+            bound[n] = (x, y, io)
+        return bound[n]
 
     def input_buffer(self, batch: int) -> np.ndarray:
         return self._binding(batch)[0]
@@ -98,5 +103,5 @@ class OnnxRuntimeEngine(Engine):
         return y.astype(np.float32, copy=True)
 
     def close(self) -> None:
-        self._bound.clear()
+        self._drop_thread_slots()
         self._session = None

@@ -8,9 +8,15 @@ bf16.  Batch 1 is compiled with a static shape (lets the plugin pick its
 fastest kernels); larger batches share one dynamic-batch compile.  Each batch
 size has an infer request bound to an engine-owned NumPy buffer (shared
 memory, no copies).
+
+Threads: a compiled model is thread-safe, an infer request is not ("Infer
+Request is busy").  Each thread gets its own requests and buffers
+(``Engine._thread_slots``, the way ``AsyncInferQueue`` pools requests); the
+compile itself happens once, under a lock.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ __all__ = ["OpenVinoEngine"]
 
 class OpenVinoEngine(Engine):
     backend = "openvino"
+    concurrent = True
 
     def __init__(
         self,
@@ -54,8 +61,8 @@ class OpenVinoEngine(Engine):
         self.input_shape = tuple(int(d) for d in input_shape)  # type: ignore[assignment]
         self.input_dtype = "float32"
         self._input_name = inp.get_any_name()
-        self._requests: dict[int, tuple[np.ndarray, object]] = {}
         self._compiled_models: dict = {}
+        self._compile_lock = threading.Lock()
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "OpenVinoEngine":
@@ -70,7 +77,12 @@ class OpenVinoEngine(Engine):
         import openvino.properties.hint as hints
 
         key = 1 if n == 1 else "dynamic"
-        if key not in self._compiled_models:
+        compiled = self._compiled_models.get(key)
+        if compiled is not None:
+            return compiled
+        with self._compile_lock:
+            if key in self._compiled_models:
+                return self._compiled_models[key]
             model = self._model.clone()
             batch = ov.Dimension(1) if key == 1 else ov.Dimension(1, self.max_batch)
             model.reshape({self._input_name: ov.PartialShape([batch, *self.input_shape])})
@@ -81,19 +93,21 @@ class OpenVinoEngine(Engine):
             }
             if self.precision == "fp32":
                 config[hints.inference_precision] = ov.Type.f32
-            self._compiled_models[key] = self._core.compile_model(model, "CPU", config)
-        return self._compiled_models[key]
+            compiled = self._core.compile_model(model, "CPU", config)
+            self._compiled_models[key] = compiled
+        return compiled
 
     def _request(self, n: int):
         import openvino as ov
 
         n = self._check_batch(n)
-        if n not in self._requests:
+        requests: dict[int, tuple[np.ndarray, object]] = self._thread_slots()
+        if n not in requests:
             request = self._compiled(n).create_infer_request()
             x = np.zeros((n, *self.input_shape), dtype=np.float32)
             request.set_input_tensor(ov.Tensor(x, shared_memory=True))
-            self._requests[n] = (x, request)
-        return self._requests[n]
+            requests[n] = (x, request)
+        return requests[n]
 
     def input_buffer(self, batch: int) -> np.ndarray:
         return self._request(batch)[0]
@@ -104,6 +118,6 @@ class OpenVinoEngine(Engine):
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def close(self) -> None:
-        self._requests.clear()
+        self._drop_thread_slots()
         self._compiled_models.clear()
         self._model = None

@@ -7,6 +7,11 @@ input buffer handed out by :meth:`input_buffer` *is* the graph's input, so the
 CUDA preprocessing kernel can write into it on :attr:`stream` and a replay
 launches the whole network with one call (batch-1 latency is dominated by
 launch overhead otherwise).
+
+Threads: on the CPU each thread has its own input buffers
+(``Engine._thread_slots``) and the eval-mode forward shares nothing mutable,
+so the engine is ``concurrent``.  On CUDA the captured graphs, their static
+inputs and the one stream are shared: callers serialize (the Classifier's lock).
 """
 from __future__ import annotations
 
@@ -47,16 +52,15 @@ class ieee_fp32:
 
 def build_module(manifest: dict, weights: bytes):
     """The torch module described by a model card, with weights loaded strictly."""
-    from safetensors.torch import load as load_safetensors
-
     from thyrofast import models
+    from thyrofast.bundle import load_into, load_weights
 
     # The model card carries the architecture (contracts.md); a width
     # multiplier, when used, sits beside it or in a nested "model" config.
     cfg = {**manifest.get("model", {}),
            **{k: manifest[k] for k in ("arch", "in_channels", "width", "members") if k in manifest}}
     module = models.build_from_config(cfg)
-    module.load_state_dict(load_safetensors(weights), strict=True)
+    load_into(module, load_weights(weights, "weights"), "weights")
     return module.eval()
 
 
@@ -104,7 +108,8 @@ class TorchEngine(Engine):
             self._stream = None
         self.module = module
         self.cuda_graphs = bool(cuda_graphs) and dev.type == "cuda"
-        self._slots: dict[int, dict[str, Any]] = {}
+        self.concurrent = dev.type == "cpu"
+        self._slots: dict[int, dict[str, Any]] = {}  # CUDA: one set, shared (callers serialize)
 
     @classmethod
     def from_bundle(cls, bundle, precision: str = "fp32", device: str = "cpu", **options) -> "TorchEngine":
@@ -126,7 +131,8 @@ class TorchEngine(Engine):
         import torch
 
         n = self._check_batch(n)
-        slot = self._slots.get(n)
+        slots = self._thread_slots() if self._dev.type == "cpu" else self._slots
+        slot = slots.get(n)
         if slot is not None:
             return slot
         if self._dev.type == "cpu":
@@ -139,7 +145,7 @@ class TorchEngine(Engine):
                 slot = {"tensor": x, "out_host": out_host, "graph": None, "out": None}
                 if self.cuda_graphs:
                     slot["graph"], slot["out"] = self._capture(x)
-        self._slots[n] = slot
+        slots[n] = slot
         return slot
 
     def _precision(self):
@@ -222,4 +228,5 @@ class TorchEngine(Engine):
             dst.copy_(src)
 
     def close(self) -> None:
+        self._drop_thread_slots()
         self._slots.clear()
