@@ -132,6 +132,35 @@ def zero_region(name: str = "JPGLosslessP14SV1_1s_1f_8b.dcm", box: tuple[int, in
     return _save(ds)
 
 
+def deflate_bomb(inflated_mib: int = 2048, name: str = "US1_UNCR.dcm") -> bytes:
+    """A Deflated Explicit VR Little Endian file (~1 KB a MiB) whose data set inflates to
+    ``inflated_mib`` MiB more than ``name``'s: a trailing private OB element of zeros.
+
+    Built without ever holding the zeros: one deflate piece of 1 MiB of zeros, ended by a
+    full flush (byte-aligned, no references back), repeated.
+    """
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = _dataset(name)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(out, enforce_file_format=True)
+    deflated = out.getvalue()
+    meta_end = 132 + 12 + int.from_bytes(deflated[140:144], "little")  # (0002,0000) group length
+    body = zlib.decompress(deflated[meta_end:], -zlib.MAX_WBITS)
+    size = inflated_mib << 20
+    body += b"\xe1\x7f\x10\x10OB\x00\x00" + size.to_bytes(4, "little")  # (7FE1,1010) OB
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = c.compress(body) + c.flush(zlib.Z_FULL_FLUSH)
+    z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    piece = z.compress(bytes(1 << 20)) + z.flush(zlib.Z_FULL_FLUSH)
+    return deflated[:meta_end] + head + piece * inflated_mib + b"\x03\x00"  # final empty block
+
+
 #: name -> (builder, read() keyword arguments, expected outcome: an InputError code, or "ok")
 BOMBS = {
     "frames_1e8": (lambda: frames_bomb(), {}, "too_large"),
@@ -141,4 +170,6 @@ BOMBS = {
     "jpeg_9000": (lambda: jpeg_bomb(), {}, "frame_size_mismatch"),
     "jpeg_ls_20000": (lambda: jpeg_ls_bomb(), {}, "frame_size_mismatch"),
     "region_zero": (lambda: zero_region(), {}, "ok"),
+    # 2 GiB inflated from 2 MB; a 64 MiB guard keeps the check to a fraction of a second
+    "deflate_2g": (lambda: deflate_bomb(), {"max_bytes": 64 << 20}, "too_large"),
 }

@@ -552,3 +552,26 @@ def test_degenerate_region_falls_back_to_field_detection(tmp_path):
     f = read(both)[0]
     assert f.region_source == "dicom" and f.region == (14, 38, 1011, 759)
     assert not any("fallback" in n for n in f.notes)
+
+
+def test_deflate_bomb_is_refused_while_inflating(tmp_path):
+    """Deflated Explicit VR Little Endian: pydicom inflates the whole data set at once, and zlib
+    reaches ~1000:1, so a 2 MB file held 2 GiB; the inflated size is now held to max_bytes in
+    bounded chunks first (the old reader inflated all of it, then read the frame: 'ok')."""
+    import tracemalloc
+
+    b = _bombs()
+    _path("US1_UNCR.dcm")
+    p = _bomb_file(tmp_path, b.deflate_bomb(inflated_mib=256))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as e:
+            read(p, max_bytes=32 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.code == "too_large" and "deflated" in str(e.value)
+    assert peak < 24 * 2**20, f"{peak / 2**20:.0f} MiB traced while refusing the file"
+    # a deflated file within the limit reads as its plain twin
+    small = _bomb_file(tmp_path, b.deflate_bomb(inflated_mib=1), "small.dcm")
+    np.testing.assert_array_equal(read(small)[0].pixels, read(_path("US1_UNCR.dcm"))[0].pixels)

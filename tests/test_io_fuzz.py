@@ -7,7 +7,7 @@ guard, not a speed assertion; the measured per-case maximum is printed).
 Workers run under a 4 GiB address-space limit (``ulimit -v 4G``) and report
 each case's peak RSS; the targeted bombs (tests/_dicom_bombs.py: NumberOfFrames
 10^8, JPEG 2000 / JPEG / JPEG-LS frames larger than the header, a (0,0,0,0)
-tissue region) must each stay under BOMB_RSS_LIMIT.
+tissue region, a deflated data set of 2 GiB) must each stay under BOMB_RSS_LIMIT.
 """
 from __future__ import annotations
 

@@ -354,12 +354,67 @@ class DicomSource:
         return arr
 
 
-def open_dicom(data: bytes, source: str, *, force: bool = False, salt: str | None = None) -> DicomSource:
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_INFLATE_CHUNK = 1 << 22
+
+
+def _deflated_start(data: bytes, force: bool) -> int | None:
+    """Offset of the deflated data set when the file meta says Deflated Explicit VR LE, else None."""
+    if _DEFLATED.encode() not in data:
+        return None  # the meta group is never deflated: its TransferSyntaxUID is plain text
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = io.BytesIO(data)
+    read_preamble(fp, force)  # as pydicom.dcmread reads the file
+    meta = _read_file_meta_info(fp)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    return fp.tell()
+
+
+def _check_inflated_size(data: bytes, start: int, max_bytes: int, source: str) -> None:
+    """A deflated data set must inflate to at most ``max_bytes``: counted in bounded chunks
+    before pydicom inflates it whole (zlib reaches ~1000:1, so a 2 MB file can hold 2 GB)."""
+    import zlib
+
+    if (len(data) - start) * 1032 <= max_bytes:
+        return  # deflate cannot expand more than ~1032:1
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    view = memoryview(data)[start:]
+    total = 0
+    # input in 64 KB pieces, output in 4 MB pieces: memory and copying stay bounded
+    for pos in range(0, len(view), 1 << 16):
+        buf: Any = view[pos:pos + (1 << 16)]
+        while buf:
+            try:
+                out = d.decompress(buf, _INFLATE_CHUNK)
+            except zlib.error:
+                return  # corrupt: pydicom reports it
+            total += len(out)
+            if total > max_bytes:
+                raise InputError("too_large", f"the deflated data set inflates to more than the "
+                                 f"{max_bytes / 2**20:.0f} MiB limit (raise max_bytes to allow)", source=source)
+            if d.eof:
+                return
+            buf = d.unconsumed_tail
+
+
+def open_dicom(data: bytes, source: str, *, force: bool = False, salt: str | None = None,
+               max_bytes: int = 1 << 30) -> DicomSource:
     """Parse a DICOM file's bytes (pixel data still encoded).
 
+    A Deflated Explicit VR Little Endian data set is first inflated in bounded
+    chunks and refused (``too_large``) when it would exceed ``max_bytes``.
     pydicom's warnings about non-conformant files are left to the caller
     (:func:`thyrofast.read` records them in ``Frame.notes``).
     """
+    try:
+        start = _deflated_start(data, force)
+    except Exception:
+        start = None  # pydicom's own parse below says what is wrong with the meta group
+    if start is not None:
+        _check_inflated_size(data, start, max_bytes, source)
     try:
         ds = _parse(data, force=force)
     except MemoryError:

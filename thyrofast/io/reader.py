@@ -57,10 +57,12 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         Memory guard: files whose decoded frames (plus ``FRAME_OVERHEAD_BYTES``
         of bookkeeping a frame) would need more are refused with code
         ``too_large`` before any pixel is decoded, and before anything sized
-        by the header's frame count exists.  A NumberOfFrames the Pixel Data
-        cannot hold is ``unreadable``; a JPEG / JPEG-LS / JPEG 2000 frame whose
-        own codestream size differs from Rows x Columns is
-        ``frame_size_mismatch``, refused before its decoder runs.
+        by the header's frame count exists; a deflated data set must inflate
+        to at most ``max_bytes`` too (checked in bounded chunks).  A
+        NumberOfFrames the Pixel Data cannot hold is ``unreadable``; a JPEG /
+        JPEG-LS / JPEG 2000 frame whose own codestream size differs from
+        Rows x Columns is ``frame_size_mismatch``, refused before its decoder
+        runs.
     timeout
         Seconds; when given, decode in a child process and give up with code
         ``timeout`` (for untrusted input in long-running services).
@@ -179,7 +181,7 @@ def _open(path: str, opts: dict[str, Any]):
         return open_image(data, path)
     from .dicom import open_dicom
 
-    return open_dicom(data, path, force=(kind == "dicom-raw"), salt=opts["salt"])
+    return open_dicom(data, path, force=(kind == "dicom-raw"), salt=opts["salt"], max_bytes=opts["max_bytes"])
 
 
 #: Bookkeeping counted per frame on top of its pixels (Frame object, array header,
