@@ -11,7 +11,7 @@ from ..errors import InputError
 from .frame import Frame
 from .regions import MIN_REGION_PX, detect_field, select_tissue_region
 
-__all__ = ["read", "DEFAULT_MAX_BYTES", "read_options"]
+__all__ = ["read", "DEFAULT_MAX_BYTES", "FRAME_OVERHEAD_BYTES", "read_options"]
 
 #: Memory guard: decoded bytes (rows x cols x frames x samples x bytes) above this are refused.
 DEFAULT_MAX_BYTES = 1 << 30
