@@ -168,6 +168,18 @@ def test_mutated_us_files_never_crash_or_hang(n_cases):
           f"largest peak RSS {fattest['peak_rss_kib'] / 1024:.0f} MB (case {fattest['id']})")
 
 
+def test_mutated_deflated_file_never_crashes_or_hangs():
+    """The Deflated Explicit VR LE file (whose inflated size read() checks before pydicom
+    inflates it): 60 mutations, every kind, each reads or is an InputError."""
+    path = get_testdata_file("image_dfl.dcm", download=False)
+    cases = [{"id": i, "file": path, "seed": 5000 + i, "kind": KINDS[i % len(KINDS)]} for i in range(60)]
+    results, crashes, hangs = _run_cases(cases)
+    assert not crashes, crashes[:3]
+    assert not hangs, hangs[:3]
+    assert len(results) == len(cases) and {r["status"] for r in results} <= {"ok", "input_error"}
+    assert max(r["peak_rss_kib"] for r in results) * 1024 < BOMB_RSS_LIMIT
+
+
 def test_targeted_bombs_are_refused_in_bounded_memory():
     """Each hostile file of tests/_dicom_bombs.py, under ``ulimit -v 4G``: the expected outcome,
     peak RSS under 512 MB and no hang.  The reader before issue 22 took 3-4 GB (up to the 4 GiB
