@@ -3,14 +3,24 @@
 Reads case specs ``{"id", "file", "seed", "kind"}`` as JSON lines on stdin,
 builds the mutated file deterministically from (file, seed, kind), calls
 ``thyrofast.read`` on it and answers one JSON line per case:
-``{"id", "status": "ok"|"input_error"|"crash", "code"/"error", "seconds"}``.
+``{"id", "status": "ok"|"input_error"|"crash", "code"/"error", "seconds",
+"peak_rss_kib"}``.  ``{"id", "kind": "bomb", "bomb": NAME}`` reads one of the
+hostile files of tests/_dicom_bombs.py instead (with its read options).
 A case that hangs or kills the process is detected by the parent's watchdog.
+
+The worker runs under ``RLIMIT_AS`` = 4 GiB (as ``ulimit -v 4G``), so a bomb
+cannot take the machine down, and measures each case's own peak RSS: the
+kernel's high-water mark is reset before the case (``/proc/self/clear_refs``,
+Linux >= 4.0), then VmHWM (``/proc/self/status``; else ``ru_maxrss``) is the
+case's peak (``rss_reset`` False where the reset is unavailable: then it is
+the process's peak so far, an upper bound).
 """
 from __future__ import annotations
 
 import io
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -115,7 +125,47 @@ def mutate(path: str, seed: int, kind: str) -> bytes:
     raise ValueError(kind)
 
 
+#: Address-space limit of a worker (``ulimit -v 4G``).
+ADDRESS_SPACE_LIMIT = 4 << 30
+
+
+def limit_address_space(limit: int = ADDRESS_SPACE_LIMIT) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (and so ru_maxrss); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS in KiB: VmHWM, the high-water mark reset_peak_rss() resets.
+
+    ``getrusage().ru_maxrss`` is not used where VmHWM exists: it never drops below the
+    RSS the parent had when it forked this worker (the kernel carries the pre-exec
+    high-water mark over), so under a 800 MB pytest process every case would read 800 MB.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
 def main() -> int:
+    limit_address_space()
     from thyrofast import InputError
     from thyrofast.io import read
 
@@ -127,17 +177,31 @@ def main() -> int:
     target = os.path.join(tmpdir, "case.dcm")
     for line in sys.stdin:
         spec = json.loads(line)
+        kw = {}
+        if spec["kind"] == "bomb":
+            import _dicom_bombs  # tests/ is this script's directory
+
+            build, kw, _ = _dicom_bombs.BOMBS[spec["bomb"]]
+            data = build()
+        else:
+            data = mutate(spec["file"], spec["seed"], spec["kind"])
         with open(target, "wb") as fh:
-            fh.write(mutate(spec["file"], spec["seed"], spec["kind"]))
+            fh.write(data)
+        del data
+        reset = reset_peak_rss()
+        base = peak_rss_kib()
         t0 = time.perf_counter()
         try:
-            frames = read(target)
-            res = {"status": "ok", "frames": len(frames)}
+            frames = read(target, **kw)
+            res = {"status": "ok", "frames": len(frames), "region_source": frames[0].region_source,
+                   "shape": list(frames[0].pixels.shape)}
+            del frames
         except InputError as exc:
             res = {"status": "input_error", "code": exc.code}
         except BaseException as exc:  # the thing this fuzzer looks for
             res = {"status": "crash", "error": f"{type(exc).__name__}: {exc}"[:300]}
-        res.update(id=spec["id"], seconds=time.perf_counter() - t0)
+        res.update(id=spec["id"], seconds=time.perf_counter() - t0, peak_rss_kib=peak_rss_kib(),
+                   base_rss_kib=base, rss_reset=reset)
         sys.stdout.write(json.dumps(res) + "\n")
         sys.stdout.flush()
     os.remove(target) if os.path.exists(target) else None

@@ -363,7 +363,7 @@ KNOWN_BAD = {
     "MR_truncated.dcm": "unreadable",
     "rtplan_truncated.dcm": "unsupported_format",
     "emri_small_jpeg_2k_lossless_too_short.dcm": "unreadable",
-    "JPEG2000-embedded-sequence-delimiter.dcm": "unreadable",
+    "JPEG2000-embedded-sequence-delimiter.dcm": "frame_size_mismatch",  # the delimiter lands in SIZ: Xsiz 3.7e9
     "badVR.dcm": "unreadable",
     "meta_missing_tsyntax.dcm": "unreadable",
     "no_meta.dcm": "unsupported_format",
@@ -415,3 +415,163 @@ def test_dicom_without_preamble_or_meta(tmp_path, implicit, little):
     assert f.transfer_syntax == {(True, True): "1.2.840.10008.1.2", (False, True): "1.2.840.10008.1.2.1",
                                  (False, False): "1.2.840.10008.1.2.2"}[(implicit, little)]
     np.testing.assert_array_equal(f.pixels, read(src)[0].pixels)
+
+
+# ---- issue 22: header and codestream bombs, degenerate regions ---------------------------
+
+def _bomb_file(tmp_path, data: bytes, name: str = "bomb.dcm") -> str:
+    out = tmp_path / name
+    out.write_bytes(data)
+    return str(out)
+
+
+def _bombs():
+    try:
+        import _dicom_bombs
+    except ImportError:  # pragma: no cover
+        pytest.skip("tests/_dicom_bombs.py not importable")
+    for name in ("OBXXXX1A.dcm", "US1_J2KR.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                 "JPGLosslessP14SV1_1s_1f_8b.dcm", "examples_ybr_color.dcm"):
+        _path(name)
+    return _dicom_bombs
+
+
+@pytest.mark.parametrize("bomb,kw,code", [
+    ("default", {}, "too_large"),  # 600x800 frames: the guard
+    ("tiny", {}, "too_large"),  # 1x1 frames: 6 bytes each, but 1 KiB of bookkeeping each
+    ("default", {"max_bytes": 1 << 50}, "unreadable"),  # guard lifted: 480 KB of data hold one frame
+    ("default", {"stride": 1000}, "too_large"),  # 10^5 frames after the stride: still far over
+])
+def test_number_of_frames_bomb_is_refused_before_anything_sized_by_it(tmp_path, bomb, kw, code):
+    """NumberOfFrames = 10^8 on a 480 KB file: refused without building a list of 10^8
+    frame indices (the old reader did, 4.7 GB of RSS for 15 s, before `too_large`)."""
+    import tracemalloc
+
+    b = _bombs()
+    p = _bomb_file(tmp_path, b.frames_bomb(rows=1, columns=1) if bomb == "tiny" else b.frames_bomb())
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as e:
+            read(p, **kw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.code == code
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB traced while refusing the file"
+
+
+def test_count_frames_holds_the_header_to_the_guard(tmp_path):
+    """FrameDataset indexes a cine's frames from its header: 10^8 of them is refused, not indexed."""
+    from thyrofast.io.dataset import FrameDataset, count_frames
+    from thyrofast.io.manifest import Record
+
+    b = _bombs()
+    p = _bomb_file(tmp_path, b.frames_bomb())
+    with pytest.raises(InputError) as e:
+        count_frames(p)
+    assert e.value.code == "too_large"
+    p2 = _bomb_file(tmp_path, b.frames_bomb(n=1000, rows=1, columns=1), "tiny.dcm")  # guard: ok; data: 474 KB
+    assert count_frames(p2) == 1000
+    p3 = _bomb_file(tmp_path, b.frames_bomb(n=900_000, rows=1, columns=1), "more.dcm")  # more frames than bytes
+    with pytest.raises(InputError) as e:
+        count_frames(p3)
+    assert e.value.code == "unreadable"
+    assert count_frames(_path("examples_ybr_color.dcm")) == 30
+    ds = FrameDataset([Record(path=p, patient_id="a", label=0)], on_error="skip")
+    assert len(ds) == 0 and ds.skipped == [(p, "too_large")]
+
+
+@pytest.mark.parametrize("kind", ["j2k", "jpeg", "jpeg_ls"])
+def test_codestream_larger_than_the_header_is_refused_before_decoding(tmp_path, kind):
+    """A frame whose own codestream (J2K SIZ, JPEG SOF, JPEG-LS SOF55) is bigger than Rows x Columns:
+    the old reader let OpenJPEG allocate 6 GB for a 153 KB file before failing."""
+    b = _bombs()
+    data = {"j2k": b.j2k_bomb, "jpeg": b.jpeg_bomb, "jpeg_ls": b.jpeg_ls_bomb}[kind]()
+    with pytest.raises(InputError) as e:
+        read(_bomb_file(tmp_path, data))
+    assert e.value.code == "frame_size_mismatch"
+    assert "codestream" in str(e.value) and "the header says" in str(e.value)
+
+
+def test_codestream_size_is_checked_per_frame_and_both_ways(tmp_path):
+    b = _bombs()
+    # frame 5 of the 30-frame JPEG cine says 9000 x 9000: frame 0 alone still reads
+    p = _bomb_file(tmp_path, b.jpeg_bomb(name="examples_ybr_color.dcm", frame=5), "cine.dcm")
+    assert len(read(p, frames=[0, 4])) == 2
+    with pytest.raises(InputError) as e:
+        read(p)
+    assert e.value.code == "frame_size_mismatch" and "frame 5" in str(e.value)
+    # a codestream smaller than the header is as wrong
+    with pytest.raises(InputError) as e:
+        read(_bomb_file(tmp_path, b.j2k_bomb(rows=240, columns=320), "small.dcm"))
+    assert e.value.code == "frame_size_mismatch"
+    # a SIZ segment that cannot be parsed is refused before the decoder sees it
+    with pytest.raises(InputError) as e:
+        read(_bomb_file(tmp_path, b.j2k_bomb(rows=480, columns=640, components=200), "badsiz.dcm"))
+    assert e.value.code == "unreadable" and "codestream" in str(e.value)
+    # unpatched: same bytes in, same frame out
+    np.testing.assert_array_equal(read(_bomb_file(tmp_path, b.j2k_bomb(rows=480, columns=640), "same.dcm"))[0].pixels,
+                                  read(_path("US1_J2KR.dcm"))[0].pixels)
+
+
+def test_degenerate_region_falls_back_to_field_detection(tmp_path):
+    """Region (0,0,0,0) used to crop to one pixel, which was then classified; now a tissue region
+    under 32 x 32 px is never cropped to: the field is detected (crop auto/detect) and the frame
+    says so, or with crop="regions" it is no tissue region at all."""
+    from thyrofast.io.regions import detect_field
+
+    min_px = 32  # thyrofast.io.regions.MIN_REGION_PX, documented in read()
+
+    b = _bombs()
+    src = _path("JPGLosslessP14SV1_1s_1f_8b.dcm")
+    field = detect_field(read(src, crop="none")[0].pixels)
+    p = _bomb_file(tmp_path, b.zero_region())
+    for crop in ("auto", "detect"):
+        f = read(p, crop=crop)[0]
+        assert f.region_source == "detected" and f.region == field
+        assert f.pixels.shape == (field[3] - field[1], field[2] - field[0])
+        assert any(n.startswith("region fallback:") and "32x32" in n for n in f.notes)
+        assert f.metadata()["region_source"] == "detected"
+    with pytest.raises(InputError) as e:
+        read(p, crop="regions")
+    assert e.value.code == "no_tissue_region" and "minimum" in str(e.value)
+    assert read(p, crop="none")[0].pixels.shape == (768, 1024)
+    # 31 px wide: too small; 32 x 32: the smallest region that is used
+    narrow = _bomb_file(tmp_path, b.zero_region(box=(100, 100, 130, 400)), "narrow.dcm")
+    assert read(narrow)[0].region_source == "detected"
+    ok = _bomb_file(tmp_path, b.zero_region(box=(100, 100, 100 + min_px - 1, 100 + min_px - 1)),
+                    "ok.dcm")
+    f = read(ok)[0]
+    assert f.region_source == "dicom" and f.pixels.shape == (min_px, min_px)
+    assert not any("fallback" in n for n in f.notes)
+    from thyrofast.io.regions import MIN_REGION_PX
+
+    assert MIN_REGION_PX == min_px
+    # a real region next to the degenerate one: the real one, no fallback
+    both = _bomb_file(tmp_path, b.zero_region(extra=(14, 38, 1010, 758)), "both.dcm")
+    f = read(both)[0]
+    assert f.region_source == "dicom" and f.region == (14, 38, 1011, 759)
+    assert not any("fallback" in n for n in f.notes)
+
+
+def test_deflate_bomb_is_refused_while_inflating(tmp_path):
+    """Deflated Explicit VR Little Endian: pydicom inflates the whole data set at once, and zlib
+    reaches ~1000:1, so a 2 MB file held 2 GiB; the inflated size is now held to max_bytes in
+    bounded chunks first (the old reader inflated all of it, then read the frame: 'ok')."""
+    import tracemalloc
+
+    b = _bombs()
+    _path("US1_UNCR.dcm")
+    p = _bomb_file(tmp_path, b.deflate_bomb(inflated_mib=256))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as e:
+            read(p, max_bytes=32 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.code == "too_large" and "deflated" in str(e.value)
+    assert peak < 24 * 2**20, f"{peak / 2**20:.0f} MiB traced while refusing the file"
+    # a deflated file within the limit reads as its plain twin
+    small = _bomb_file(tmp_path, b.deflate_bomb(inflated_mib=1), "small.dcm")
+    np.testing.assert_array_equal(read(small)[0].pixels, read(_path("US1_UNCR.dcm"))[0].pixels)

@@ -1,9 +1,13 @@
-"""Robustness: 1,000 seeded mutations of the ultrasound test files, and the header bomb.
+"""Robustness: 1,000 seeded mutations of the ultrasound test files, and the bombs.
 
 Every mutated file must either read or raise InputError: no other exception,
 no crashed process, no hang.  Cases run in two child processes under a
 watchdog, which kills a worker stuck on one case for HANG_S seconds (a hang
 guard, not a speed assertion; the measured per-case maximum is printed).
+Workers run under a 4 GiB address-space limit (``ulimit -v 4G``) and report
+each case's peak RSS; the targeted bombs (tests/_dicom_bombs.py: NumberOfFrames
+10^8, JPEG 2000 / JPEG / JPEG-LS frames larger than the header, a (0,0,0,0)
+tissue region, a deflated data set of 2 GiB) must each stay under BOMB_RSS_LIMIT.
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ FUZZ_FILES = [
     "gdcm-US-ALOKA-16.dcm", "gdcm-US-ALOKA-16_big.dcm",
 ]
 N_CASES = 1000
+#: Peak RSS a bomb may reach (the worker's own ~100 MB of Python, NumPy, pydicom and decoders included).
+BOMB_RSS_LIMIT = 512 << 20
 
 
 def _env() -> dict:
@@ -156,8 +162,54 @@ def test_mutated_us_files_never_crash_or_hang(n_cases):
     # the mutations must actually bite: most cases fail, and some still read
     assert codes.get("ok", 0) > 0 and sum(v for k, v in codes.items() if k != "ok") > n_cases // 3
     slowest = max(results, key=lambda r: r["seconds"])
+    fattest = max(results, key=lambda r: r["peak_rss_kib"])
     print(f"\nfuzz: {n_cases} cases in {wall:.1f} s, outcomes {dict(sorted(codes.items()))}, "
-          f"slowest {slowest['seconds']:.2f} s (case {slowest['id']})")
+          f"slowest {slowest['seconds']:.2f} s (case {slowest['id']}), "
+          f"largest peak RSS {fattest['peak_rss_kib'] / 1024:.0f} MB (case {fattest['id']})")
+
+
+def test_mutated_deflated_file_never_crashes_or_hangs():
+    """The Deflated Explicit VR LE file (whose inflated size read() checks before pydicom
+    inflates it): 60 mutations, every kind, each reads or is an InputError."""
+    path = get_testdata_file("image_dfl.dcm", download=False)
+    cases = [{"id": i, "file": path, "seed": 5000 + i, "kind": KINDS[i % len(KINDS)]} for i in range(60)]
+    results, crashes, hangs = _run_cases(cases)
+    assert not crashes, crashes[:3]
+    assert not hangs, hangs[:3]
+    assert len(results) == len(cases) and {r["status"] for r in results} <= {"ok", "input_error"}
+    assert max(r["peak_rss_kib"] for r in results) * 1024 < BOMB_RSS_LIMIT
+
+
+def test_targeted_bombs_are_refused_in_bounded_memory():
+    """Each hostile file of tests/_dicom_bombs.py, under ``ulimit -v 4G``: the expected outcome,
+    peak RSS under 512 MB and no hang.  The reader before issue 22 took 3-4 GB (up to the 4 GiB
+    limit, 4.7-6 GB without it) and 1-15 s on the NumberOfFrames and J2K bombs, and cropped the
+    (0,0,0,0) region to one pixel."""
+    import _dicom_bombs
+
+    _files()
+    names = sorted(_dicom_bombs.BOMBS)
+    cases = [{"id": i, "kind": "bomb", "bomb": n} for i, n in enumerate(names)]
+    t0 = time.monotonic()
+    results, crashes, hangs = _run_cases(cases)
+    wall = time.monotonic() - t0
+    assert not crashes, crashes
+    assert not hangs, hangs
+    assert len(results) == len(names)
+    lines = []
+    for r in sorted(results, key=lambda r: r["id"]):
+        name = names[r["id"]]
+        want = _dicom_bombs.BOMBS[name][2]
+        got = "ok" if r["status"] == "ok" else r.get("code", r["status"])
+        assert got == want, f"{name}: {r}"
+        if name == "region_zero":
+            assert r["region_source"] == "detected" and min(r["shape"][:2]) >= 32, r
+        peak = r["peak_rss_kib"] * 1024
+        assert peak < BOMB_RSS_LIMIT, f"{name}: peak RSS {peak / 2**20:.0f} MB"
+        lines.append(f"{name}: {got}, {r['seconds'] * 1000:.0f} ms, peak RSS {peak / 2**20:.0f} MB "
+                     f"(+{(r['peak_rss_kib'] - r['base_rss_kib']) / 1024:.0f} MB)"
+                     + ("" if r["rss_reset"] else " [process peak: no per-case reset]"))
+    print(f"\nbombs in {wall:.1f} s:\n  " + "\n  ".join(lines))
 
 
 def _bomb(tmp_path) -> str:

@@ -23,6 +23,7 @@ INPUT_ERROR_CODES = (
     "empty",
     "timeout",
     "frame_out_of_range",  # a requested frame index the file does not have
+    "frame_size_mismatch",  # an encoded frame's own size (JPEG SOF, J2K SIZ) differs from Rows x Columns
 )
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from .manifest import Record, read_manifest, scan_folder
-from .reader import read, read_options as _validate_read_options
+from .reader import DEFAULT_MAX_BYTES, FRAME_OVERHEAD_BYTES, read, read_options as _validate_read_options
 from .splits import SPLITS, check_split
 
 __all__ = ["FrameDataset", "count_frames"]
@@ -29,8 +29,14 @@ __all__ = ["FrameDataset", "count_frames"]
 log = logging.getLogger("thyrofast.io")
 
 
-def count_frames(path: str) -> int:
-    """Frames in a file, from its header only (cheap)."""
+def count_frames(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """Frames in a file, from its header only (cheap).
+
+    The count is held to the memory guard (``FRAME_OVERHEAD_BYTES`` a frame at
+    least, ``too_large``) and to the file's size (a frame takes at least one
+    byte, ``unreadable``), so a header claiming 10^8 frames cannot make the
+    caller index 10^8 items.
+    """
     with open(path, "rb") as fh:
         head = fh.read(132)
     if len(head) == 132 and head[128:132] == b"DICM" or os.path.splitext(path)[1].lower() in (".dcm", ".dicom", ""):
@@ -41,10 +47,17 @@ def count_frames(path: str) -> int:
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             nf = ds.get("NumberOfFrames")
-            return 1 if nf in (None, "") else max(1, int(nf))
+            n = 1 if nf in (None, "") else max(1, int(nf))
         except Exception as exc:
             raise InputError("unreadable", f"cannot read the DICOM header ({type(exc).__name__})",
                              source=path) from None
+        if n * FRAME_OVERHEAD_BYTES > max_bytes:
+            raise InputError("too_large", f"the header claims {n} frames, over the memory guard of "
+                             f"{max_bytes / 2**20:.0f} MiB", source=path)
+        if n > os.path.getsize(path):
+            raise InputError("unreadable", f"the header claims {n} frames, more than the file has bytes",
+                             source=path)
+        return n
     from PIL import Image
 
     try:
@@ -115,7 +128,7 @@ class FrameDataset:
                 self._items.append((ri, r.frame_index))
                 continue
             try:
-                n = count_frames(r.path)
+                n = count_frames(r.path, max_bytes=opts.get("max_bytes", DEFAULT_MAX_BYTES))
             except (InputError, OSError) as exc:
                 code = getattr(exc, "code", "unreadable")
                 if on_error == "raise":

@@ -6,7 +6,11 @@ YBR_* becomes RGB, PALETTE COLOR is expanded through its (possibly segmented)
 lookup table to RGB, signed gray is shifted to unsigned.
 
 Nothing is decoded before the memory guard has seen Rows x Columns x Frames x
-Samples x bytes; frames are decoded one at a time.
+Samples x bytes; frames are decoded one at a time.  NumberOfFrames must fit the
+Pixel Data actually present, and each JPEG / JPEG-LS / JPEG 2000 frame's own
+codestream size (SOFn / SOF55 / SIZ, :mod:`thyrofast.io.codestream`) must equal
+Rows x Columns x Samples before the decoder sees it (``frame_size_mismatch``),
+so no size the guard did not check reaches a decoder.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
+from .codestream import (J2K_MAX_TILES, J2K_TRANSFER_SYNTAXES, JPEG_LS_TRANSFER_SYNTAXES, JPEG_TRANSFER_SYNTAXES,
+                         CodestreamError, codestream_info)
 from .frame import hash_patient_id
 from .regions import UsRegion, parse_regions
 
@@ -37,6 +43,9 @@ DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg (pip install pylibjpeg pylibjpeg-openjpeg)",
     "1.2.840.10008.1.2.5": "numpy (pydicom's RLE decoder) or pylibjpeg-rle",
 }
+
+# encapsulated frames whose codestream states its own size: checked against the header before decoding
+_CODESTREAM_TS = J2K_TRANSFER_SYNTAXES | JPEG_TRANSFER_SYNTAXES | JPEG_LS_TRANSFER_SYNTAXES
 
 _PHOTOMETRICS = {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422",
                  "YBR_RCT", "YBR_ICT"}
@@ -127,6 +136,30 @@ class DicomSource:
         self.spacing_cm = self._fallback_spacing()
         self.notes: list[str] = []
 
+    def check_frame_count(self) -> None:
+        """NumberOfFrames must fit the Pixel Data that is actually there.
+
+        Native data holds at least Rows x Columns x (BitsAllocated / 8) bytes a
+        frame, encapsulated data at least one 8-byte item a frame, so a header
+        claiming more frames than the file can hold (a cheap way to make the
+        reader plan for 10^8 frames) is refused (``unreadable``) before
+        anything is sized by it.  :func:`thyrofast.read` calls it right after
+        the memory guard.
+        """
+        from pydicom.uid import UID
+
+        try:
+            n_bytes = len(self.ds.PixelData)
+        except TypeError:
+            return
+        uid = UID(self.transfer_syntax)
+        native = uid.is_transfer_syntax and not uid.is_encapsulated  # unknown syntaxes: the loose bound
+        per_frame = 8 if not native else self.rows * self.columns * (self.bits_allocated // 8)
+        most = n_bytes // max(per_frame, 1)
+        if self.n_frames > most:
+            raise InputError("unreadable", f"NumberOfFrames is {self.n_frames}, but the {n_bytes} bytes of Pixel Data "
+                             f"hold at most {most} frame(s) (truncated file or corrupt header)", source=self.source)
+
     def _fallback_spacing(self) -> tuple[float, float] | None:
         # (0028,0030) PixelSpacing is [row (dy), column (dx)] in mm; ultrasound rarely has it
         ps = self.ds.get("PixelSpacing")
@@ -178,9 +211,53 @@ class DicomSource:
             plugin = "pillow"  # ~5x faster than GDCM for baseline JPEG
         # raw: YBR stays YBR here and _convert turns it into RGB (faster than pydicom's NumPy path)
         it = decoder.iter_array(self.ds, indices=indices, as_rgb=False, decoding_plugin=plugin)
+        check = self.transfer_syntax in _CODESTREAM_TS
         for idx in indices:
+            if check:  # before the decoder sees the frame: it allocates what the codestream says
+                self.check_codestream(idx)
             arr, meta = next(it)
             yield idx, self._convert(arr, str(meta.get("photometric_interpretation", self.photometric)))
+
+    def encoded_frame(self, index: int) -> bytes:
+        """The encapsulated bytes of frame ``index``, found as pydicom's decoder finds them."""
+        from pydicom.encaps import get_frame
+
+        ds = self.ds
+        ext = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+            if len(ext[0]) != len(ext[1]):
+                ext = None  # pydicom's runner drops an inconsistent table the same way
+        return get_frame(ds.PixelData, index, number_of_frames=self.n_frames, extended_offsets=ext)
+
+    def check_codestream(self, index: int) -> None:
+        """Refuse frame ``index`` when its codestream's own size differs from Rows x Columns x Samples.
+
+        JPEG, JPEG-LS and JPEG 2000 decoders size their buffers from the frame
+        header inside the codestream (SOFn / SOF55 / SIZ), which the memory
+        guard never saw; a 150 KB file whose SIZ says 20000 x 20000 would
+        otherwise make OpenJPEG allocate gigabytes.
+        """
+        try:
+            data = self.encoded_frame(index)
+        except Exception as exc:  # pydicom's own errors on a broken item structure
+            raise InputError("unreadable", f"cannot find frame {index} in the Pixel Data "
+                             f"({type(exc).__name__}: {exc})", source=self.source) from None
+        try:
+            info = codestream_info(data, self.transfer_syntax)
+        except CodestreamError as exc:
+            raise InputError("unreadable", f"frame {index}: unreadable codestream header ({exc})",
+                             source=self.source) from None
+        if info is None:
+            return
+        if (info.rows, info.columns, info.components) != (self.rows, self.columns, self.samples):
+            raise InputError("frame_size_mismatch",
+                             f"frame {index}'s {info.kind} codestream is {info.rows}x{info.columns} with "
+                             f"{info.components} component(s), the header says {self.rows}x{self.columns} with "
+                             f"{self.samples}", source=self.source)
+        if info.tiles > J2K_MAX_TILES:
+            raise InputError("unreadable", f"frame {index}: {info.tiles} JPEG 2000 tiles, more than a codestream "
+                             f"can index ({J2K_MAX_TILES})", source=self.source)
 
     def _convert(self, arr: np.ndarray, photometric: str) -> np.ndarray:
         photometric = photometric.upper()
@@ -277,12 +354,67 @@ class DicomSource:
         return arr
 
 
-def open_dicom(data: bytes, source: str, *, force: bool = False, salt: str | None = None) -> DicomSource:
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_INFLATE_CHUNK = 1 << 22
+
+
+def _deflated_start(data: bytes, force: bool) -> int | None:
+    """Offset of the deflated data set when the file meta says Deflated Explicit VR LE, else None."""
+    if _DEFLATED.encode() not in data:
+        return None  # the meta group is never deflated: its TransferSyntaxUID is plain text
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    fp = io.BytesIO(data)
+    read_preamble(fp, force)  # as pydicom.dcmread reads the file
+    meta = _read_file_meta_info(fp)
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    return fp.tell()
+
+
+def _check_inflated_size(data: bytes, start: int, max_bytes: int, source: str) -> None:
+    """A deflated data set must inflate to at most ``max_bytes``: counted in bounded chunks
+    before pydicom inflates it whole (zlib reaches ~1000:1, so a 2 MB file can hold 2 GB)."""
+    import zlib
+
+    if (len(data) - start) * 1032 <= max_bytes:
+        return  # deflate cannot expand more than ~1032:1
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    view = memoryview(data)[start:]
+    total = 0
+    # input in 64 KB pieces, output in 4 MB pieces: memory and copying stay bounded
+    for pos in range(0, len(view), 1 << 16):
+        buf: Any = view[pos:pos + (1 << 16)]
+        while buf:
+            try:
+                out = d.decompress(buf, _INFLATE_CHUNK)
+            except zlib.error:
+                return  # corrupt: pydicom reports it
+            total += len(out)
+            if total > max_bytes:
+                raise InputError("too_large", f"the deflated data set inflates to more than the "
+                                 f"{max_bytes / 2**20:.0f} MiB limit (raise max_bytes to allow)", source=source)
+            if d.eof:
+                return
+            buf = d.unconsumed_tail
+
+
+def open_dicom(data: bytes, source: str, *, force: bool = False, salt: str | None = None,
+               max_bytes: int = 1 << 30) -> DicomSource:
     """Parse a DICOM file's bytes (pixel data still encoded).
 
+    A Deflated Explicit VR Little Endian data set is first inflated in bounded
+    chunks and refused (``too_large``) when it would exceed ``max_bytes``.
     pydicom's warnings about non-conformant files are left to the caller
     (:func:`thyrofast.read` records them in ``Frame.notes``).
     """
+    try:
+        start = _deflated_start(data, force)
+    except Exception:
+        start = None  # pydicom's own parse below says what is wrong with the meta group
+    if start is not None:
+        _check_inflated_size(data, start, max_bytes, source)
     try:
         ds = _parse(data, force=force)
     except MemoryError:

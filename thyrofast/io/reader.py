@@ -9,10 +9,10 @@ import numpy as np
 
 from ..errors import InputError
 from .frame import Frame
+from .regions import MIN_REGION_PX, detect_field, select_tissue_region
 from .regular import read_regular
-from .regions import detect_field, select_tissue_region
 
-__all__ = ["read", "DEFAULT_MAX_BYTES", "read_options"]
+__all__ = ["read", "DEFAULT_MAX_BYTES", "FRAME_OVERHEAD_BYTES", "read_options"]
 
 #: Memory guard: decoded bytes (rows x cols x frames x samples x bytes) above this are refused.
 DEFAULT_MAX_BYTES = 1 << 30
@@ -36,7 +36,12 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         Sequence of Ultrasound Regions when the file has one, else keep the full
         frame.  ``detect``: like auto, but without regions find the ultrasound
         field automatically (black margins, burned-in text).  ``regions``: the
-        file must have a tissue region.  ``none``: never crop.
+        file must have a tissue region.  ``none``: never crop.  A tissue region
+        smaller than ``MIN_REGION_PX`` x ``MIN_REGION_PX`` (32 x 32) pixels
+        after clipping to the image (e.g. the degenerate (0,0,0,0)) is never
+        cropped to: ``auto`` and ``detect`` detect the field instead
+        (``region_source == "detected"``, a ``"region fallback: ..."`` note),
+        ``regions`` raises ``no_tissue_region``.
     doppler : "flag" | "reject"
         Files with Doppler / color-flow regions, and frames whose tissue field
         is at least 1% strongly colored pixels (a color / power Doppler overlay
@@ -50,8 +55,15 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         Which frames of a cine (0-based indices; default all), then every
         ``stride``-th of them.
     max_bytes
-        Memory guard: files whose decoded frames would need more are refused
-        with code ``too_large`` before any pixel is decoded.
+        Memory guard: files whose decoded frames (plus ``FRAME_OVERHEAD_BYTES``
+        of bookkeeping a frame) would need more are refused with code
+        ``too_large`` before any pixel is decoded, and before anything sized
+        by the header's frame count exists; a deflated data set must inflate
+        to at most ``max_bytes`` too (checked in bounded chunks).  A
+        NumberOfFrames the Pixel Data cannot hold is ``unreadable``; a JPEG /
+        JPEG-LS / JPEG 2000 frame whose own codestream size differs from
+        Rows x Columns is ``frame_size_mismatch``, refused before its decoder
+        runs.
     timeout
         Seconds; when given, decode in a child process and give up with code
         ``timeout`` (for untrusted input in long-running services).
@@ -159,16 +171,29 @@ def _open(path: str, opts: dict[str, Any]):
         return open_image(data, path)
     from .dicom import open_dicom
 
-    return open_dicom(data, path, force=(kind == "dicom-raw"), salt=opts["salt"])
+    return open_dicom(data, path, force=(kind == "dicom-raw"), salt=opts["salt"], max_bytes=opts["max_bytes"])
 
 
-def _indices(n: int, opts: dict[str, Any], source: str) -> list[int]:
-    idx = opts["frames"] if opts["frames"] is not None else list(range(n))
-    bad = [i for i in idx if i >= n]
+#: Bookkeeping counted per frame on top of its pixels (Frame object, array header,
+#: index lists), so a header asking for 10^8 tiny frames meets the guard too.
+FRAME_OVERHEAD_BYTES = 1024
+
+
+def _count(n: int, opts: dict[str, Any], source: str) -> int:
+    """How many frames ``opts`` selects from a file of ``n``: arithmetic only, nothing sized by ``n``."""
+    if opts["frames"] is None:
+        return -(-n // opts["stride"])
+    bad = [i for i in opts["frames"] if i >= n]
     if bad:
         raise InputError("frame_out_of_range", f"frame index {bad[0]} requested, the file has {n} frame(s)",
                          source=source)
-    idx = idx[::opts["stride"]]
+    return len(opts["frames"][::opts["stride"]])
+
+
+def _indices(n: int, opts: dict[str, Any], source: str) -> list[int]:
+    """The selected frame indices; only call after the guard has accepted ``_count``."""
+    idx = opts["frames"] if opts["frames"] is not None else range(n)
+    idx = list(idx[::opts["stride"]])
     if not idx:
         raise InputError("empty", "no frames selected", source=source)
     return idx
@@ -204,12 +229,17 @@ def _to_color(a: np.ndarray, color: str) -> np.ndarray:
 def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
     src = _open(path, opts)
     h, w = src.shape
-    idx = _indices(src.n_frames, opts, path)
-    need = src.bytes_per_frame * len(idx)
+    # the guard sees every header-derived size before anything proportional to it exists
+    count = _count(src.n_frames, opts, path)
+    need = (src.bytes_per_frame + FRAME_OVERHEAD_BYTES) * count
     if need > opts["max_bytes"]:
         raise InputError("too_large",
-                         f"{len(idx)} frame(s) of {h}x{w} need {need / 2**20:.0f} MiB decoded, over the "
+                         f"{count} frame(s) of {h}x{w} need {need / 2**20:.0f} MiB decoded, over the "
                          f"{opts['max_bytes'] / 2**20:.0f} MiB limit (raise max_bytes to allow)", source=path)
+    check_frame_count = getattr(src, "check_frame_count", None)  # DICOM: the frames must fit the data
+    if check_frame_count is not None:
+        check_frame_count()
+    idx = _indices(src.n_frames, opts, path)
 
     doppler_regions = [r for r in src.regions if r.is_doppler]
     if doppler_regions and opts["doppler"] == "reject":
@@ -220,10 +250,21 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
     if tissue is not None:
         spacing = tissue.spacing_cm or spacing
     crop = opts["crop"]
+    detect = crop == "detect"
     if crop != "none" and src.regions:
-        if tissue is None:
+        small = select_tissue_region(src.regions, min_size=1) if tissue is None else None
+        if tissue is None and small is None:
             raise InputError("no_tissue_region", "the ultrasound regions contain no 2D tissue region", source=path)
-        box, region_source, clipped = tissue.box, "dicom", tissue.clipped
+        if tissue is None:
+            # a tissue region, but too small to be one (e.g. all zeros): never crop to it
+            what = (f"the ultrasound tissue region {small.box} is smaller than the "
+                    f"{MIN_REGION_PX}x{MIN_REGION_PX} px minimum")
+            if crop == "regions":
+                raise InputError("no_tissue_region", what, source=path)
+            notes.append(f"region fallback: {what}; the ultrasound field was detected instead")
+            detect = True
+        else:
+            box, region_source, clipped = tissue.box, "dicom", tissue.clipped
         n_tissue = sum(1 for r in src.regions if r.is_tissue and r.area > 0)
         if n_tissue > 1:
             notes.append(f"{n_tissue} tissue regions; the largest is used")
@@ -237,7 +278,7 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
         if full.shape[:2] != (h, w):
             raise InputError("unreadable", f"frame {i} decoded to {full.shape[:2]}, header says {(h, w)}",
                              source=path)
-        if crop == "detect" and region_source == "full" and not out:
+        if detect and region_source == "full" and not out:
             box, region_source = detect_field(full, source=path), "detected"
         x0, y0, x1, y1 = box
         crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])

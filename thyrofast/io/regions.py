@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "DOPPLER_DATA_TYPES"]
+__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "DOPPLER_DATA_TYPES", "MIN_REGION_PX"]
 
 # Region Spatial Format (0018,6012)
 SPATIAL_2D = 1
@@ -93,11 +93,17 @@ def parse_regions(ds: Any, shape: tuple[int, int]) -> list[UsRegion]:
     return out
 
 
-def select_tissue_region(regions: list[UsRegion]) -> UsRegion | None:
-    """The largest 2D tissue region with a non-empty box (first one on ties)."""
+#: A tissue region narrower or lower than this (pixels, after clipping to the image)
+#: is not a plausible B-mode field: (0,0,0,0) would crop the image to one pixel.
+MIN_REGION_PX = 32
+
+
+def select_tissue_region(regions: list[UsRegion], *, min_size: int = MIN_REGION_PX) -> UsRegion | None:
+    """The largest 2D tissue region at least ``min_size`` x ``min_size`` px (first one on ties)."""
     best = None
     for r in regions:
-        if r.is_tissue and r.area > 0 and (best is None or r.area > best.area):
+        x0, y0, x1, y1 = r.box
+        if r.is_tissue and x1 - x0 >= min_size and y1 - y0 >= min_size and (best is None or r.area > best.area):
             best = r
     return best
 
