@@ -258,3 +258,21 @@ def test_saliency_dir_that_is_a_file_is_named_and_nothing_is_left(tmp_path):
         predict_files(_Fake(), [tmp_path / "in"], out, saliency_dir=sal, progress=False)
     assert "saliency folder" in str(e.value) and str(sal) in str(e.value)
     assert not out.exists() and sal.read_text() == "not a folder"
+
+
+def test_region_fallback_is_recorded_in_the_prediction(tmp_path):
+    # A DICOM ultrasound region of (0,0,0,0) is replaced by the detected field
+    # (io.read); the prediction record says so, so a reader of results.jsonl
+    # can tell which images were not cropped by their own DICOM region.
+    import _dicom_bombs as bombs
+
+    bad = tmp_path / "zero_region.dcm"
+    bad.write_bytes(bombs.zero_region())
+    png = _png(tmp_path / "plain.png")
+    out = tmp_path / "r.jsonl"
+    predict_files(_Fake(), [str(bad), str(png)], str(out), batch_frames=4, progress=False)
+    recs = {Path(r["input"]).name: r for r in _records(out) if r["kind"] == "image"}
+    rec = recs["zero_region.dcm"]
+    assert rec["status"] == "ok" and rec["region_source"] == "detected"
+    assert any(n.startswith("region fallback:") for n in rec["notes"])
+    assert recs["plain.png"].get("region_source") != "dicom"

@@ -189,8 +189,9 @@ def _hash_id(pid: str | None) -> str | None:
 
 
 def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
-                ) -> tuple[list[tuple[int, np.ndarray]], str | None]:
-    """``[(frame_index, pixels), ...]`` of one input and its hashed patient id (or None).
+                ) -> tuple[list[tuple[int, np.ndarray]], str | None, dict]:
+    """``[(frame_index, pixels), ...]`` of one input, its hashed patient id (or None)
+    and ``{frame_index: {"region_source", "notes"}}`` where the crop is worth recording.
 
     Images and DICOM go through :func:`thyrofast.read` (tissue-region crop,
     memory guard, InputError codes); ``.npy`` arrays (uint8/uint16 ``(H, W)``,
@@ -202,6 +203,7 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
         frames = _read_npy(path)
         pairs = list(enumerate(frames))
         pid = None
+        regions = {}
     else:
         from .io import read
 
@@ -214,11 +216,13 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
                              "the model classifies thyroid ultrasound images", source=path)
         pairs = [(int(f.frame_index), f.pixels) for f in got]
         pid = next((f.patient_hash for f in got if f.patient_hash), None)
+        # how each frame was cropped, e.g. a degenerate DICOM region replaced by the detected field
+        regions = {int(f.frame_index): {"region_source": f.region_source, "notes": list(f.notes)} for f in got}
     if frame_index is not None:
         pairs = [(i, f) for i, f in pairs if i == frame_index]
         if not pairs:
             raise InputError("empty", f"the input has no frame {frame_index}", source=path)
-    return pairs, pid
+    return pairs, pid, regions
 
 
 def _read_npy(path: str) -> list[np.ndarray]:
@@ -516,7 +520,7 @@ def predict_files(
                     except (ValueError, TypeError) as exc:
                         per_input.append(exc)
             k = 0
-            for n_item, (item, sha, fs, pid) in enumerate(pending):
+            for n_item, (item, sha, fs, (pid, regions)) in enumerate(pending):
                 if per_input is not None:
                     got = per_input[n_item]
                     if isinstance(got, Exception):
@@ -541,6 +545,8 @@ def predict_files(
                         "probs": {c: float(v) for c, v in zip(classes, p)},
                         "pred": classes[int(np.argmax(p))], "provenance": dict(provenance),
                     }
+                    if j in regions:
+                        rec.update(regions[j])
                     if saliency_dir is not None:
                         rec["saliency"] = str(_write_saliency(classifier, f, Path(saliency_dir), sha, j))
                     recs.append(rec)
@@ -578,7 +584,7 @@ def predict_files(
                 bar.update(1)
                 continue
             try:
-                frames, pid = read_frames(item.path, item.frame_index, crop)
+                frames, pid, regions = read_frames(item.path, item.frame_index, crop)
                 if not frames:
                     raise InputError("empty", "the input holds no frames", source=item.path)
                 frames = list(zip([i for i, _ in frames], _check_frames([f for _, f in frames], item.path)))
@@ -591,7 +597,7 @@ def predict_files(
                 summary.error_codes[exc.code] = summary.error_codes.get(exc.code, 0) + 1
                 bar.update(1)
                 continue
-            pending.append((item, sha, frames, pid))
+            pending.append((item, sha, frames, (pid, regions)))
             pending_sha.add(key)
             n_pending_frames += len(frames)
             if n_pending_frames >= batch_frames:
