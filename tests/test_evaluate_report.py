@@ -211,7 +211,7 @@ def test_a_fitted_aggregation_rule_is_applied(cohort, tmp_path):
     card = tmp_path / "b" / "thyrofast.json"
     card.parent.mkdir()
     card.write_text(json.dumps({"format": "thyrofast-bundle", "format_version": 1, "classes": list(CLASSES),
-                                "arch": "resnet18", "in_channels": 1, "input_shape": [1, 8, 8], "preprocess": {},
+                                "arch": "resnet18", "in_channels": 1, "input_shape": [1, 8, 8], "preprocess": {"size": [8, 8]},
                                 "aggregation": spec, "artifacts": {"weights": {
                                     "path": "weights.safetensors", "sha256": "0" * 64, "bytes": 0}}}))
     assert cli(["evaluate", "--predictions", str(preds), "--labels", str(man), "--aggregation-from",
