@@ -251,14 +251,22 @@ def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[
     return _core.frames_4d(tuple(shape), tuple(strides))
 
 
-def _host_frames(frames: np.ndarray) -> np.ndarray:
-    """The frames as the core reads them: uint8/uint16 in native byte order."""
+def _host_frames(frames: np.ndarray, core_params: Any = None) -> np.ndarray:
+    """The frames as the core reads them: uint8/uint16 in native byte order.
+
+    With ``core_params``, frames that need a byte-order copy are validated
+    first (shape, roi, size limits: what the core checks), so a frame the
+    core refuses is never copied (a stride-0 view can stand for terabytes).
+    """
     dt = frames.dtype
     if dt.kind != "u" or dt.itemsize not in (1, 2):
         raise TypeError(f"frames must be {_ACCEPTED}, got {dt}; convert explicitly (no silent casts)")
     if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
+        native = dt.newbyteorder("=")
+        if core_params is not None:
+            _core.validate(frames.view(native), core_params)  # same bytes reinterpreted: no copy
         # value-preserving: same numbers in native byte order (common in DICOM)
-        frames = frames.astype(dt.newbyteorder("="))
+        frames = frames.astype(native)
     return frames
 
 
@@ -331,7 +339,7 @@ class Preprocessor:
                 frames = np.asarray(frames)
             else:
                 raise TypeError(f"frames must be a NumPy/CuPy/PyTorch array of {_ACCEPTED}, got {type(frames).__name__}")
-        frames = _host_frames(frames)
+        frames = _host_frames(frames, self._core_params)
         shape4, _ = _frames_4d(frames.shape, frames.strides)
         out_arr = self._host_out(out, self.output_shape(shape4[0]), as_torch)
         if self.device is not None and self.device.startswith("cuda"):

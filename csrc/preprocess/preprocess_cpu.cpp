@@ -43,12 +43,13 @@ AxisTable build_axis(int64_t in_len, int64_t out_len) {
   AxisTable t;
   t.g = detail::axis_geometry(in_len, out_len);
   t.start.resize(static_cast<size_t>(out_len));
+  // taps <= in_len <= kMaxFrameSide (validate), so the table stays about in_len + 2 out_len floats
   t.w.assign(static_cast<size_t>(out_len * t.g.taps), 0.0f);
   for (int64_t i = 0; i < out_len; ++i) t.start[i] = detail::axis_taps(t.g, i, &t.w[i * t.g.taps]);
   if (t.g.taps <= 8) {
     t.w8.assign(static_cast<size_t>(out_len * 8), 0.0f);
     for (int64_t i = 0; i < out_len; ++i)
-      for (int q = 0; q < t.g.taps; ++q) t.w8[i * 8 + q] = t.w[i * t.g.taps + q];
+      for (int64_t q = 0; q < t.g.taps; ++q) t.w8[i * 8 + q] = t.w[i * t.g.taps + q];
   }
   return t;
 }
@@ -121,7 +122,7 @@ void convert_row(const T* src, int64_t w, int64_t sw, int64_t sc, int64_t c, con
 // weights with 8 consecutive inputs, and 8 outputs share one transpose-add;
 // `src` must be readable (finite values) 8 floats past its end.
 void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t out_w) {
-  const int kx = tx.g.taps;
+  const int64_t kx = tx.g.taps;
   const int64_t* xs = tx.start.data();
   int64_t j = 0;
 #if defined(__AVX2__) && defined(__FMA__)
@@ -149,7 +150,7 @@ void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t 
     const float* a = src + xs[j];
     const float* w = wx + j * kx;
     float s = 0.0f;
-    for (int t = 0; t < kx; ++t) s += w[t] * a[t];
+    for (int64_t t = 0; t < kx; ++t) s += w[t] * a[t];
     dst[j] = s;
   }
 }
@@ -213,7 +214,7 @@ template <typename T>
 bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const AxisTable& ty, int64_t i, float scale,
                         float* acc, uint32_t* isum) {
   using Acc = typename std::conditional<sizeof(T) == 1, uint16_t, uint32_t>::type;
-  const int ky = ty.g.taps;
+  const int64_t ky = ty.g.taps;
   const float* wy = &ty.w[i * ky];
   const float wfull = static_cast<float>(1.0 / ty.g.scale);
   const T* full_rows[512];
@@ -221,7 +222,7 @@ bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const Axi
   const T* edge_rows[4];
   float edge_w[4];
   int n_edge = 0;
-  for (int t = 0; t < ky; ++t) {
+  for (int64_t t = 0; t < ky; ++t) {
     if (wy[t] == 0.0f) continue;
     const T* row = origin + (ty.start[i] + t) * stride_h;
     if (wy[t] == wfull && n_full < 512) {
@@ -288,7 +289,7 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
     return ws.row_cache[s].data();
   };
 
-  const int ky = ty.g.taps;
+  const int64_t ky = ty.g.taps;
   float* acc = ws.acc.data();
   const bool gray_area = in.c == 1 && in.stride_w == 1 && ty.g.mode == 1;
   for (int64_t i = 0; i < p.out_h; ++i) {
@@ -300,7 +301,7 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
       src_row = get_row(ty.start[i]);  // one tap of weight 1
     } else {
       bool first = true;
-      for (int t = 0; t < ky; ++t) {
+      for (int64_t t = 0; t < ky; ++t) {
         const float w = wy[t];
         if (w == 0.0f) continue;
         const float* row = get_row(ty.start[i] + t);
