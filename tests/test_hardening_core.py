@@ -117,6 +117,59 @@ def test_property_other_dtypes_refused(dtype, shape):
         thyrofast.preprocess(np.zeros(shape, dtype), size=(4, 4))
 
 
+# -- layout independence (issue 22, item 13) -----------------------------------------
+def _same_pixels(a: np.ndarray) -> dict[str, np.ndarray]:
+    """Views and copies of `a` (N, H, W[, 3]) in other memory layouts, equal to it pixel for pixel."""
+    views = {
+        # strides -1 on H and W: the flipped copy read backwards
+        "reversed": np.ascontiguousarray(a[:, ::-1, ::-1])[:, ::-1, ::-1],
+        "fortran": np.asfortranarray(a),
+        # H and W swapped in memory: stride_w = H (column-major frames)
+        "transposed": np.ascontiguousarray(np.swapaxes(a, 1, 2)).swapaxes(1, 2),
+        "step": np.repeat(np.repeat(a, 2, axis=1), 3, axis=2)[:, ::2, ::3],
+    }
+    if a.dtype == np.uint16:
+        views["big_endian"] = a.astype(">u2")
+    for name, v in views.items():
+        assert np.array_equal(v, a), name
+    return views
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("color", [False, True])
+@pytest.mark.parametrize("denoise", ["none", "median3", "median5", "srad"])
+def test_layout_does_not_change_a_bit(dtype, color, denoise):
+    """The spec's result depends on the pixels only: any layout gives the same bits.
+
+    The gray area shrink once summed unit-stride rows as integers but other
+    layouts in float, so a reversed / Fortran / transposed / step-sliced view
+    came out up to 2.3e-6 away from the contiguous frame.  Sizes cover area
+    shrink (factors < 2 and > 8, several 64-column blocks, a partial one),
+    linear growth and identity on each axis.
+    """
+    rng = np.random.default_rng(hash((np.dtype(dtype).name, color, denoise)) % 2**32)
+    top = np.iinfo(dtype).max
+    a = rng.integers(0, top + 1, size=(2, 97, 611) + ((3,) if color else ()), dtype=np.uint64).astype(dtype)
+    views = _same_pixels(a)
+    for size in [(40, 70), (60, 330), (160, 611), (97, 900)]:
+        pre = thyrofast.Preprocessor(size=size, denoise=denoise, srad_iterations=3, threads=1)
+        want = pre(np.ascontiguousarray(a))
+        for name, v in views.items():
+            got = pre(v)
+            assert np.array_equal(got, want), (
+                f"{name} {size}: differs by up to {np.abs(got - want).max():.3g} from the contiguous frame")
+
+
+def test_layout_does_not_change_a_bit_with_roi_and_float16():
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, size=(1, 300, 420), dtype=np.uint8)
+    pre = thyrofast.Preprocessor(size=(64, 48), roi=(17, 9, 389, 270), denoise="median3", dtype="float16",
+                                 threads=1)
+    want = pre(a)
+    for name, v in _same_pixels(a).items():
+        assert np.array_equal(pre(v), want), name
+
+
 # -- frame size limits (issue 22, item 11) -------------------------------------------
 MAX_FRAME_PIXELS = 1 << 28  # csrc/include/thyrofast/preprocess.h, kMaxFramePixels
 MAX_FRAME_SIDE = 1 << 20  # kMaxFrameSide

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "thyrofast/preprocess.h"
@@ -220,7 +221,43 @@ int main() {
     preprocess_cpu(view(1, kMaxFrameSide, 1), p, &out, 1);
     check(std::fabs(out - 5 / 255.0f) < 1e-2f * (5 / 255.0f), "a frame of kMaxFrameSide rows resizes to its value");
   }
-  // 7. CUDA entry point: runs only where built with CUDA and a device exists
+  // 7. the output does not depend on the memory layout (bit-identical):
+  //    contiguous vs flipped (negative strides) vs column-major storage
+  {
+    const int64_t h = 53, w = 611;
+    std::vector<uint8_t> px(static_cast<size_t>(h * w)), flipped(px.size()), colmajor(px.size());
+    uint32_t s = 777u;
+    for (auto& v : px) {
+      s = s * 1664525u + 1013904223u;
+      v = static_cast<uint8_t>(s >> 24);
+    }
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        flipped[static_cast<size_t>((h - 1 - y) * w + (w - 1 - x))] = px[static_cast<size_t>(y * w + x)];
+        colmajor[static_cast<size_t>(x * h + y)] = px[static_cast<size_t>(y * w + x)];
+      }
+    FrameBatch rev = gray_batch(flipped, 1, h, w);
+    rev.data = flipped.data() + (h * w - 1);  // element [0, 0] of the flipped-back view
+    rev.stride_h = -w;
+    rev.stride_w = -1;
+    FrameBatch cm = gray_batch(colmajor, 1, h, w);
+    cm.stride_h = 1;
+    cm.stride_w = h;
+    bool same = true;
+    for (const auto& size : {std::pair<int64_t, int64_t>{20, 70}, {40, 330}, {53, 900}, {100, 611}}) {
+      PreprocessParams p;
+      p.out_h = size.first;
+      p.out_w = size.second;
+      p.denoise = Denoise::median3;
+      std::vector<float> a(static_cast<size_t>(p.out_h * p.out_w)), b(a.size()), c(a.size());
+      preprocess_cpu(gray_batch(px, 1, h, w), p, a.data(), 1);
+      preprocess_cpu(rev, p, b.data(), 1);
+      preprocess_cpu(cm, p, c.data(), 1);
+      same = same && a == b && a == c;
+    }
+    check(same, "flipped and column-major frames give the contiguous frame's bits");
+  }
+  // 8. CUDA entry point: runs only where built with CUDA and a device exists
   if (!built_with_cuda()) {
     bool threw = false;
     try {
@@ -232,7 +269,7 @@ int main() {
     }
     check(threw, "preprocess_cuda in a CPU-only build raises cuda_error");
   }
-  // 8. the headers' compile-time version is the linked library's
+  // 9. the headers' compile-time version is the linked library's
   check(version() == THYROFAST_VERSION_STRING && THYROFAST_VERSION_MAJOR >= 0 && THYROFAST_VERSION_MINOR >= 0,
         "version.h matches thyrofast::version()");
   std::printf("%s (%d failures); version %s, %s, cuda %d\n", failures ? "FAILED" : "PASSED", failures,

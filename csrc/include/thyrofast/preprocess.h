@@ -6,12 +6,13 @@
 //
 //  Input: N frames of H x W pixels with C = 1 (gray) or 3 (colour) samples,
 //  uint8 or uint16, addressed through element strides (any sign), so crops,
-//  flips and planar/interleaved layouts need no copy.  Size limits: the
-//  frame after the roi crop holds at most kMaxFramePixels pixels (2^28, a
-//  16384 x 16384 frame, over 8x an 8K video frame) and at most kMaxFrameSide
-//  (2^20) per side; validate() refuses larger crops before any work (one
-//  frame's work stays around a second, and every size and index of the work
-//  fits comfortably in int64).  Per frame:
+//  flips and planar/interleaved layouts need no copy.  The result depends on
+//  the pixel values only, never on the memory layout: any strides give
+//  bit-identical output.  Size limits: the frame after the roi crop holds at
+//  most kMaxFramePixels pixels (2^28, a 16384 x 16384 frame, over 8x an 8K
+//  video frame) and at most kMaxFrameSide (2^20) per side; validate() refuses
+//  larger crops before any work (one frame's work stays around a second, and
+//  every size and index of the work fits comfortably in int64).  Per frame:
 //   1. crop to roi (x, y, w, h), which must lie inside the frame;
 //   2. luma: y = (0.299 R + 0.587 G + 0.114 B) / max_value (channel order
 //      rgb or bgr), gray: y = v / max_value; max_value defaults to 255 / 65535;
