@@ -242,9 +242,11 @@ class PreprocessParams:
 def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(N, H, W, C) shape and strides for an accepted input shape; ValueError otherwise.
 
-    (H, W) gray; (H, W, 3) colour; (N, H, W) gray batch; (N, H, W, 1|3).
-    A 3-D array whose last axis is 3 is read as one colour frame: pass a gray
-    batch of 3-pixel-wide frames as (N, H, 3, 1).  Empty frames are refused.
+    (H, W) gray; (H, W, 3) colour; (H, W, 4) RGBA; (N, H, W) gray batch;
+    (N, H, W, 1|3|4).  RGBA's alpha is dropped (C = 3, same strides, no copy),
+    as ``Classifier.predict`` and ``thyrofast.read`` drop it.  A 3-D array
+    whose last axis is 3 or 4 is read as one colour frame: pass a gray batch
+    of 3- or 4-pixel-wide frames as (N, H, 3|4, 1).  Empty frames are refused.
     The rule itself lives in the core (``_core.frames_4d``), which NumPy
     input reaches directly.
     """
