@@ -76,7 +76,7 @@ def test_lists_are_not_silently_cast():
 
 
 @pytest.mark.parametrize("shape,match", [
-    ((5,), "got 1-D"), ((2, 3, 4, 5, 6), "got 5-D"), ((2, 10, 10, 2), "N, H, W, 1"), ((2, 10, 10, 4), "N, H, W, 1"),
+    ((5,), "got 1-D"), ((2, 3, 4, 5, 6), "got 5-D"), ((2, 10, 10, 2), "N, H, W, 1"), ((2, 10, 10, 5), "N, H, W, 4"),
     ((0, 10, 10), "empty"), ((10, 0), "empty"), ((0, 5, 5, 3), "empty"),
 ])
 def test_bad_shapes(shape, match):
@@ -212,6 +212,7 @@ def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
 @pytest.mark.parametrize("shape,shape4", [
     ((7, 9), (1, 7, 9, 1)), ((7, 9, 3), (1, 7, 9, 3)), ((2, 7, 9), (2, 7, 9, 1)),
     ((2, 7, 9, 1), (2, 7, 9, 1)), ((2, 7, 9, 3), (2, 7, 9, 3)), ((2, 7, 3, 1), (2, 7, 3, 1)),
+    ((7, 9, 4), (1, 7, 9, 3)), ((2, 7, 9, 4), (2, 7, 9, 3)), ((2, 7, 4, 1), (2, 7, 4, 1)),
 ])
 def test_layout_rule(shape, shape4):
     from thyrofast.preprocessing import _frames_4d
@@ -226,7 +227,7 @@ def test_layout_rule(shape, shape4):
 
 @pytest.mark.parametrize("shape,message", [
     ((5,), "got 1-D shape (5,)"), ((), "got 0-D shape ()"), ((1, 2, 3, 4, 5), "got 5-D shape (1, 2, 3, 4, 5)"),
-    ((2, 4, 4, 2), "(N, H, W, 1) or (N, H, W, 3), got shape (2, 4, 4, 2)"),
+    ((2, 4, 4, 2), "(N, H, W, 1), (N, H, W, 3) or (N, H, W, 4) (RGBA, alpha dropped), got shape (2, 4, 4, 2)"),
     ((3, 0), "frames are empty (shape (1, 3, 0, 1) as N, H, W, C)"),
 ])
 def test_layout_rule_refusals_name_the_shape(shape, message):
@@ -265,3 +266,27 @@ def test_core_writes_only_into_a_real_array(frames):
     nested = np.zeros((3, 1, 32, 48), np.float32).tolist()  # would cast to a fresh array nobody sees
     with pytest.raises(TypeError, match="NumPy array"):
         _core.preprocess_cpu(frames, pre._core_params, nested, 1)
+
+
+def test_rgba_is_one_colour_frame_with_alpha_dropped(frames):
+    """(H, W, 4) is one RGBA frame, as Classifier.predict and thyrofast.read take it, not a batch of
+    H frames 4 pixels wide; (N, H, W, 4) is an RGBA batch.  Alpha is never read (no copy either)."""
+    rng = np.random.default_rng(5)
+    rgb = np.ascontiguousarray(frames)  # (3, 70, 90, 3)
+    rgba = np.concatenate([rgb, rng.integers(0, 256, rgb.shape[:3] + (1,), dtype=np.uint8)], axis=-1)
+    want = _pp(rgb)
+    np.testing.assert_array_equal(_pp(rgba), want)
+    np.testing.assert_array_equal(_pp(rgba[0]), want[:1])
+    np.testing.assert_array_equal(_pp(rgba[0], channel_order="bgr"), _pp(rgb[0], channel_order="bgr"))
+    np.testing.assert_array_equal(_pp(rgba.astype(np.uint16) * 257), _pp(rgb.astype(np.uint16) * 257))
+    np.testing.assert_array_equal(_pp((rgba.astype(np.uint16) * 257).astype(">u2")[1]),
+                                  _pp(rgb.astype(np.uint16)[1] * 257))
+    pre = Preprocessor(size=(32, 48))
+    np.testing.assert_array_equal(pre(rgba[0]), want[:1])  # the core's own path too
+    from thyrofast import _core
+
+    np.testing.assert_array_equal(_core.preprocess_cpu(rgba[0], pre._core_params, None, 1), want[:1])
+    # a gray batch of 4-pixel-wide frames says so with a channel axis
+    gray = rng.integers(0, 256, (5, 30, 4), dtype=np.uint8)
+    assert _pp(gray[..., None]).shape == (5, 1, 32, 48)
+    assert _pp(gray).shape == (1, 1, 32, 48)

@@ -22,7 +22,13 @@ pytestmark = [pytest.mark.slow,
                                  reason="needs cmake and g++")]
 
 CORE_TESTS = ["test_preprocess_inputs.py", "test_preprocess_properties.py", "test_preprocess_reference.py",
-              "test_preprocess_resize_cv2.py"]
+              "test_preprocess_resize_cv2.py",
+              # strided gather of the area pass; sizes at and past the frame limits
+              "test_hardening_core.py::test_layout_does_not_change_a_bit",
+              "test_hardening_core.py::test_layout_does_not_change_a_bit_with_roi_and_float16",
+              "test_hardening_core.py::test_frames_beyond_the_size_limits_are_refused_before_any_work",
+              "test_hardening_core.py::test_the_limits_apply_to_the_roi_crop",
+              "test_hardening_core.py::test_frames_at_the_size_limits_are_resized_exactly"]
 
 
 def _preload() -> str:

@@ -242,23 +242,33 @@ class PreprocessParams:
 def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(N, H, W, C) shape and strides for an accepted input shape; ValueError otherwise.
 
-    (H, W) gray; (H, W, 3) colour; (N, H, W) gray batch; (N, H, W, 1|3).
-    A 3-D array whose last axis is 3 is read as one colour frame: pass a gray
-    batch of 3-pixel-wide frames as (N, H, 3, 1).  Empty frames are refused.
+    (H, W) gray; (H, W, 3) colour; (H, W, 4) RGBA; (N, H, W) gray batch;
+    (N, H, W, 1|3|4).  RGBA's alpha is dropped (C = 3, same strides, no copy),
+    as ``Classifier.predict`` and ``thyrofast.read`` drop it.  A 3-D array
+    whose last axis is 3 or 4 is read as one colour frame: pass a gray batch
+    of 3- or 4-pixel-wide frames as (N, H, 3|4, 1).  Empty frames are refused.
     The rule itself lives in the core (``_core.frames_4d``), which NumPy
     input reaches directly.
     """
     return _core.frames_4d(tuple(shape), tuple(strides))
 
 
-def _host_frames(frames: np.ndarray) -> np.ndarray:
-    """The frames as the core reads them: uint8/uint16 in native byte order."""
+def _host_frames(frames: np.ndarray, core_params: Any = None) -> np.ndarray:
+    """The frames as the core reads them: uint8/uint16 in native byte order.
+
+    With ``core_params``, frames that need a byte-order copy are validated
+    first (shape, roi, size limits: what the core checks), so a frame the
+    core refuses is never copied (a stride-0 view can stand for terabytes).
+    """
     dt = frames.dtype
     if dt.kind != "u" or dt.itemsize not in (1, 2):
         raise TypeError(f"frames must be {_ACCEPTED}, got {dt}; convert explicitly (no silent casts)")
     if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
+        native = dt.newbyteorder("=")
+        if core_params is not None:
+            _core.validate(frames.view(native), core_params)  # same bytes reinterpreted: no copy
         # value-preserving: same numbers in native byte order (common in DICOM)
-        frames = frames.astype(dt.newbyteorder("="))
+        frames = frames.astype(native)
     return frames
 
 
@@ -331,7 +341,7 @@ class Preprocessor:
                 frames = np.asarray(frames)
             else:
                 raise TypeError(f"frames must be a NumPy/CuPy/PyTorch array of {_ACCEPTED}, got {type(frames).__name__}")
-        frames = _host_frames(frames)
+        frames = _host_frames(frames, self._core_params)
         shape4, _ = _frames_4d(frames.shape, frames.strides)
         out_arr = self._host_out(out, self.output_shape(shape4[0]), as_torch)
         if self.device is not None and self.device.startswith("cuda"):

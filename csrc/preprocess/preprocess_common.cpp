@@ -64,6 +64,19 @@ void validate(const FrameBatch& in, const PreprocessParams& p) {
       fail(m.str());
     }
   }
+  {
+    // the per-frame work is set by the crop: refuse what no ultrasound frame
+    // needs before any of it starts (a 200000 x 200000 broadcast view of one
+    // pixel otherwise ran for 15 s, and larger sides overflowed)
+    const int64_t rh = p.has_roi ? p.roi_h : in.h, rw = p.has_roi ? p.roi_w : in.w;
+    if (rh > kMaxFrameSide || rw > kMaxFrameSide || !product_fits(rh, rw, kMaxFramePixels)) {
+      std::ostringstream m;
+      m << "the frame" << (p.has_roi ? " roi" : "") << " is " << rw << "x" << rh
+        << " (WxH) pixels; the core resizes at most " << kMaxFramePixels << " (2^28) pixels per frame and "
+        << kMaxFrameSide << " (2^20) per side: crop it with an roi or downscale it first";
+      fail(m.str());
+    }
+  }
   validate_output_shape(in, p);
   if (!(p.max_value >= 0.0) || !std::isfinite(p.max_value)) fail("max_value must be a positive finite number");
   if (p.channel_order != ChannelOrder::rgb && p.channel_order != ChannelOrder::bgr)

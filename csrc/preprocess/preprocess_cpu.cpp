@@ -43,12 +43,13 @@ AxisTable build_axis(int64_t in_len, int64_t out_len) {
   AxisTable t;
   t.g = detail::axis_geometry(in_len, out_len);
   t.start.resize(static_cast<size_t>(out_len));
+  // taps <= in_len <= kMaxFrameSide (validate), so the table stays about in_len + 2 out_len floats
   t.w.assign(static_cast<size_t>(out_len * t.g.taps), 0.0f);
   for (int64_t i = 0; i < out_len; ++i) t.start[i] = detail::axis_taps(t.g, i, &t.w[i * t.g.taps]);
   if (t.g.taps <= 8) {
     t.w8.assign(static_cast<size_t>(out_len * 8), 0.0f);
     for (int64_t i = 0; i < out_len; ++i)
-      for (int q = 0; q < t.g.taps; ++q) t.w8[i * 8 + q] = t.w[i * t.g.taps + q];
+      for (int64_t q = 0; q < t.g.taps; ++q) t.w8[i * 8 + q] = t.w[i * t.g.taps + q];
   }
   return t;
 }
@@ -75,6 +76,7 @@ struct Workspace {
   int next_slot = 0;
   std::vector<float> acc;
   std::vector<uint32_t> isum;  // integer row sums (vertical area pass)
+  std::vector<unsigned char> gather;  // strided input rows copied contiguous (vertical area pass)
   std::vector<float> img_a, img_b;  // padded working images
   std::vector<float> coef;          // SRAD coefficients: two rows
   std::vector<float> scratch;  // selection candidates
@@ -93,6 +95,11 @@ Workspace& thread_workspace() {
 }
 
 template <typename T>
+inline float luma3(const LumaCoeffs& k, const T* p, int64_t sc) {
+  return k.r * static_cast<float>(p[0]) + k.g * static_cast<float>(p[sc]) + k.b * static_cast<float>(p[2 * sc]);
+}
+
+template <typename T>
 void convert_row(const T* src, int64_t w, int64_t sw, int64_t sc, int64_t c, const LumaCoeffs& k, float* dst) {
   if (c == 1) {
     const float s = k.gray;
@@ -103,17 +110,13 @@ void convert_row(const T* src, int64_t w, int64_t sw, int64_t sc, int64_t c, con
     }
     return;
   }
+  // the interleaved fast path and the general one evaluate the same expression
+  // (luma3), so the result does not depend on the layout
   if (sw == 3 && sc == 1) {
-    for (int64_t x = 0; x < w; ++x) {
-      const T* p = src + 3 * x;
-      dst[x] = k.r * static_cast<float>(p[0]) + k.g * static_cast<float>(p[1]) + k.b * static_cast<float>(p[2]);
-    }
+    for (int64_t x = 0; x < w; ++x) dst[x] = luma3(k, src + 3 * x, 1);
     return;
   }
-  for (int64_t x = 0; x < w; ++x) {
-    const T* p = src + x * sw;
-    dst[x] = k.r * static_cast<float>(p[0]) + k.g * static_cast<float>(p[sc]) + k.b * static_cast<float>(p[2 * sc]);
-  }
+  for (int64_t x = 0; x < w; ++x) dst[x] = luma3(k, src + x * sw, sc);
 }
 
 // dst[j] = sum_t w[j][t] * src[start[j] + t] for one row.  With AVX and at
@@ -121,7 +124,7 @@ void convert_row(const T* src, int64_t w, int64_t sw, int64_t sc, int64_t c, con
 // weights with 8 consecutive inputs, and 8 outputs share one transpose-add;
 // `src` must be readable (finite values) 8 floats past its end.
 void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t out_w) {
-  const int kx = tx.g.taps;
+  const int64_t kx = tx.g.taps;
   const int64_t* xs = tx.start.data();
   int64_t j = 0;
 #if defined(__AVX2__) && defined(__FMA__)
@@ -149,7 +152,7 @@ void horizontal_pass(const float* src, const AxisTable& tx, float* dst, int64_t 
     const float* a = src + xs[j];
     const float* w = wx + j * kx;
     float s = 0.0f;
-    for (int t = 0; t < kx; ++t) s += w[t] * a[t];
+    for (int64_t t = 0; t < kx; ++t) s += w[t] * a[t];
     dst[j] = s;
   }
 }
@@ -204,36 +207,20 @@ int64_t vertical_area_u8_avx2(const uint8_t* const* full_rows, int n_full, const
 }
 #endif
 
-// Vertical area pass for gray, unit-stride rows: the rows fully inside an
-// output row's box all carry the weight 1/s, so they are summed as integers
-// (16 lanes of uint16 per AVX2 add for uint8 input) and converted once; only
-// the two partial rows at the box edges go through float.  Output row `acc`
-// gets sum_t w_t * row_t / max_value, as the generic path computes.
+// Vertical area pass for gray frames: the rows fully inside an output row's
+// box all carry the weight 1/s, so they are summed as integers (16 lanes of
+// uint16 per AVX2 add for uint8 input) and converted once; only the two
+// partial rows at the box edges go through float.  Output row `acc` gets
+// sum_t w_t * row_t / max_value, as the generic path computes.
+//
+// vertical_area_rows does the arithmetic over columns [0, rw) of rows that
+// are contiguous in memory.  Each column's result depends only on that
+// column's values (integer sums are exact in any order; the float steps are
+// the same per column), and the vector body covers whole 64-column blocks.
 template <typename T>
-bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const AxisTable& ty, int64_t i, float scale,
-                        float* acc, uint32_t* isum) {
+void vertical_area_rows(const T* const* full_rows, int n_full, const T* const* edge_rows, const float* edge_w,
+                        int n_edge, float wf, int64_t rw, float* acc, uint32_t* isum) {
   using Acc = typename std::conditional<sizeof(T) == 1, uint16_t, uint32_t>::type;
-  const int ky = ty.g.taps;
-  const float* wy = &ty.w[i * ky];
-  const float wfull = static_cast<float>(1.0 / ty.g.scale);
-  const T* full_rows[512];
-  int n_full = 0;
-  const T* edge_rows[4];
-  float edge_w[4];
-  int n_edge = 0;
-  for (int t = 0; t < ky; ++t) {
-    if (wy[t] == 0.0f) continue;
-    const T* row = origin + (ty.start[i] + t) * stride_h;
-    if (wy[t] == wfull && n_full < 512) {
-      full_rows[n_full++] = row;
-    } else {
-      if (n_edge == 4) return false;
-      edge_rows[n_edge] = row;
-      edge_w[n_edge++] = wy[t] * scale;
-    }
-  }
-  if (sizeof(T) == 1 && n_full > 257) return false;  // uint16 sums of uint8 must not overflow
-  const float wf = wfull * scale;
   int64_t x0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   if constexpr (sizeof(T) == 1) {
@@ -241,7 +228,7 @@ bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const Axi
                                reinterpret_cast<const uint8_t* const*>(edge_rows), edge_w, n_edge, wf, rw, acc);
   }
 #endif
-  if (x0 == rw) return true;
+  if (x0 == rw) return;
   // whole-row passes over [x0, rw): long unit-stride loops vectorize with little overhead
   Acc* sum = reinterpret_cast<Acc*>(isum);
   if (n_full == 0) {
@@ -259,6 +246,67 @@ bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t rw, const Axi
     const T* row = edge_rows[e];
     const float we = edge_w[e];
     for (int64_t x = x0; x < rw; ++x) acc[x] += we * static_cast<float>(row[x]);
+  }
+}
+
+// Columns per block of the strided form: a multiple of the 64-column vector
+// block, so every column falls on the same side of the vector / scalar split
+// as in the unit-stride form, and results are bit-identical for any layout.
+constexpr int64_t kGatherCols = 256;
+
+// Rows of any column stride: unit stride runs in place; any other stride
+// (flips, Fortran order, transposed views, step slices) copies the window's
+// rows kGatherCols columns at a time into contiguous blocks and runs the same
+// code on each block.  Returns false (generic path) for windows the integer
+// sums do not cover.
+template <typename T>
+bool vertical_area_gray(const T* origin, int64_t stride_h, int64_t stride_w, int64_t rw, const AxisTable& ty,
+                        int64_t i, float scale, float* acc, Workspace& ws) {
+  const int64_t ky = ty.g.taps;
+  const float* wy = &ty.w[i * ky];
+  const float wfull = static_cast<float>(1.0 / ty.g.scale);
+  const T* full_rows[512];
+  int n_full = 0;
+  const T* edge_rows[4];
+  float edge_w[4];
+  int n_edge = 0;
+  for (int64_t t = 0; t < ky; ++t) {
+    if (wy[t] == 0.0f) continue;
+    const T* row = origin + (ty.start[i] + t) * stride_h;
+    if (wy[t] == wfull && n_full < 512) {
+      full_rows[n_full++] = row;
+    } else {
+      if (n_edge == 4) return false;
+      edge_rows[n_edge] = row;
+      edge_w[n_edge++] = wy[t] * scale;
+    }
+  }
+  if (sizeof(T) == 1 && n_full > 257) return false;  // uint16 sums of uint8 must not overflow
+  const float wf = wfull * scale;
+  uint32_t* isum = ws.isum.data();
+  if (stride_w == 1) {
+    vertical_area_rows<T>(full_rows, n_full, edge_rows, edge_w, n_edge, wf, rw, acc, isum);
+    return true;
+  }
+  const int n_rows = n_full + n_edge;
+  const size_t need = static_cast<size_t>(n_rows * kGatherCols) * sizeof(T);
+  if (ws.gather.size() < need) ws.gather.resize(need);
+  T* block = reinterpret_cast<T*>(ws.gather.data());
+  const T* block_full[512];
+  const T* block_edge[4];
+  for (int64_t xb = 0; xb < rw; xb += kGatherCols) {
+    const int64_t bw = std::min(kGatherCols, rw - xb);
+    for (int r = 0; r < n_rows; ++r) {
+      const T* src = (r < n_full ? full_rows[r] : edge_rows[r - n_full]) + xb * stride_w;
+      T* dst = block + r * kGatherCols;
+      if (stride_w == -1) {  // flipped frames: a constant step the compiler vectorizes
+        for (int64_t x = 0; x < bw; ++x) dst[x] = src[-x];
+      } else {
+        for (int64_t x = 0; x < bw; ++x) dst[x] = src[x * stride_w];
+      }
+      (r < n_full ? block_full[r] : block_edge[r - n_full]) = dst;
+    }
+    vertical_area_rows<T>(block_full, n_full, block_edge, edge_w, n_edge, wf, bw, acc + xb, isum);
   }
   return true;
 }
@@ -288,19 +336,19 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
     return ws.row_cache[s].data();
   };
 
-  const int ky = ty.g.taps;
+  const int64_t ky = ty.g.taps;
   float* acc = ws.acc.data();
-  const bool gray_area = in.c == 1 && in.stride_w == 1 && ty.g.mode == 1;
+  const bool gray_area = in.c == 1 && ty.g.mode == 1;
   for (int64_t i = 0; i < p.out_h; ++i) {
     const float* wy = &ty.w[i * ky];
     const float* src_row = nullptr;
-    if (gray_area && vertical_area_gray<T>(origin, in.stride_h, rw, ty, i, k.gray, acc, ws.isum.data())) {
+    if (gray_area && vertical_area_gray<T>(origin, in.stride_h, in.stride_w, rw, ty, i, k.gray, acc, ws)) {
       src_row = acc;
     } else if (ty.g.mode == 0 || ky == 1) {
       src_row = get_row(ty.start[i]);  // one tap of weight 1
     } else {
       bool first = true;
-      for (int t = 0; t < ky; ++t) {
+      for (int64_t t = 0; t < ky; ++t) {
         const float w = wy[t];
         if (w == 0.0f) continue;
         const float* row = get_row(ty.start[i] + t);

@@ -49,8 +49,9 @@ struct KernelArgs {
   AxisGeometry gy, gx;
   LumaCoeffs k;
   int64_t roi_x, roi_y;
+  int64_t frame0;         // first frame of this launch (batches beyond the grid limit take several)
   void* out;
-  float* workspace;       // global workspace (nullptr when the images are in shared memory)
+  float* workspace;       // global workspace (nullptr when the images are in shared memory), per block
   int64_t ws_frame;       // floats per frame in the workspace
   int images_in_shared;   // 1: a, b, coef live in dynamic shared memory
 };
@@ -245,10 +246,10 @@ __device__ inline float resize_pixel(const KernelArgs& a, const T* frame, int64_
   const int64_t y0 = detail::axis_taps(a.gy, i, wy);
   const int64_t x0 = detail::axis_taps(a.gx, j, wx);
   float acc = 0.0f;
-  for (int ty = 0; ty < a.gy.taps; ++ty) {
+  for (int64_t ty = 0; ty < a.gy.taps; ++ty) {
     if (wy[ty] == 0.0f) continue;
     float row = 0.0f;
-    for (int tx = 0; tx < a.gx.taps; ++tx) row += wx[tx] * luma_at<T>(a, frame, y0 + ty, x0 + tx);
+    for (int64_t tx = 0; tx < a.gx.taps; ++tx) row += wx[tx] * luma_at<T>(a, frame, y0 + ty, x0 + tx);
     acc += wy[ty] * row;
   }
   return acc;
@@ -263,11 +264,11 @@ __device__ inline float resize_pixel_wide(const KernelArgs& a, const T* frame, i
   const int64_t y0 = wide_y ? detail::area_window_start(a.gy, i) : detail::axis_taps(a.gy, i, wy);
   const int64_t x0 = wide_x ? detail::area_window_start(a.gx, j) : detail::axis_taps(a.gx, j, wx);
   float acc = 0.0f;
-  for (int ty = 0; ty < a.gy.taps; ++ty) {
+  for (int64_t ty = 0; ty < a.gy.taps; ++ty) {
     const float wyt = wide_y ? detail::area_weight(a.gy, i, y0 + ty) : wy[ty];
     if (wyt == 0.0f) continue;
     float row = 0.0f;
-    for (int tx = 0; tx < a.gx.taps; ++tx) {
+    for (int64_t tx = 0; tx < a.gx.taps; ++tx) {
       const float wxt = wide_x ? detail::area_weight(a.gx, j, x0 + tx) : wx[tx];
       row += wxt * luma_at<T>(a, frame, y0 + ty, x0 + tx);
     }
@@ -280,10 +281,10 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a) {
   extern __shared__ __align__(16) unsigned char dyn_smem[];
   __shared__ SharedScratch s;
-  const int64_t f = blockIdx.x;
+  const int64_t f = a.frame0 + blockIdx.x;
   const int64_t h = a.p.out_h, w = a.p.out_w, wp = w + 2 * kPad;
   const int64_t img_floats = (h + 2 * kPad) * wp;
-  float* base = a.images_in_shared ? reinterpret_cast<float*>(dyn_smem) : a.workspace + f * a.ws_frame;
+  float* base = a.images_in_shared ? reinterpret_cast<float*>(dyn_smem) : a.workspace + static_cast<int64_t>(blockIdx.x) * a.ws_frame;
   float* img_a = base;
   float* img_b = base + img_floats;
   float* coef = base + 2 * img_floats;  // (h + 1) x (w + 1)
@@ -482,19 +483,28 @@ void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* ou
   a.images_in_shared = frame_bytes + static_smem <= static_cast<size_t>(max_optin) ? 1 : 0;
   a.ws_frame = frame_floats;
   a.workspace = nullptr;
+  // one block per frame; gridDim.x is at most 2^31 - 1, so a larger batch
+  // (possible: N is int64) goes in several launches on the same stream
+  const int64_t grid_max = (int64_t{1} << 31) - 1;
+  const int64_t per_launch = in.n < grid_max ? in.n : grid_max;
   size_t dyn_smem = 0;
   if (a.images_in_shared) {
     dyn_smem = frame_bytes;
   } else {
-    void* ws = nullptr;
-    TF_CUDA_CHECK(cudaMallocAsync(&ws, frame_bytes * static_cast<size_t>(in.n), stream));
+    void* ws = nullptr;  // reused by each launch (stream-ordered)
+    TF_CUDA_CHECK(cudaMallocAsync(&ws, frame_bytes * static_cast<size_t>(per_launch), stream));
     a.workspace = static_cast<float*>(ws);
   }
   auto kernel = in.type == PixelType::u8 ? preprocess_kernel<uint8_t> : preprocess_kernel<uint16_t>;
-  if (dyn_smem > 0)
+  if (dyn_smem > 0)  // (no workspace to free here: it exists only when the images are not in shared memory)
     TF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_smem)));
-  kernel<<<static_cast<unsigned>(in.n), kThreads, dyn_smem, stream>>>(a);
-  const cudaError_t launch_err = cudaGetLastError();
+  cudaError_t launch_err = cudaSuccess;
+  for (int64_t f0 = 0; f0 < in.n && launch_err == cudaSuccess; f0 += per_launch) {
+    a.frame0 = f0;
+    const int64_t blocks = in.n - f0 < per_launch ? in.n - f0 : per_launch;
+    kernel<<<static_cast<unsigned>(blocks), kThreads, dyn_smem, stream>>>(a);
+    launch_err = cudaGetLastError();
+  }
   if (a.workspace != nullptr) {
     const cudaError_t free_err = cudaFreeAsync(a.workspace, stream);
     if (launch_err == cudaSuccess) TF_CUDA_CHECK(free_err);
@@ -540,8 +550,12 @@ void preprocess_cuda_host(const FrameBatch& in, const PreprocessParams& p, void*
   if (out_host == nullptr) throw std::invalid_argument("output pointer is null");
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   const size_t elem = in.type == PixelType::u8 ? 1 : 2;
-  // compact (N, H, W, C) copy of the strided host input into pinned memory
-  const size_t in_bytes = static_cast<size_t>(in.n * in.h * in.w * in.c) * elem;
+  // compact (N, rh, rw, C) copy of the roi crop of the strided host input
+  // into pinned memory: only what the kernel reads (a small roi of a huge or
+  // stride-0 frame must not stage the whole frame)
+  const int64_t rx = p.has_roi ? p.roi_x : 0, ry = p.has_roi ? p.roi_y : 0;
+  const int64_t rh = p.has_roi ? p.roi_h : in.h, rw = p.has_roi ? p.roi_w : in.w;
+  const size_t in_bytes = static_cast<size_t>(in.n * rh * rw * in.c) * elem;
   const size_t out_bytes = output_bytes(in, p);
   Staging& st = staging();
   std::lock_guard<std::mutex> lock(st.mu);
@@ -551,8 +565,8 @@ void preprocess_cuda_host(const FrameBatch& in, const PreprocessParams& p, void*
   unsigned char* dst = static_cast<unsigned char*>(st.host_in);
   size_t o = 0;
   for (int64_t f = 0; f < in.n; ++f)
-    for (int64_t y = 0; y < in.h; ++y)
-      for (int64_t x = 0; x < in.w; ++x)
+    for (int64_t y = ry; y < ry + rh; ++y)
+      for (int64_t x = rx; x < rx + rw; ++x)
         for (int64_t c = 0; c < in.c; ++c) {
           const int64_t e = f * in.stride_n + y * in.stride_h + x * in.stride_w + c * in.stride_c;
           std::memcpy(dst + o, src + e * static_cast<int64_t>(elem), elem);
@@ -566,11 +580,16 @@ void preprocess_cuda_host(const FrameBatch& in, const PreprocessParams& p, void*
     TF_CUDA_CHECK(cudaMemcpyAsync(d_in, st.host_in, in_bytes, cudaMemcpyHostToDevice, stream));
     FrameBatch dev = in;
     dev.data = d_in;
+    dev.h = rh;
+    dev.w = rw;
     dev.stride_c = 1;
     dev.stride_w = in.c;
-    dev.stride_h = in.w * in.c;
-    dev.stride_n = in.h * in.w * in.c;
-    launch_preprocess(dev, p, d_out, stream);
+    dev.stride_h = rw * in.c;
+    dev.stride_n = rh * rw * in.c;
+    PreprocessParams dp = p;  // the staged frame is the crop: its roi is all of it
+    dp.roi_x = 0;
+    dp.roi_y = 0;
+    launch_preprocess(dev, dp, d_out, stream);
     TF_CUDA_CHECK(cudaMemcpyAsync(st.host_out, d_out, out_bytes, cudaMemcpyDeviceToHost, stream));
     TF_CUDA_CHECK(cudaFreeAsync(d_in, stream));
     d_in = nullptr;

@@ -17,7 +17,7 @@ namespace detail {
 struct AxisGeometry {
   int64_t in_len;
   int64_t out_len;
-  int taps;      // weights per output sample (zero-padded)
+  int64_t taps;  // weights per output sample (zero-padded); 64-bit: up to in_len
   int mode;      // 0 identity, 1 area (shrink), 2 linear (grow)
   double scale;  // in / out
 };
@@ -37,7 +37,7 @@ TF_HOST_DEVICE inline AxisGeometry axis_geometry(int64_t in_len, int64_t out_len
     if (static_cast<double>(c) < g.scale) c += 1;
     c += 1;
     // never more taps than samples: the window is then shifted to fit
-    g.taps = static_cast<int>(c < in_len ? c : in_len);
+    g.taps = c < in_len ? c : in_len;
   } else {
     g.mode = 2;
     g.taps = in_len >= 2 ? 2 : 1;
@@ -81,7 +81,7 @@ TF_HOST_DEVICE inline int64_t axis_taps(const AxisGeometry& g, int64_t i, float*
   }
   if (g.mode == 1) {
     const int64_t start = area_window_start(g, i);
-    for (int t = 0; t < g.taps; ++t) w[t] = area_weight(g, i, start + t);
+    for (int64_t t = 0; t < g.taps; ++t) w[t] = area_weight(g, i, start + t);
     return start;
   }
   // linear, half-pixel centres, clamped (OpenCV INTER_LINEAR)

@@ -52,10 +52,13 @@ struct Layout4 {
   int64_t strides[4];
 };
 
-// The input layouts of spec v1: (H, W) gray; (H, W, 3) colour; (N, H, W)
-// gray batch; (N, H, W, 1|3).  A 3-D array whose last axis is 3 is one
-// colour frame (a gray batch of 3-pixel-wide frames is (N, H, 3, 1)).  The
-// one statement of the rule: the Python layer's _frames_4d calls it too.
+// The input layouts of spec v1: (H, W) gray; (H, W, 3) colour; (H, W, 4)
+// RGBA; (N, H, W) gray batch; (N, H, W, 1|3|4).  A 3-D array whose last axis
+// is 3 or 4 is one colour frame (a gray batch of 3- or 4-pixel-wide frames is
+// (N, H, 3|4, 1)), as Classifier.predict and thyrofast.read read it.  RGBA
+// becomes C = 3 with the same strides: alpha is dropped without a copy (the
+// core never reads channel 3).  The one statement of the rule: the Python
+// layer's _frames_4d calls it too.
 inline Layout4 frames_4d(int nd, const int64_t* shape, const int64_t* strides) {
   Layout4 l{};
   auto set = [&l](std::initializer_list<int64_t> sh, std::initializer_list<int64_t> st) {
@@ -64,17 +67,19 @@ inline Layout4 frames_4d(int nd, const int64_t* shape, const int64_t* strides) {
   };
   if (nd == 2) {
     set({1, shape[0], shape[1], 1}, {0, strides[0], strides[1], 0});
-  } else if (nd == 3 && shape[2] == 3) {
-    set({1, shape[0], shape[1], shape[2]}, {0, strides[0], strides[1], strides[2]});
+  } else if (nd == 3 && (shape[2] == 3 || shape[2] == 4)) {
+    set({1, shape[0], shape[1], 3}, {0, strides[0], strides[1], strides[2]});
   } else if (nd == 3) {
     set({shape[0], shape[1], shape[2], 1}, {strides[0], strides[1], strides[2], 0});
   } else if (nd == 4) {
-    if (shape[3] != 1 && shape[3] != 3)
-      throw std::invalid_argument("a 4-D batch must be (N, H, W, 1) or (N, H, W, 3), got shape " +
-                                  shape_repr(shape, 4));
-    set({shape[0], shape[1], shape[2], shape[3]}, {strides[0], strides[1], strides[2], strides[3]});
+    if (shape[3] != 1 && shape[3] != 3 && shape[3] != 4)
+      throw std::invalid_argument(
+          "a 4-D batch must be (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4) (RGBA, alpha dropped), got shape " +
+          shape_repr(shape, 4));
+    set({shape[0], shape[1], shape[2], shape[3] == 4 ? 3 : shape[3]}, {strides[0], strides[1], strides[2], strides[3]});
   } else {
-    throw std::invalid_argument("frames must be (H, W), (H, W, 3), (N, H, W) or (N, H, W, 3); got " +
+    throw std::invalid_argument(
+        "frames must be (H, W), (H, W, 3), (H, W, 4) (RGBA, alpha dropped), (N, H, W) or (N, H, W, 1|3|4); got " +
                                 std::to_string(nd) + "-D shape " + shape_repr(shape, nd));
   }
   for (int d = 0; d < 4; ++d)

@@ -70,7 +70,8 @@ PYBIND11_MODULE(_core, m) {
         return dst;
       },
       py::arg("frames"), py::arg("params"), py::arg("out") = py::none(), py::arg("threads") = 0,
-      "frames: (H, W), (H, W, 3), (N, H, W) or (N, H, W, 1|3) uint8/native uint16, any strides; "
+      "frames: (H, W), (H, W, 3), (H, W, 4) (RGBA, alpha dropped), (N, H, W) or (N, H, W, 1|3|4) "
+      "uint8/native uint16, any strides; "
       "out: None (allocated) or a C-contiguous (N, C, out_h, out_w) float32/float16 array; returns out");
 
   m.def(

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "thyrofast/preprocess.h"
@@ -171,7 +172,92 @@ int main() {
     shape_only.data = nullptr;  // a size may be asked before the frames exist
     check(output_elements(shape_only, PreprocessParams{}) == 2 * 224 * 224, "output_elements needs no data");
   }
-  // 6. CUDA entry point: runs only where built with CUDA and a device exists
+  // 6. frame size limits (kMaxFramePixels, kMaxFrameSide), checked before any
+  //    work; stride-0 views of one pixel stand for huge frames without memory
+  {
+    const uint8_t five = 5;
+    const auto view = [&five](int64_t n, int64_t h, int64_t w) {
+      FrameBatch b;
+      b.data = &five;
+      b.n = n;
+      b.h = h;
+      b.w = w;
+      return b;  // all strides 0
+    };
+    const auto refused_size = [](const FrameBatch& b, const PreprocessParams& pp) {
+      try {
+        validate(b, pp);
+      } catch (const std::invalid_argument& e) {
+        return std::string(e.what()).find("2^28") != std::string::npos;
+      }
+      return false;
+    };
+    PreprocessParams p;
+    p.out_h = p.out_w = 1;
+    p.denoise = Denoise::none;
+    p.normalize = Normalize::none;
+    // an int tap count truncated 2^32 + 100 to 100 (output 4.6e-10) and made
+    // 2^31 + 5 negative (a std::length_error)
+    check(refused_size(view(1, (int64_t{1} << 32) + 100, 1), p), "2^32 + 100 rows are refused");
+    check(refused_size(view(1, (int64_t{1} << 31) + 5, 1), p), "2^31 + 5 rows are refused");
+    check(refused_size(view(1, 1, (int64_t{1} << 32) + 100), p), "2^32 + 100 columns are refused");
+    check(refused_size(view(1, 200000, 200000), p), "a 200000 x 200000 frame is refused");
+    check(refused_size(view(1, kMaxFrameSide + 1, 1), p), "one row past kMaxFrameSide is refused");
+    check(refused_size(view(1, 1 << 14, (1 << 14) + 1), p), "one column past kMaxFramePixels is refused");
+    PreprocessParams roi = p;  // the limits are the crop's
+    roi.has_roi = true;
+    roi.roi_x = 150000;
+    roi.roi_y = 3;
+    roi.roi_w = 64;
+    roi.roi_h = 48;
+    bool ok = true;
+    try {
+      validate(view(1, 200000, 200000), roi);
+    } catch (const std::invalid_argument&) {
+      ok = false;
+    }
+    check(ok, "a small roi of a huge frame is accepted");
+    float out = 0.0f;
+    preprocess_cpu(view(1, kMaxFrameSide, 1), p, &out, 1);
+    check(std::fabs(out - 5 / 255.0f) < 1e-2f * (5 / 255.0f), "a frame of kMaxFrameSide rows resizes to its value");
+  }
+  // 7. the output does not depend on the memory layout (bit-identical):
+  //    contiguous vs flipped (negative strides) vs column-major storage
+  {
+    const int64_t h = 53, w = 611;
+    std::vector<uint8_t> px(static_cast<size_t>(h * w)), flipped(px.size()), colmajor(px.size());
+    uint32_t s = 777u;
+    for (auto& v : px) {
+      s = s * 1664525u + 1013904223u;
+      v = static_cast<uint8_t>(s >> 24);
+    }
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        flipped[static_cast<size_t>((h - 1 - y) * w + (w - 1 - x))] = px[static_cast<size_t>(y * w + x)];
+        colmajor[static_cast<size_t>(x * h + y)] = px[static_cast<size_t>(y * w + x)];
+      }
+    FrameBatch rev = gray_batch(flipped, 1, h, w);
+    rev.data = flipped.data() + (h * w - 1);  // element [0, 0] of the flipped-back view
+    rev.stride_h = -w;
+    rev.stride_w = -1;
+    FrameBatch cm = gray_batch(colmajor, 1, h, w);
+    cm.stride_h = 1;
+    cm.stride_w = h;
+    bool same = true;
+    for (const auto& size : {std::pair<int64_t, int64_t>{20, 70}, {40, 330}, {53, 900}, {100, 611}}) {
+      PreprocessParams p;
+      p.out_h = size.first;
+      p.out_w = size.second;
+      p.denoise = Denoise::median3;
+      std::vector<float> a(static_cast<size_t>(p.out_h * p.out_w)), b(a.size()), c(a.size());
+      preprocess_cpu(gray_batch(px, 1, h, w), p, a.data(), 1);
+      preprocess_cpu(rev, p, b.data(), 1);
+      preprocess_cpu(cm, p, c.data(), 1);
+      same = same && a == b && a == c;
+    }
+    check(same, "flipped and column-major frames give the contiguous frame's bits");
+  }
+  // 8. CUDA entry point: runs only where built with CUDA and a device exists
   if (!built_with_cuda()) {
     bool threw = false;
     try {
@@ -183,7 +269,7 @@ int main() {
     }
     check(threw, "preprocess_cuda in a CPU-only build raises cuda_error");
   }
-  // 7. the headers' compile-time version is the linked library's
+  // 9. the headers' compile-time version is the linked library's
   check(version() == THYROFAST_VERSION_STRING && THYROFAST_VERSION_MAJOR >= 0 && THYROFAST_VERSION_MINOR >= 0,
         "version.h matches thyrofast::version()");
   std::printf("%s (%d failures); version %s, %s, cuda %d\n", failures ? "FAILED" : "PASSED", failures,

@@ -6,7 +6,13 @@
 //
 //  Input: N frames of H x W pixels with C = 1 (gray) or 3 (colour) samples,
 //  uint8 or uint16, addressed through element strides (any sign), so crops,
-//  flips and planar/interleaved layouts need no copy.  Per frame:
+//  flips and planar/interleaved layouts need no copy.  The result depends on
+//  the pixel values only, never on the memory layout: any strides give
+//  bit-identical output.  Size limits: the frame after the roi crop holds at
+//  most kMaxFramePixels pixels (2^28, a 16384 x 16384 frame, over 8x an 8K
+//  video frame) and at most kMaxFrameSide (2^20) per side; validate() refuses
+//  larger crops before any work (one frame's work stays around a second, and
+//  every size and index of the work fits comfortably in int64).  Per frame:
 //   1. crop to roi (x, y, w, h), which must lie inside the frame;
 //   2. luma: y = (0.299 R + 0.587 G + 0.114 B) / max_value (channel order
 //      rgb or bgr), gray: y = v / max_value; max_value defaults to 255 / 65535;
@@ -50,6 +56,12 @@ enum class Denoise : int { none = 0, median3 = 1, median5 = 2, srad = 3 };
 enum class Normalize : int { percentile = 0, minmax = 1, zscore = 2, none = 3 };
 
 constexpr int64_t kMaxOutputSide = 4096;
+// Largest frame the core resizes, after the roi crop (see the spec above):
+// roi_h * roi_w <= kMaxFramePixels and roi_h, roi_w <= kMaxFrameSide.  The
+// side bound also bounds the resize taps per axis (<= kMaxFrameSide) and so
+// the per-axis weight tables (about in_len + 2 * out_len floats).
+constexpr int64_t kMaxFramePixels = int64_t{1} << 28;
+constexpr int64_t kMaxFrameSide = int64_t{1} << 20;
 
 struct PreprocessParams {
   bool has_roi = false;
