@@ -10,6 +10,7 @@ the commands there and reports back as JSON.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,7 +23,6 @@ import pytest
 
 import _base_install_driver as driver
 import thyrofast
-from thyrofast import _extras
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -137,7 +137,7 @@ def test_without_the_bench_extra_the_e2e_bench_skips_its_peer(bundle_dir, tmp_pa
     assert "e2e onnxruntime int8" in c["stdout"]
 
 
-@pytest.mark.skipif(not _extras.importable("openvino"), reason="openvino is not installed here")
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed here")
 def test_without_the_openvino_extra_predict_names_it(bundle_dir, tmp_path):
     res = _drive("no-openvino", bundle_dir, tmp_path, hide="openvino")
     c = _command(res, "predict")
@@ -178,6 +178,8 @@ def test_preprocess_bench_without_opencv_measures_thyrofast(no_cv2, capsys):
 # -- the extras themselves ----------------------------------------------------------------------
 
 def test_all_extra_brings_the_bench_peers():
+    from thyrofast import _extras
+
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("opencv-python-headless") for req in extras["bench"])
     (all_,) = extras["all"]
@@ -188,6 +190,8 @@ def test_all_extra_brings_the_bench_peers():
 
 def test_every_optional_import_is_mapped_to_an_extra():
     """A module thyrofast imports is the standard library, a base dependency, or listed in _extras."""
+    from thyrofast import _extras
+
     base = {"numpy", "PIL", "pydicom", "tqdm", "scipy", "matplotlib", "safetensors", "onnx", "onnxruntime",
             "thyrofast"}
     found: dict[str, str] = {}
