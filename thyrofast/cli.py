@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
         return int(module.main(args) or 0)
     except ModuleNotFoundError as exc:
-        # an optional package (an extra) the command needs: one line, not a traceback
-        if not _extras.is_optional(exc.name):
+        # an optional package (an extra) the command needs and that is not installed: one line, not a
+        # traceback (a module missing inside an installed package is a broken install: its traceback stays)
+        if not isinstance(exc, _extras.MissingExtra) and (
+                not _extras.is_optional(exc.name) or _extras.importable(exc.name.partition(".")[0])):
             raise
         return _missing(name, exc)
     except KeyboardInterrupt:
