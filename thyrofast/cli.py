@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import _extras
+
 # name -> (module, one-line help).  Keep in the order a newcomer meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("thyrofast.demo.cli", "reproduce the paper's study end to end on the phantom cohort"),
@@ -57,20 +59,34 @@ def main(argv: list[str] | None = None) -> int:
         if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             print(f"thyrofast {name}: this command is not available in this build", file=sys.stderr)
             return 2
-        print(
-            f"thyrofast {name}: missing dependency {exc.name!r}; "
-            f"install it (e.g. pip install 'thyrofast[all]')",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing(name, exc)
     parser = argparse.ArgumentParser(prog=f"thyrofast {name}", description=help_)
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
     try:
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
         return int(module.main(args) or 0)
+    except ModuleNotFoundError as exc:
+        # an optional package (an extra) the command needs and that is not installed: one line, not a
+        # traceback (a module missing inside an installed package is a broken install: its traceback stays)
+        if not isinstance(exc, _extras.MissingExtra) and (
+                not _extras.is_optional(exc.name) or _extras.importable(exc.name.partition(".")[0])):
+            raise
+        return _missing(name, exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _missing(command: str, exc: ModuleNotFoundError) -> int:
+    """Exit 2 with one line that names the missing package and the extra that brings it."""
+    if isinstance(exc, _extras.MissingExtra):
+        message = str(exc)
+    elif _extras.is_optional(exc.name):
+        message = _extras.missing_message(exc.name)
+    else:
+        message = f"missing dependency {exc.name!r}; install it (e.g. pip install \"thyrofast[all]\")"
+    print(f"thyrofast {command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,8 +52,10 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
 
 
 def main(args: argparse.Namespace) -> int:
+    from ._extras import require
     from .export import export_bundle
 
+    require("torch", "torchvision", needed_for="exporting ONNX from the bundle's weights")
     if args.int8 and not args.calib:
         print("thyrofast export: --int8 needs --calib DATA (frames to calibrate and gate on)",
               file=sys.stderr)

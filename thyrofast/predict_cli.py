@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ._extras import require
     from .classifier import Classifier
     from .errors import InputError
     from .predict import OutputError, predict_files
@@ -33,6 +34,8 @@ def main(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"thyrofast predict: --{name} must be >= 1, got {value}", file=sys.stderr)
             return 2
+    if args.saliency is not None:
+        require("torch", "torchvision", needed_for="--saliency (Grad-CAM)")
     try:
         clf = Classifier.load(args.bundle, backend=args.backend, device=args.device, precision=args.precision,
                               threads=args.threads, max_batch=args.batch)

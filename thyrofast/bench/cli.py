@@ -32,12 +32,18 @@ def _commit() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .._extras import require
     from . import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
 
     if args.rounds < MIN_ROUNDS:
         return _usage_error(f"--rounds must be >= {MIN_ROUNDS}, got {args.rounds}")
     if args.threads < 1:
         return _usage_error(f"--threads must be >= 1, got {args.threads}")
+    # what needs an extra says so before anything is measured
+    if args.device == "cuda":
+        require("torch", needed_for="the CUDA benchmarks")
+    if args.what != "preprocess" and args.bundle is None:
+        require("torch", "torchvision", needed_for="building the timing bundle (or pass --bundle BUNDLE)")
     results = []
     try:
         if args.what in ("preprocess", "all"):

@@ -1,7 +1,22 @@
 """Peer implementations the benchmarks compare against (same spec, other tools)."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+
+
+def unavailable(peer: str, *modules: str) -> str | None:
+    """``None`` when the peer's packages are installed; else the one line saying the peer is
+    skipped and how to install it (also printed to stderr)."""
+    from .._extras import missing, missing_message
+
+    absent = missing(*modules)
+    if not absent:
+        return None
+    line = f"bench: peer {peer!r} skipped: {missing_message(*absent)}"
+    print(line, file=sys.stderr, flush=True)
+    return line
 
 
 def cv2_area_median5_percentile(frame: np.ndarray, size=(224, 224)) -> tuple[float, float]:

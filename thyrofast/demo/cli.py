@@ -35,8 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from thyrofast._extras import require
+
     from . import DemoConfig, run_demo
 
+    # pretraining and training need PyTorch: say so before the cohort is rendered
+    require("torch", "torchvision", needed_for="pretraining and training")
     try:
         cfg = DemoConfig(out=args.out, quick=args.quick, seed=args.seed, device=args.device, workers=args.workers,
                          force=args.force, epochs=args.epochs, image_size=args.image_size, patients=args.patients,

@@ -28,6 +28,7 @@ import dataclasses
 import importlib.util
 from typing import Iterable
 
+from .._extras import install_hint
 from .base import ARTIFACT_FOR, BACKENDS, PRECISIONS
 
 __all__ = ["Choice", "resolve", "available_backends", "cuda_available", "cpu_has_int8_dot", "CPU_INT8_ORDER",
@@ -175,7 +176,7 @@ def resolve(
     reasons = []
     for c in candidates:
         if not installed.get(c.backend, False):
-            reasons.append(f"{c.backend}: not installed")
+            reasons.append(f"{c.backend}: not installed ({install_hint(c.backend)})")
             continue
         why = _supports(c.backend, c.device, c.precision, artifacts)
         if why is None:

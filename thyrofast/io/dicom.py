@@ -200,7 +200,8 @@ class DicomSource:
             pkg = DECODER_PACKAGES.get(self.transfer_syntax, "a pydicom pixel data plugin")
             raise InputError("missing_decoder",
                              f"no decoder is installed for {decoder.UID.name} ({self.transfer_syntax}); "
-                             f"install {pkg}", source=self.source)
+                             f"install {pkg} (pip install \"thyrofast[dicom]\" installs python-gdcm and "
+                             f"pylibjpeg)", source=self.source)
         return decoder
 
     def iter_frames(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:

@@ -59,8 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from thyrofast._extras import require
+
     from .loop import train
 
+    require("torch", "torchvision", needed_for="training")
     preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
     try:
         bundle = train(args.data, args.out, arch=args.arch, width=args.width, epochs=args.epochs,

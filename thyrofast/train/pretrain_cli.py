@@ -54,7 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from thyrofast._extras import require
+
     from .pretrain import BACKBONE_FILE, pretrain
+
+    require("torch", "torchvision", needed_for="pretraining")
 
     preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
     try:

@@ -1,0 +1,99 @@
+"""``thyrofast preprocess --bundle/--crop`` previews what a bundle's network sees (issue 21)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from thyrofast import Preprocessor, cli, read
+from thyrofast.bundle import Bundle
+
+
+@pytest.fixture
+def framed_png(tmp_path):
+    """A 200x300 frame: speckle in a 130x190 field, black around it (what `--crop detect` finds)."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((200, 300), np.uint8)
+    img[40:170, 60:250] = rng.integers(40, 220, (130, 190))
+    path = tmp_path / "framed.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture
+def detect_bundle(bundle_dir, tmp_path):
+    """The test bundle, trained (as `train` does by default) on files read with crop detect."""
+    path = tmp_path / "detect-bundle"
+    shutil.copytree(bundle_dir, path)
+    Bundle.load(path).update(read={"crop": "detect"})
+    return path
+
+
+def _expected(params, path, crop):
+    return Preprocessor(params)(read(path, crop=crop)[0].pixels)
+
+
+def test_bundle_gives_its_preprocessing_and_crop(detect_bundle, framed_png, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(framed_png), "--out", str(out), "--bundle", str(detect_bundle), "--png"]) == 0
+    b = Bundle.load(detect_bundle)
+    x = np.load(out / "framed.npy")
+    assert x.shape == (1, *b.input_shape) == (1, 1, 64, 64)  # the bundle's size, not the 224 default
+    np.testing.assert_array_equal(x, _expected(b.preprocess_params, framed_png, "detect"))
+    assert not np.array_equal(x, _expected(b.preprocess_params, framed_png, "none"))  # the crop mattered
+    assert (out / "framed_000.png").exists()
+    err = capsys.readouterr().err
+    assert f"preprocessing of {detect_bundle}: crop detect, size 64x64" in err
+
+
+def test_crop_and_options_beside_a_bundle_override_it(detect_bundle, framed_png, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(framed_png), "--out", str(out), "--bundle", str(detect_bundle),
+                     "--crop", "none", "--size", "32", "40"]) == 0
+    b = Bundle.load(detect_bundle)
+    params = b.preprocess_params
+    x = np.load(out / "framed.npy")
+    assert x.shape == (1, 1, 32, 40)
+    np.testing.assert_array_equal(x, _expected(dataclasses.replace(params, size=(32, 40)), framed_png, "none"))
+    assert "(overriding the bundle's size): crop none, size 32x40" in capsys.readouterr().err
+
+
+def test_bundle_without_a_read_field_reads_with_auto(bundle_dir, framed_png, tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(framed_png), "--out", str(out), "--bundle", str(bundle_dir)]) == 0
+    b = Bundle.load(bundle_dir)
+    np.testing.assert_array_equal(np.load(out / "framed.npy"), _expected(b.preprocess_params, framed_png, "auto"))
+
+
+@pytest.mark.parametrize("crop", ["auto", "detect", "none"])
+def test_crop_without_a_bundle(crop, framed_png, tmp_path):
+    out = tmp_path / "out"
+    assert cli.main(["preprocess", str(framed_png), "--out", str(out), "--crop", crop, "--size", "48", "48"]) == 0
+    pre = Preprocessor(size=(48, 48), denoise="srad", normalize="percentile", srad_iterations=10)
+    np.testing.assert_array_equal(np.load(out / "framed.npy"), pre(read(framed_png, crop=crop)[0].pixels))
+
+
+def test_crop_choices_are_train_ones():
+    from thyrofast import preprocess_cli
+    from thyrofast.train import cli as train_cli
+
+    def choices(mod, flag):
+        p = argparse.ArgumentParser()
+        mod.add_arguments(p)
+        return next(a.choices for a in p._actions if flag in a.option_strings)
+
+    assert tuple(choices(preprocess_cli, "--crop")) == tuple(choices(train_cli, "--crop"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["preprocess", "x.png", "--out", "o", "--crop", "sideways"])
+    assert e.value.code == 2
+
+
+def test_a_bad_bundle_is_one_line(framed_png, tmp_path, capsys):
+    rc = cli.main(["preprocess", str(framed_png), "--out", str(tmp_path / "out"), "--bundle", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("thyrofast preprocess: cannot use the bundle:")
