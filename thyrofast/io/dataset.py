@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._fs import atomic_write
 from ..errors import InputError
 from .manifest import Record, read_manifest, scan_folder
 from .reader import DEFAULT_MAX_BYTES, FRAME_OVERHEAD_BYTES, read, read_options as _validate_read_options
@@ -223,9 +224,9 @@ class FrameDataset:
         if self._cache_kind == "memory":
             self._mem[i] = x
         elif path is not None:
-            tmp = f"{path}.{os.getpid()}.tmp.npy"
-            np.save(tmp, x, allow_pickle=False)
-            os.replace(tmp, path)
+            with atomic_write(path, fsync=False) as tmp:  # a cache: a lost entry is recomputed
+                with open(tmp, "wb") as f:
+                    np.save(f, x, allow_pickle=False)
         return x
 
     def _pixels(self, ri: int, r: Record, fi: int) -> np.ndarray:

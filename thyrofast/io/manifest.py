@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any, Callable, Iterable, Mapping
 
+from .._fs import atomic_write
 from ..errors import InputError
 from .frame import hash_patient_id
 
@@ -157,8 +158,7 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
             if k not in extra_cols and k not in _KNOWN:
                 extra_cols.append(k)
     cols = ["path", "patient_id", "label", "split", "view", "frame_index", *extra_cols]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for r in records:
@@ -167,7 +167,6 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
             pid = hash_patient_id(r.patient_id, salt=salt) if hash_ids else r.patient_id
             w.writerow([p, pid, r.label_name, r.split or "", r.view or "",
                         "" if r.frame_index is None else r.frame_index, *(r.extra.get(k, "") for k in extra_cols)])
-    os.replace(tmp, path)
     return path
 
 

@@ -200,7 +200,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
     for j in it:
         out[j] = pre(decode_image(records[indices[j]], crop))[0]
     if cache is not None:
-        from ..bundle import atomic_write
+        from .._fs import atomic_write
 
         with atomic_write(cache) as tmp:
             with open(tmp, "wb") as f:

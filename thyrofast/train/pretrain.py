@@ -211,7 +211,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     from tqdm.auto import tqdm
 
     from .. import CLASSES
-    from ..bundle import atomic_write_bytes, atomic_write_json
+    from .._fs import atomic_write_bytes, atomic_write_json
     from ..models import _HEAD_PREFIXES, arch_config, build_model, check_members
     from ..synth.lexicon import ANNOTATION_COLUMNS
 
@@ -407,7 +407,7 @@ def _say(log):
 def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool, say, *,
                  position: int | None = None, desc: str | None = None):
     """The rendered lexicon set of ``cfg``: read from ``cache`` when it holds it, else rendered and cached."""
-    from ..bundle import atomic_write
+    from .._fs import atomic_write
     from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
 
     params = cfg.preprocess_params()
@@ -454,7 +454,7 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
     """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
     from safetensors.torch import load_file, save
 
-    from ..bundle import atomic_write_bytes, atomic_write_json
+    from .._fs import atomic_write_bytes, atomic_write_json
     from ..models import stack_members
 
     if kw["diagnosis_weight"] <= 0:
