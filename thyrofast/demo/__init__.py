@@ -219,7 +219,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     def do_export():
         from thyrofast.bundle import Bundle
-        from thyrofast.export_cli import export_from_data
+        from thyrofast.export import export_from_data
 
         rep = export_from_data(Bundle.load(bundle_dir), cohort_dir, fp16=True, seed=cfg.seed, progress=cfg.progress)
         artifacts = sorted(Bundle.load(bundle_dir).manifest["artifacts"])
