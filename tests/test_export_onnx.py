@@ -27,10 +27,10 @@ def _fixture():
 def trained(tmp_path_factory):
     path, manifest = _fixture().trained_bundle(tmp_path_factory)
     b = Bundle.load(path)
-    from thyrofast.train.data import assign_splits, load_frames, read_manifest
+    from thyrofast.train.data import load_frames, read_manifest, split_records
 
     records = read_manifest(manifest)
-    split = assign_splits(records)
+    split = split_records(records)
     val, _ = load_frames(records, split.val, b.preprocess_params, progress=False)
     labels = np.array([records[i].label for i in split.val])
     return b, val.astype(np.float32), labels

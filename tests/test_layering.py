@@ -26,23 +26,25 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _imports_of(node, path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of one import node; ``from . import cli`` names ``<pkg>.cli``."""
+    if isinstance(node, ast.Import):
+        return [(node.lineno, a.name) for a in node.names]
+    is_pkg = path.name == "__init__.py"
+    if node.level:
+        base = module.split(".")
+        base = base[: len(base) - node.level + (1 if is_pkg else 0)]
+        mod = ".".join(base + ([node.module] if node.module else []))
+    else:
+        mod = node.module or ""
+    return [(node.lineno, mod)] + [(node.lineno, f"{mod}.{a.name}") for a in node.names]
+
+
 def _imports(path: Path, module: str) -> list[tuple[int, str]]:
     """(line, absolute module name) for each import in ``path`` (functions' too)."""
-    is_pkg = path.name == "__init__.py"
-    out = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = module.split(".")
-                base = base[: len(base) - node.level + (1 if is_pkg else 0)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            out.append((node.lineno, mod))
-            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names]  # from . import cli
-    return out
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [x for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+            for x in _imports_of(node, path, module)]
 
 
 def test_library_never_imports_the_cli():
@@ -68,3 +70,46 @@ def test_the_scan_resolves_relative_imports(tmp_path):
     init = tmp_path / "__init__.py"
     init.write_text("from .cli import main\n")
     assert "thyrofast.demo.cli" in {m for _, m in _imports(init, "thyrofast.demo")}
+
+
+def _graph(package: str) -> dict[str, set[str]]:
+    """Import graph among ``package``'s modules: every import, in functions too, except ``TYPE_CHECKING`` ones."""
+    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        if not module.startswith(package):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        deps = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for _, imported in _imports_of(node, path, module):
+                if imported in files and imported != module and imported.startswith(package):
+                    deps.add(imported)
+        graph[module] = deps
+    return graph
+
+
+def test_no_import_cycle_inside_thyrofast_io():
+    graph = _graph("thyrofast.io")
+    assert "thyrofast.io.manifest" in graph and "thyrofast.io.splits" in graph
+    cycles = []
+
+    def visit(node, trail):
+        for dep in sorted(graph.get(node, ())):
+            if dep in trail:
+                cycles.append(trail[trail.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep, trail + [dep])
+        done.add(node)
+
+    done: set[str] = set()
+    for m in sorted(graph):
+        if m not in done:
+            visit(m, [m])
+    # the package __init__ imports its submodules lazily (on attribute access); submodules never import it
+    cycles = [c for c in cycles if "thyrofast.io" not in c]
+    assert not cycles, "import cycles in thyrofast.io: " + "; ".join(" -> ".join(c) for c in cycles)

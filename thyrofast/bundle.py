@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from ._fs import atomic_write, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from .errors import InputError
+from .io.schema import CROP_MODES
 
 __all__ = [
     "Bundle", "BundleIntegrityError", "BUNDLE_FILE", "FORMAT", "FORMAT_VERSION",
@@ -29,7 +30,7 @@ __all__ = [
 BUNDLE_FILE = "thyrofast.json"
 FORMAT = "thyrofast-bundle"
 FORMAT_VERSION = 1
-READ_CROPS = ("auto", "detect", "regions", "none")  # thyrofast.read(crop=...) modes a bundle may name
+READ_CROPS = CROP_MODES  # thyrofast.read(crop=...) modes a bundle may name
 
 #: artifact name -> file name inside the bundle (docs/contracts.md)
 ARTIFACT_FILES: dict[str, str] = {

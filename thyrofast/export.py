@@ -438,7 +438,7 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     ``thyrofast export --int8 --calib DATA`` and the demo call this.
     """
     from .bundle import Bundle
-    from .train.data import assign_splits, load_frames, read_manifest
+    from .train.data import load_frames, read_manifest, split_records
 
     if isinstance(n_calib, bool) or not isinstance(n_calib, int) or n_calib < 1:
         raise ValueError(f"n_calib must be a positive integer, got {n_calib!r}")
@@ -449,7 +449,7 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     val_fraction = cfg.get("val_fraction", 0.15)
     seed = cfg.get("seed", seed)
     records = read_manifest(data)
-    split = assign_splits(records, val_fraction=val_fraction, seed=seed)
+    split = split_records(records, val_fraction=val_fraction, seed=seed)
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(split.train)[:n_calib].tolist())
     params = bundle.preprocess_params
