@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..io.schema import RENDER_CROPS, crop_mode
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_rows
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
@@ -84,7 +85,7 @@ class PretrainConfig:
     diagnosis_target: str = "patient"  # class loss against the patient's class, or "lesion": its expectation
     seed: int = 0
     lexicon_seed: int | None = None   # seed of the lesions (None: seed); ensemble members may share one set
-    crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "region", "none"
+    crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "regions", "none"
     augment: AugmentConfig = AugmentConfig()
     preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -99,8 +100,7 @@ class PretrainConfig:
             raise ValueError(f"diagnosis_target must be one of {DIAGNOSIS_TARGETS}, got {self.diagnosis_target!r}")
         if self.diagnosis_target != "patient" and self.diagnosis_weight == 0:
             raise ValueError("diagnosis_target applies to the class loss: diagnosis_weight 0 has none")
-        if self.crop not in ("detect", "region", "none"):
-            raise ValueError(f"crop must be 'detect', 'region' or 'none', got {self.crop!r}")
+        object.__setattr__(self, "crop", crop_mode(self.crop, RENDER_CROPS))  # "region": the older spelling
         if not 0.0 < self.held_out < 0.5:
             raise ValueError(f"held_out must be in (0, 0.5), got {self.held_out}")
         if not 16 <= self.image_size <= 1024:
