@@ -27,10 +27,10 @@ def _fixture():
 def trained(tmp_path_factory):
     path, manifest = _fixture().trained_bundle(tmp_path_factory)
     b = Bundle.load(path)
-    from thyrofast.train.data import assign_splits, load_frames, read_manifest
+    from thyrofast.train.data import load_frames, read_manifest, split_records
 
     records = read_manifest(manifest)
-    split = assign_splits(records)
+    split = split_records(records)
     val, _ = load_frames(records, split.val, b.preprocess_params, progress=False)
     labels = np.array([records[i].label for i in split.val])
     return b, val.astype(np.float32), labels
@@ -191,7 +191,7 @@ def test_export_cli_rebuilds(trained, tmp_path):
 
 
 def test_int8_calibration_reads_files_as_training_did(trained, tmp_path_factory, monkeypatch):
-    from thyrofast import export_cli
+    from thyrofast import export as export_lib
     from thyrofast.train import data as train_data
 
     b, _, _ = trained
@@ -204,11 +204,11 @@ def test_int8_calibration_reads_files_as_training_did(trained, tmp_path_factory,
 
     monkeypatch.setattr(train_data, "load_frames", fake_load_frames)
     with pytest.raises(RuntimeError, match="stop here"):
-        export_cli.export_from_data(b, manifest, n_calib=4, progress=False)
+        export_lib.export_from_data(b, manifest, n_calib=4, progress=False)
     assert seen == [b.read_options["crop"]]
     for bad in (0, -5, 1.5):
         with pytest.raises(ValueError, match="n_calib must be a positive integer"):
-            export_cli.export_from_data(b, "unused", n_calib=bad)
+            export_lib.export_from_data(b, "unused", n_calib=bad)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from thyrofast.aggregation import aggregate  # noqa: E402
 from thyrofast.bundle import Bundle  # noqa: E402
 from thyrofast.train import train  # noqa: E402
 from thyrofast.train import _metrics as M  # noqa: E402
-from thyrofast.train.data import assign_splits, load_frames, read_manifest  # noqa: E402
+from thyrofast.train.data import load_frames, read_manifest, split_records  # noqa: E402
 
 # A smaller, faster configuration for the runs that only compare two trainings.
 SMALL = dict(arch="resnet18", width=0.25, image_size=32, batch_size=16, lr=3e-3, patience=10,
@@ -216,8 +216,8 @@ def test_val_split_carved_by_patient(tmp_path_factory, tmp_path):
     plain = _rewrite(manifest, tmp_path / "nosplit",
                      lambda rows: [{k: v for k, v in r.items() if k != "split"} for r in rows])
     records = read_manifest(plain)
-    s1 = assign_splits(records, val_fraction=0.25, seed=3)
-    s2 = assign_splits(records, val_fraction=0.25, seed=3)
+    s1 = split_records(records, val_fraction=0.25, seed=3)
+    s2 = split_records(records, val_fraction=0.25, seed=3)
     assert s1.train == s2.train and s1.val == s2.val and not s1.test
     ptrain = {records[i].patient_id for i in s1.train}
     pval = {records[i].patient_id for i in s1.val}
@@ -225,7 +225,7 @@ def test_val_split_carved_by_patient(tmp_path_factory, tmp_path):
     assert {records[i].label for i in s1.val} == {0, 1, 2}  # stratified
     n_val_patients = len(pval)
     assert n_val_patients == 3 * round(12 * 0.25)
-    assert assign_splits(records, val_fraction=0.25, seed=4).val != s1.val
+    assert split_records(records, val_fraction=0.25, seed=4).val != s1.val
 
 
 def test_augment_is_keyed_by_sample():

@@ -9,9 +9,7 @@ import importlib
 
 from ._version import __version__
 from .errors import InputError
-
-#: Class order used everywhere: outputs, manifests, reports.
-CLASSES: tuple[str, str, str] = ("BTN", "NMTN", "MMTN")
+from .io.schema import DEFAULT_CLASSES as CLASSES  # class order everywhere: outputs, manifests, reports
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {

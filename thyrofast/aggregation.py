@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .io.schema import DEFAULT_CLASSES
+
 __all__ = ["MEAN_LOG_PROB", "POOLED_LOGISTIC", "aggregate", "pooled_features", "fit_pooled_logistic",
            "check_spec", "describe"]
 
@@ -138,7 +140,7 @@ L2_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 def fit_pooled_logistic(log_probs: np.ndarray, patient_ids: Sequence[Any], labels: Sequence[int], *,
                         l2: float | None = None, folds: int = 5, seed: int = 0,
-                        classes: Sequence[str] = ("BTN", "NMTN", "MMTN")) -> dict:
+                        classes: Sequence[str] = DEFAULT_CLASSES) -> dict:
     """Fit the pooled-logistic rule on patients' image log-probabilities and labels.
 
     ``labels``: one class index per image (constant within a patient).  L2

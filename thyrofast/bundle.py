@@ -12,14 +12,14 @@ See docs/contracts.md ("Model bundle") for the format.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+from ._fs import atomic_write, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from .errors import InputError
+from .io.schema import CROP_MODES
 
 __all__ = [
     "Bundle", "BundleIntegrityError", "BUNDLE_FILE", "FORMAT", "FORMAT_VERSION",
@@ -30,7 +30,7 @@ __all__ = [
 BUNDLE_FILE = "thyrofast.json"
 FORMAT = "thyrofast-bundle"
 FORMAT_VERSION = 1
-READ_CROPS = ("auto", "detect", "regions", "none")  # thyrofast.read(crop=...) modes a bundle may name
+READ_CROPS = CROP_MODES  # thyrofast.read(crop=...) modes a bundle may name
 
 #: artifact name -> file name inside the bundle (docs/contracts.md)
 ARTIFACT_FILES: dict[str, str] = {
@@ -41,65 +41,12 @@ ARTIFACT_FILES: dict[str, str] = {
     "onnx_int8_cpu": "model.int8.qdq-u8s8.onnx",
 }
 
-_CHUNK = 1 << 20
-
 
 class BundleIntegrityError(InputError):
     """An artifact does not match the SHA-256 recorded in ``thyrofast.json``."""
 
     def __init__(self, message: str, *, source: str | None = None):
         super().__init__("unreadable", message, source=source)
-
-
-# --------------------------------------------------------------------- hashing / atomic I/O
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``.
-
-    The temp file lives in the same folder (same file system, so the rename is
-    atomic) and is fsynced before the rename; on error it is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
-                              + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------- ONNX external data

@@ -441,7 +441,7 @@ def _bundle_sha256(bundle) -> str:
     sha = getattr(bundle, "sha256", None)
     if isinstance(sha, str):
         return sha
-    from .engines.base import sha256_file
+    from ._fs import sha256_file
 
     return sha256_file(Path(bundle.path) / "thyrofast.json")
 

@@ -37,7 +37,7 @@ import numpy as np
 
 __all__ = [
     "OPSET", "INPUT_NAME", "OUTPUT_NAME", "KEEP_FP32_OPS", "export_onnx", "convert_fp16",
-    "quantize_int8", "int8_gate", "export_bundle", "GATE_MAX_AUC_DROP", "GATE_MIN_AGREEMENT",
+    "quantize_int8", "int8_gate", "export_bundle", "export_from_data", "GATE_MAX_AUC_DROP", "GATE_MIN_AGREEMENT",
     "onnx_logits",
 ]
 
@@ -111,7 +111,7 @@ def _strip_debug_metadata(proto) -> None:
 
 
 def _save_proto(proto, path) -> None:
-    from .bundle import atomic_write_bytes
+    from ._fs import atomic_write_bytes
 
     atomic_write_bytes(path, proto.SerializeToString())
 
@@ -306,7 +306,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             per_channel=True, calibrate_method=methods[method], extra_options=extra,
         )
         data = Path(tmp_out).read_bytes()
-    from .bundle import atomic_write_bytes
+    from ._fs import atomic_write_bytes
 
     atomic_write_bytes(out_path, data)
 
@@ -428,3 +428,35 @@ def export_bundle(bundle, *, fp16: bool = True, int8: bool = False,
                 bundle.remove_artifact(name)
                 log(f"INT8 {mode} not written: {gate['reason']}; keeping FP32/FP16")
     return report
+
+
+def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, seed: int = 0,
+                     progress: bool = True, log=print) -> dict:
+    """Export ``bundle`` with INT8 calibrated on the training patients of cohort ``data`` and gated on
+    its validation patients (the bundle's own preprocessing and read options).
+
+    ``thyrofast export --int8 --calib DATA`` and the demo call this.
+    """
+    from .bundle import Bundle
+    from .train.data import load_frames, read_manifest, split_records
+
+    if isinstance(n_calib, bool) or not isinstance(n_calib, int) or n_calib < 1:
+        raise ValueError(f"n_calib must be a positive integer, got {n_calib!r}")
+    if not isinstance(bundle, Bundle):
+        bundle = Bundle.load(bundle, verify=False)  # export rebuilds the ONNX files
+    # Same patient split as training (same fraction and seed) when the manifest has no val split.
+    cfg = bundle.manifest.get("training", {}).get("config", {})
+    val_fraction = cfg.get("val_fraction", 0.15)
+    seed = cfg.get("seed", seed)
+    records = read_manifest(data)
+    split = split_records(records, val_fraction=val_fraction, seed=seed)
+    rng = np.random.default_rng(seed)
+    calib_idx = sorted(rng.permutation(split.train)[:n_calib].tolist())
+    params = bundle.preprocess_params
+    # files read as in training and predict (the bundle's tissue crop), so INT8 is tuned and gated on what it will see
+    crop = (bundle.read_options or {}).get("crop", "auto")
+    calib, _ = load_frames(records, calib_idx, params, progress=progress, crop=crop)
+    val, _ = load_frames(records, split.val, params, progress=progress, crop=crop)
+    labels = np.array([records[i].label for i in split.val])
+    return export_bundle(bundle, fp16=fp16, int8=True, calib=calib, val_frames=val.astype(np.float32),
+                         val_labels=labels, n_calib=n_calib, seed=seed, log=log)

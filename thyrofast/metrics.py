@@ -27,6 +27,8 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 from scipy import stats
 
+from .io.schema import DEFAULT_CLASSES
+
 __all__ = [
     "roc_curve",
     "roc_auc",
@@ -650,7 +652,7 @@ def _ovr_counts(cm: np.ndarray, k: int):
 def per_class_metrics(
     y_true,
     y_pred,
-    classes: Sequence[str] = ("BTN", "NMTN", "MMTN"),
+    classes: Sequence[str] = DEFAULT_CLASSES,
     level: float = 0.95,
     clusters=None,
     n_boot: int = 2000,

@@ -40,7 +40,7 @@ import numpy as np
 from .classifier import bundle_aggregation, bundle_crop
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
-from .io.regular import open_regular, sha256_regular
+from ._fs import open_regular, sha256_file
 from .output_lock import OutputLock
 
 __all__ = [
@@ -168,15 +168,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
         else:
             items.append(InputItem(str(p)))  # missing files become error records
     return items
-
-
-def sha256_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
-    """SHA-256 of an input: regular files only, at most ``max_bytes`` (InputError otherwise).
-
-    The limit is :func:`thyrofast.read`'s, so a file ``read`` would refuse is
-    refused here too, before it is read; a FIFO or ``/dev/zero`` cannot hang it.
-    """
-    return sha256_regular(path, max_bytes)
 
 
 def _hash_id(pid: str | None) -> str | None:
@@ -563,7 +554,7 @@ def predict_files(
         n_pending_frames = 0
         for item in items:
             try:
-                sha = sha256_file(item.path)
+                sha = sha256_file(item.path, DEFAULT_MAX_BYTES)  # read's limit: refused before it is read
             except InputError as err:  # missing, not a regular file, over the size limit
                 flush()
                 n_pending_frames = 0

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .._fs import atomic_write_text
 from ..models import check_members
 
 __all__ = ["run_demo", "DemoConfig", "PAPER_REFERENCE"]
@@ -138,9 +138,7 @@ class _State:
     def mark(self, step: str, seconds: float, info: Any = None) -> None:
         self.data["done"][step] = info if info is not None else True
         self.data["timings_s"][step] = round(seconds, 2)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
     def forget_from(self, step: str) -> None:
         for s in STEPS[STEPS.index(step):]:
@@ -220,7 +218,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = _say) -> dict[str, An
 
     def do_export():
         from thyrofast.bundle import Bundle
-        from thyrofast.export_cli import export_from_data
+        from thyrofast.export import export_from_data
 
         rep = export_from_data(Bundle.load(bundle_dir), cohort_dir, fp16=True, seed=cfg.seed, progress=cfg.progress)
         artifacts = sorted(Bundle.load(bundle_dir).manifest["artifacts"])
@@ -291,9 +289,7 @@ def _write_summary(out: Path, eval_dir: Path, bundle_dir: Path, state: _State) -
     report["paper"] = PAPER_REFERENCE
     report["bench"] = bench
     report["data"] = "phantom (thyrofast synth, paper preset): NOT clinical data"
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, out / "report.json")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     md = (eval_dir / "report.md").read_text()
     md = md.replace("](", "](evaluation/") if "](evaluation/" not in md else md
     header = ["# thyrofast demo: Zhao et al. 2025 reproduced on phantom data", "",

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .._fs import sha256_file
+
 __all__ = [
     "Engine",
     "BACKENDS",
@@ -57,14 +59,6 @@ def artifact_name(backend: str, precision: str) -> str:
         return ARTIFACT_FOR[(backend, precision)]
     except KeyError:
         raise ValueError(f"backend {backend!r} does not support precision {precision!r}") from None
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundle_input_shape(bundle: Any) -> tuple[int, int, int]:

@@ -16,8 +16,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io.frame import hash_patient_id
+from ..io.manifest import read_manifest
+from ..io.schema import DEFAULT_CLASSES, label_index
 
-CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
+#: The class order of every table here: the preset (docs/contracts.md).
+CLASSES: tuple[str, ...] = DEFAULT_CLASSES
 
 
 @dataclass
@@ -60,58 +64,45 @@ def _read_csv(path: str | os.PathLike, what: str) -> tuple[list[str], list[dict]
 
 
 def _label_index(value: str, where: str, source: str) -> int:
-    v = (value or "").strip()
-    if v not in CLASSES:
-        raise InputError("bad_manifest", f"{where}: label {v!r} is not one of {CLASSES}", source=source)
-    return CLASSES.index(v)
+    try:
+        return label_index(value, CLASSES)
+    except ValueError as exc:
+        raise InputError("bad_manifest", f"{where}: {exc}", source=source) from None
 
 
 def load_labels(manifest: str | os.PathLike, split: str | None = None) -> Labels:
-    """Read a cohort manifest; keep the rows of ``split`` when given."""
+    """Read a cohort manifest (:func:`thyrofast.io.read_manifest`); keep the rows of ``split`` when given.
+
+    A row without ``frame_index`` stands for every frame of its file (``frame_index`` None).
+    """
     source = str(manifest)
-    fields, rows = _read_csv(manifest, "labels manifest")
-    missing = [c for c in ("path", "patient_id", "label") if c not in fields]
-    if missing:
-        raise InputError("bad_manifest", f"missing column(s) {missing}", source=source)
+    if not Path(manifest).is_file():
+        raise InputError("unreadable", "labels manifest not found", source=source)
+    records = read_manifest(manifest)
     if split is not None:
-        if "split" not in fields:
-            raise InputError("bad_split", f"split {split!r} asked but the manifest has no 'split' column",
-                             source=source)
-        rows = [r for r in rows if (r.get("split") or "").strip() == split]
-        if not rows:
+        if all(r.split is None for r in records):
+            raise InputError("bad_split", f"split {split!r} asked but the manifest has no split column "
+                             "(or it is empty)", source=source)
+        records = [r for r in records if r.split == split]
+        if not records:
             raise InputError("bad_split", f"no rows with split == {split!r}", source=source)
-    if not rows:
-        raise InputError("empty", "the manifest has no rows", source=source)
-    base = Path(manifest).resolve().parent
     bayes_cols = [f"bayes_{c}" for c in CLASSES]
-    has_bayes = all(c in fields for c in bayes_cols)
-    paths, rels, pats, labs, frames = [], [], [], [], []
+    has_bayes = all(c in records[0].extra for c in bayes_cols)
     patient_label: dict[str, int] = {}
     bayes: dict[str, np.ndarray] = {}
-    for i, r in enumerate(rows, start=2):
-        where = f"line {i}"
-        rel = (r.get("path") or "").strip()
-        pid = (r.get("patient_id") or "").strip()
-        if not rel or not pid:
-            raise InputError("bad_manifest", f"{where}: empty path or patient_id", source=source)
-        lab = _label_index(r.get("label", ""), where, source)
+    for r in records:
+        pid, lab = r.patient_id, r.label
         if patient_label.setdefault(pid, lab) != lab:
-            raise InputError("bad_manifest", f"{where}: patient {pid!r} has two labels", source=source)
-        p = Path(rel)
-        paths.append(os.path.normpath(str(p if p.is_absolute() else base / p)))
-        rels.append(rel.replace("\\", "/"))
-        pats.append(pid)
-        labs.append(lab)
-        fi = (r.get("frame_index") or "").strip()
-        frames.append(int(fi) if fi.lstrip("-").isdigit() else None)
+            raise InputError("bad_manifest", f"patient {hash_patient_id(pid)} has two labels", source=source)
         if has_bayes and pid not in bayes:
             try:
-                v = np.array([float(r[c]) for c in bayes_cols])
+                bayes[pid] = np.array([float(r.extra[c]) for c in bayes_cols])
             except (TypeError, ValueError):
-                raise InputError("bad_manifest", f"{where}: bayes_* must be numbers", source=source) from None
-            bayes[pid] = v
-    return Labels(paths, rels, pats, np.asarray(labs, dtype=np.int64), frames, patient_label,
-                  bayes if has_bayes else None, source, split)
+                raise InputError("bad_manifest", f"{os.path.basename(r.path)}: bayes_* must be numbers",
+                                 source=source) from None
+    return Labels([r.path for r in records], [r.rel if r.rel is not None else r.path for r in records],
+                  [r.patient_id for r in records], np.asarray([r.label for r in records], dtype=np.int64),
+                  [r.frame_index for r in records], patient_label, bayes if has_bayes else None, source, split)
 
 
 # ----------------------------------------------------------------------------

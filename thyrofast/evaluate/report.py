@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from .._fs import atomic_write_text
 from .inputs import CLASSES
 
 #: Display names, in the paper's order.
@@ -33,18 +32,6 @@ def to_jsonable(obj: Any) -> Any:
         x = float(obj)
         return x if math.isfinite(x) else None
     return obj
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def raters(result: Mapping) -> list[tuple[str, str, Mapping]]:
@@ -253,11 +240,11 @@ def write_report(result: Mapping, out_dir, figures: bool = True,
     data["figures"] = figs
     if reference:
         data["reference"] = to_jsonable(reference)
-    _atomic_write(out / "report.json", json.dumps(data, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(data, indent=1, allow_nan=False) + "\n")
     written["report.json"] = str(out / "report.json")
     titles = {"roc": "ROC curves per class", "confusion": "Confusion matrix",
               "calibration": "Calibration (reliability diagram)"}
-    _atomic_write(out / "report.md", render_markdown(result, {titles.get(k, k): v for k, v in figs.items()},
+    atomic_write_text(out / "report.md", render_markdown(result, {titles.get(k, k): v for k, v in figs.items()},
                                                      reference))
     written["report.md"] = str(out / "report.md")
     return written

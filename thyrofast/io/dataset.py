@@ -14,59 +14,20 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._fs import atomic_write
 from ..errors import InputError
-from .manifest import Record, read_manifest, scan_folder
-from .reader import DEFAULT_MAX_BYTES, FRAME_OVERHEAD_BYTES, read, read_options as _validate_read_options
-from .splits import SPLITS, check_split
+from .manifest import Record, read_dataset
+from .reader import DEFAULT_MAX_BYTES, count_frames, read, read_options as _validate_read_options
+from .schema import DEFAULT_CLASSES, SPLITS
+from .splits import check_split
 
 __all__ = ["FrameDataset", "count_frames"]
 
 log = logging.getLogger("thyrofast.io")
-
-
-def count_frames(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
-    """Frames in a file, from its header only (cheap).
-
-    The count is held to the memory guard (``FRAME_OVERHEAD_BYTES`` a frame at
-    least, ``too_large``) and to the file's size (a frame takes at least one
-    byte, ``unreadable``), so a header claiming 10^8 frames cannot make the
-    caller index 10^8 items.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-    if len(head) == 132 and head[128:132] == b"DICM" or os.path.splitext(path)[1].lower() in (".dcm", ".dicom", ""):
-        import pydicom
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            nf = ds.get("NumberOfFrames")
-            n = 1 if nf in (None, "") else max(1, int(nf))
-        except Exception as exc:
-            raise InputError("unreadable", f"cannot read the DICOM header ({type(exc).__name__})",
-                             source=path) from None
-        if n * FRAME_OVERHEAD_BYTES > max_bytes:
-            raise InputError("too_large", f"the header claims {n} frames, over the memory guard of "
-                             f"{max_bytes / 2**20:.0f} MiB", source=path)
-        if n > os.path.getsize(path):
-            raise InputError("unreadable", f"the header claims {n} frames, more than the file has bytes",
-                             source=path)
-        return n
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                return int(getattr(im, "n_frames", 1) or 1)
-    except Exception:
-        return 1  # read() will say what is wrong with it
 
 
 class FrameDataset:
@@ -181,10 +142,9 @@ class FrameDataset:
         return self.records[ri], fi
 
     def class_counts(self) -> dict[str, int]:
-        from .manifest import CLASSES
 
         lab = self.labels
-        return {c: int((lab == k).sum()) for k, c in enumerate(CLASSES)}
+        return {c: int((lab == k).sum()) for k, c in enumerate(DEFAULT_CLASSES)}
 
     def batches(self, batch_size: int = 32, *, shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False, indices: Sequence[int] | None = None
@@ -223,9 +183,9 @@ class FrameDataset:
         if self._cache_kind == "memory":
             self._mem[i] = x
         elif path is not None:
-            tmp = f"{path}.{os.getpid()}.tmp.npy"
-            np.save(tmp, x, allow_pickle=False)
-            os.replace(tmp, path)
+            with atomic_write(path, fsync=False) as tmp:  # a cache: a lost entry is recomputed
+                with open(tmp, "wb") as f:
+                    np.save(f, x, allow_pickle=False)
         return x
 
     def _pixels(self, ri: int, r: Record, fi: int) -> np.ndarray:
@@ -246,8 +206,7 @@ class FrameDataset:
 
 def _load_records(source: Any) -> list[Record]:
     if isinstance(source, (str, os.PathLike)):
-        p = os.fspath(source)
-        return scan_folder(p) if os.path.isdir(p) else read_manifest(p)
+        return read_dataset(source)
     if isinstance(source, Iterable):
         records = list(source)
         if not all(isinstance(r, Record) for r in records):

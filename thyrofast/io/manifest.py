@@ -1,10 +1,14 @@
 """Data sets on disk: CSV manifests and folder-per-class layouts -> :class:`Record` lists.
 
+The one record type and manifest reader of the package: ``train``,
+``evaluate`` and ``export`` read cohorts through here.
+
 Manifest (docs/contracts.md): UTF-8 CSV with a header; required ``path``
 (relative to the manifest's folder, or absolute), ``patient_id``, ``label``
 (BTN/NMTN/MMTN); optional ``split`` (train/val/test), ``view``,
 ``frame_index``; other columns (the synthetic cohort's features, posteriors)
-are kept in ``Record.extra``.
+are kept in ``Record.extra``.  A row without a ``frame_index`` stands for
+*every* frame of its file (:func:`expand_frames` makes one record per frame).
 
 Patient ids are hashed (:func:`hash_patient_id`) in everything written or
 logged here; error messages name patients only by their hash.
@@ -15,17 +19,22 @@ import csv
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .._fs import atomic_write
 from ..errors import InputError
 from .frame import hash_patient_id
+from .schema import DEFAULT_CLASSES, SPLITS, label_index
+from .splits import check_split
 
-__all__ = ["Record", "read_manifest", "write_manifest", "scan_folder", "CLASSES", "SPLITS", "label_index"]
+__all__ = ["Record", "read_manifest", "read_dataset", "manifest_csv", "write_manifest", "scan_folder",
+           "expand_frames", "MANIFEST_NAME"]
 
 log = logging.getLogger("thyrofast.io")
 
-CLASSES = ("BTN", "NMTN", "MMTN")
-SPLITS = ("train", "val", "test")
+#: The manifest a cohort folder holds.
+MANIFEST_NAME = "manifest.csv"
 _KNOWN = ("path", "patient_id", "label", "split", "view", "frame_index")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".ima", ""}
 
@@ -36,15 +45,17 @@ class Record:
 
     path: str  # absolute
     patient_id: str
-    label: int  # index into CLASSES
+    label: int  # index into the class list (DEFAULT_CLASSES)
     split: str | None = None
-    frame_index: int | None = None  # None: every frame of the file
+    frame_index: int | None = None  # None: every frame of the file (see expand_frames)
     view: str | None = None
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    #: the path relative to the data set's folder when inside it (posix separators), else ``path``
+    rel: str | None = dataclasses.field(default=None, compare=False)
 
     @property
     def label_name(self) -> str:
-        return CLASSES[self.label]
+        return DEFAULT_CLASSES[self.label]
 
     def replace(self, **changes: Any) -> "Record":
         return dataclasses.replace(self, **changes)
@@ -54,14 +65,12 @@ class Record:
                 f"label={self.label_name}, split={self.split}, frame_index={self.frame_index})")
 
 
-def label_index(value: Any) -> int:
-    """``"BTN"``/``"nmtn"``/``2`` -> class index; ValueError otherwise."""
-    s = str(value).strip()
-    if s.upper() in CLASSES:
-        return CLASSES.index(s.upper())
-    if s.isdigit() and int(s) < len(CLASSES):
-        return int(s)
-    raise ValueError(f"label must be one of {CLASSES}, got {s!r}")
+def _rel(path: str, root: str) -> str:
+    """``path`` relative to ``root`` (both resolved) in posix form when inside it, else ``path``."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list[Record]:
@@ -90,10 +99,48 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
         if absent:
             raise InputError("bad_manifest", f"{len(absent)} file(s) not found, e.g. {absent[0]}", source=path)
     _check_consistent(records, path)
-    from .splits import check_split
-
     check_split(records, source=path)
     return records
+
+
+def manifest_csv(data: str | os.PathLike) -> str | None:
+    """The manifest CSV behind ``data`` (the CSV, or a folder holding ``manifest.csv``);
+    None for a class-folder layout (``BTN/ NMTN/ MMTN/``, which annotates nothing)."""
+    data = os.fspath(data)
+    if os.path.isdir(data) and not os.path.isfile(os.path.join(data, MANIFEST_NAME)):
+        if any(os.path.isdir(os.path.join(data, n)) and n.upper() in DEFAULT_CLASSES for n in os.listdir(data)):
+            return None
+    path = os.path.join(data, MANIFEST_NAME) if os.path.isdir(data) else data
+    if not os.path.isfile(path):
+        raise InputError("bad_manifest", "no manifest: pass a manifest CSV or a folder holding "
+                         f"{MANIFEST_NAME} (columns path, patient_id, label[, split])", source=path)
+    return path
+
+
+def read_dataset(data: str | os.PathLike, **scan: Any) -> list[Record]:
+    """Records of a data set given as a manifest CSV, a folder holding ``manifest.csv``, or a
+    folder laid out as ``BTN/ NMTN/ MMTN/`` (:func:`scan_folder`, which takes ``scan``)."""
+    path = manifest_csv(data)
+    return scan_folder(data, **scan) if path is None else read_manifest(path)
+
+
+def expand_frames(records: Iterable[Record], *, max_bytes: int | None = None) -> list[Record]:
+    """One record per frame: a record without ``frame_index`` becomes one record for every
+    frame of its file (frame count from the header, :func:`thyrofast.io.count_frames`);
+    records that name a frame are kept.  Order: the records', then frame order."""
+    from .reader import DEFAULT_MAX_BYTES, count_frames
+
+    out: list[Record] = []
+    for r in records:
+        if r.frame_index is not None:
+            out.append(r)
+            continue
+        try:
+            n = count_frames(r.path, max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        except OSError as exc:
+            raise InputError("unreadable", f"cannot read: {exc.strerror or exc}", source=r.path) from None
+        out.extend(r.replace(frame_index=i) for i in range(n))
+    return out
 
 
 def _field(row: Mapping[str, Any], key: str) -> str:
@@ -128,7 +175,7 @@ def _record(row: Mapping[str, Any], base: str, *, line: int, source: str) -> Rec
     extra = {k: ("" if v is None else str(v)) for k, v in row.items()
              if k is not None and k not in _KNOWN}
     full = p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
-    return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra)
+    return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra, _rel(full, base))
 
 
 def _check_consistent(records: list[Record], source: str) -> None:
@@ -157,8 +204,7 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
             if k not in extra_cols and k not in _KNOWN:
                 extra_cols.append(k)
     cols = ["path", "patient_id", "label", "split", "view", "frame_index", *extra_cols]
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for r in records:
@@ -167,7 +213,6 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
             pid = hash_patient_id(r.patient_id, salt=salt) if hash_ids else r.patient_id
             w.writerow([p, pid, r.label_name, r.split or "", r.view or "",
                         "" if r.frame_index is None else r.frame_index, *(r.extra.get(k, "") for k in extra_cols)])
-    os.replace(tmp, path)
     return path
 
 
@@ -203,12 +248,12 @@ def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], 
     class_dirs = {}
     for name in sorted(os.listdir(root)):
         full = os.path.join(root, name)
-        if os.path.isdir(full) and name.upper() in CLASSES:
+        if os.path.isdir(full) and name.upper() in DEFAULT_CLASSES:
             if name.upper() in class_dirs:
                 raise InputError("bad_manifest", f"two folders for class {name.upper()}", source=root)
             class_dirs[name.upper()] = full
     if not class_dirs:
-        raise InputError("bad_manifest", f"no class folders ({', '.join(CLASSES)}) inside", source=root)
+        raise InputError("bad_manifest", f"no class folders ({', '.join(DEFAULT_CLASSES)}) inside", source=root)
     records: list[Record] = []
     by_file = 0
     for cls, cdir in class_dirs.items():
@@ -226,7 +271,7 @@ def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], 
                                      f"(patient_from={patient_from!r})", source=root)
                 if pid[1] == "file":
                     by_file += 1
-                records.append(Record(fpath, pid[0], CLASSES.index(cls)))
+                records.append(Record(fpath, pid[0], DEFAULT_CLASSES.index(cls), rel=_rel(fpath, root)))
     if not records:
         raise InputError("empty", "the class folders hold no image or DICOM files", source=root)
     if by_file:

@@ -11,13 +11,14 @@ from ..errors import InputError
 from .frame import Frame
 from .regions import MIN_REGION_PX, detect_field, select_tissue_region
 from .regular import read_regular
+from .schema import CROP_MODES
 
-__all__ = ["read", "DEFAULT_MAX_BYTES", "FRAME_OVERHEAD_BYTES", "read_options"]
+__all__ = ["read", "DEFAULT_MAX_BYTES", "FRAME_OVERHEAD_BYTES", "read_options", "count_frames"]
 
 #: Memory guard: decoded bytes (rows x cols x frames x samples x bytes) above this are refused.
 DEFAULT_MAX_BYTES = 1 << 30
 
-_CROPS = ("auto", "detect", "regions", "none")
+_CROPS = CROP_MODES
 _DOPPLER = ("flag", "reject")
 _COLORS = ("auto", "rgb", "gray")
 _DICOM_EXTS = {"", ".dcm", ".dicom", ".dic", ".ima"}
@@ -296,3 +297,43 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
             notes=tuple(notes),
         ))
     return out
+
+
+def count_frames(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """Frames in a file, from its header only (cheap).
+
+    The count is held to the memory guard (``FRAME_OVERHEAD_BYTES`` a frame at
+    least, ``too_large``) and to the file's size (a frame takes at least one
+    byte, ``unreadable``), so a header claiming 10^8 frames cannot make the
+    caller index 10^8 items.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM" or os.path.splitext(path)[1].lower() in (".dcm", ".dicom", ""):
+        import pydicom
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            nf = ds.get("NumberOfFrames")
+            n = 1 if nf in (None, "") else max(1, int(nf))
+        except Exception as exc:
+            raise InputError("unreadable", f"cannot read the DICOM header ({type(exc).__name__})",
+                             source=path) from None
+        if n * FRAME_OVERHEAD_BYTES > max_bytes:
+            raise InputError("too_large", f"the header claims {n} frames, over the memory guard of "
+                             f"{max_bytes / 2**20:.0f} MiB", source=path)
+        if n > os.path.getsize(path):
+            raise InputError("unreadable", f"the header claims {n} frames, more than the file has bytes",
+                             source=path)
+        return n
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:
+        return 1  # read() will say what is wrong with it

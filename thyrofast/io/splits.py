@@ -2,19 +2,26 @@
 
 A patient's stratum is their most severe label (BTN < NMTN < MMTN), so a
 patient with a benign and a malignant nodule is balanced as malignant.
-Results depend only on the set of (patient, label) pairs and the seed, not on
-record order.
+Results depend only on the set of (patient, label, given split) triples and the
+seed, not on record order.
+
+This is the one split assignment of the package: :func:`split_patients` and
+``thyrofast train`` (manifest splits kept, validation carved from training
+patients) both go through :func:`assign_splits`.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from .frame import hash_patient_id
-from .manifest import SPLITS, Record
+from .schema import SPLITS
+
+if TYPE_CHECKING:  # records are duck-typed here (patient_id, label, split, replace): no import cycle
+    from .manifest import Record
 
 __all__ = ["split_patients", "assign_splits", "kfold_patients", "check_split", "patient_labels"]
 
@@ -77,25 +84,60 @@ def _strata(records: Sequence[Record], stratify: bool) -> dict[int, list[str]]:
 
 
 def assign_splits(records: Iterable[Record], fractions=(0.7, 0.15, 0.15), *, seed: int = 0,
-                  stratify: bool = True) -> list[Record]:
-    """Records with ``split`` set, every patient in exactly one split."""
+                  stratify: bool = True, keep: bool = False, val_fraction: float | None = None) -> list[Record]:
+    """Records with ``split`` set, every patient in exactly one split.
+
+    ``fractions``: ``(train, val, test)``, ``(train, test)`` or a dict; the
+    patients are dealt by them, per stratum (seeded).
+    ``keep``: patients whose records already name a split keep it (a patient
+    in two splits is ``InputError('bad_split')``); only the others are dealt.
+    ``val_fraction``: when, after that, no patient is in ``val``, this share
+    of the training patients of each stratum (at least one, and at least one
+    left, when a stratum has two or more) becomes validation; seeded by
+    ``seed``.  ``thyrofast train`` uses ``keep=True, val_fraction=...`` on
+    records whose missing split means training.
+    """
     records = list(records)
     if not records:
         raise InputError("empty", "no records to split")
     fr = _fractions(fractions)
-    rng = np.random.default_rng(seed)
     where: dict[str, str] = {}
-    for _, pids in _strata(records, stratify).items():
-        order = [pids[i] for i in rng.permutation(len(pids))]
-        start = 0
-        for name, c in _allocate(len(order), fr).items():
-            for pid in order[start:start + c]:
-                where[pid] = name
-            start += c
-    empty = [k for k, v in fr.items() if v > 0 and k not in set(where.values())]
-    if empty:
-        raise InputError("bad_split", f"{len(where)} patient(s) are too few for a non-empty {empty[0]} split")
-    return [r.replace(split=where[r.patient_id]) for r in records]
+    if keep:
+        check_split(records)
+        where = {r.patient_id: r.split for r in records if r.split is not None}
+    todo = [r for r in records if r.patient_id not in where]
+    if todo:
+        rng = np.random.default_rng(seed)
+        for _, pids in _strata(todo, stratify).items():
+            order = [pids[i] for i in rng.permutation(len(pids))]
+            start = 0
+            for name, c in _allocate(len(order), fr).items():
+                for pid in order[start:start + c]:
+                    where[pid] = name
+                start += c
+        empty = [k for k, v in fr.items() if v > 0 and k not in set(where.values())]
+        if empty:
+            raise InputError("bad_split", f"{len(where)} patient(s) are too few for a non-empty {empty[0]} split")
+    if val_fraction is not None and "val" not in where.values():
+        _carve_val(where, patient_labels(records), val_fraction, seed, stratify)
+    return [r if r.split == where[r.patient_id] else r.replace(split=where[r.patient_id]) for r in records]
+
+
+def _carve_val(where: dict[str, str], labels: Mapping[str, int], val_fraction: float, seed: int,
+               stratify: bool) -> None:
+    """Move a seeded ``val_fraction`` of each stratum's training patients to ``val`` (in place)."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for pid in sorted(where):  # sorted: independent of record order
+        if where[pid] == "train":
+            strata[labels[pid] if stratify else 0].append(pid)
+    for _, pats in sorted(strata.items()):
+        n_val = int(round(len(pats) * val_fraction))
+        n_val = min(max(n_val, 1), len(pats) - 1) if len(pats) >= 2 else 0  # keep >= 1 on each side
+        for p in rng.permutation(pats)[:n_val]:
+            where[str(p)] = "val"
 
 
 def split_patients(records: Iterable[Record], fractions=(0.7, 0.15, 0.15), *, seed: int = 0,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fs import atomic_write_bytes  # fsync=False: a half-made cohort is regenerated
 from . import features as F
 from . import readers as R
 
@@ -239,7 +240,7 @@ def _render_patient(args) -> tuple[int, list[dict]]:
         rel = "images/" + _image_name(pl, spec, "png")
         out = root / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out, encode_png_gray8(r.image))
+        atomic_write_bytes(out, encode_png_gray8(r.image), fsync=False)
         reg = r.region
         m = {"path": rel, "image_index": spec.index, **r.params,
              "region_x0": reg.x0, "region_y0": reg.y0, "region_x1": reg.x1, "region_y1": reg.y1,
@@ -254,15 +255,8 @@ def _render_patient(args) -> tuple[int, list[dict]]:
             m["dicom_path"] = drel
         meta.append(m)
     blob = json.dumps(meta, sort_keys=True)
-    _atomic_write(root / "meta" / f"{pl.patient_id}.json", blob.encode())
+    atomic_write_bytes(root / "meta" / f"{pl.patient_id}.json", blob.encode(), fsync=False)
     return pl.index, json.loads(blob)  # same form as a resumed run reads back
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -276,7 +270,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: _fmt(r.get(k, "")) for k in cols})
-    _atomic_write(path, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8"), fsync=False)
 
 
 @dataclass
@@ -324,7 +318,7 @@ def generate_cohort(out: str | os.PathLike, preset: str = "paper", seed: int = 0
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     (partial / "meta").mkdir(exist_ok=True)
-    _atomic_write(cfg_path, json.dumps(config, sort_keys=True).encode())
+    atomic_write_bytes(cfg_path, json.dumps(config, sort_keys=True).encode(), fsync=False)
 
     metas: dict[int, list[dict]] = {}
     todo = []
@@ -376,7 +370,8 @@ def generate_cohort(out: str | os.PathLike, preset: str = "paper", seed: int = 0
     _write_csv(partial / "readers.csv", readers_rows(plans, seed, prior))
     summary = {"config": config, "n_patients": len(plans), "n_images": len(rows), "classes": list(F.CLASSES),
                "prior": prior, "generator": "thyrofast.synth"}
-    _atomic_write(partial / "cohort.json", json.dumps(summary, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(partial / "cohort.json", json.dumps(summary, indent=2, sort_keys=True).encode(),
+                       fsync=False)
     shutil.rmtree(partial / "meta")
     cfg_path.unlink()
     os.replace(partial, out)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fs import atomic_write
+
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's documented example root
 
@@ -104,8 +106,6 @@ def write_us_dicom(path: str | os.PathLike, pixels: np.ndarray, *, patient_id: s
     ds.PixelData = np.ascontiguousarray(px).tobytes()
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_write(path, fsync=False) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path

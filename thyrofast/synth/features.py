@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CLASSES = ("BTN", "NMTN", "MMTN")
+from ..io.schema import DEFAULT_CLASSES as CLASSES  # the paper's preset: the phantom models these three
+
 
 COMPOSITIONS = ("cystic", "spongiform", "mixed", "solid")
 ECHOGENICITIES = ("anechoic", "hyperechoic", "isoechoic", "hypoechoic", "very_hypoechoic")

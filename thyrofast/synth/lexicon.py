@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.schema import RENDER_CROPS, crop_mode
 from . import features as F
 from .cohort import _fmt as cohort_fmt
 from .cohort import _ss as cohort_ss
@@ -40,7 +41,6 @@ NODE_VIEW_SHARE = 0.3
 #: Class prior of the lexicon's patients: the paper's cohort (features.PAPER_PRIOR), in CLASSES order.
 _CLASS_PRIOR = np.array([F.PAPER_PRIOR[c] for c in F.CLASSES])
 _PURPOSE = 90  # SeedSequence purpose keys 90..93 (the cohort uses 0..5)
-_CROPS = ("detect", "region", "none")
 
 
 def _ss(seed: int, purpose: int, i: int) -> np.random.SeedSequence:
@@ -124,7 +124,7 @@ def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
         r = render(p, _ss(seed, 3, i), view=view, target=target, device=device)
         if crop == "detect":  # as thyrofast.read(crop="detect") finds it in a PNG
             x0, y0, x1, y1 = detect_field(r.image)
-        elif crop == "region":  # as a DICOM file's ultrasound region gives it
+        elif crop == "regions":  # as a DICOM file's ultrasound regions give it
             x0, y0, x1, y1 = r.region.x0, r.region.y0, r.region.x1, r.region.y1
         else:
             y0, x0, (y1, x1) = 0, 0, r.image.shape
@@ -142,7 +142,8 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
 
     ``params``: the :class:`thyrofast.PreprocessParams` of the model to pretrain.
     ``crop``: "detect" (the field found as in a PNG, like ``thyrofast.read(crop="detect")``),
-    "region" (the true ultrasound region, like a DICOM file's) or "none".
+    "regions" (the true ultrasound region, as a DICOM file's regions give it, like
+    ``thyrofast.read(crop="regions")``; the older spelling "region" is accepted) or "none".
     Returns float16 ``(n, C, H, W)`` frames, ``n`` rows of :data:`ANNOTATION_COLUMNS` and
     ``(n,)`` int class indices into ``CLASSES``.  ``position``, ``desc``: the line
     and the label (default "lexicon images") of the progress bar (several renderings side by side).
@@ -151,8 +152,7 @@ def lexicon_images(n: int, params, *, seed: int = 0, crop: str = "detect", worke
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if crop not in _CROPS:
-        raise ValueError(f"crop must be one of {_CROPS}, got {crop!r}")
+    crop = crop_mode(crop, RENDER_CROPS)
     params = params.replace(dtype="float32")
     c, (h, w) = params.channels, params.size
     frames = np.empty((int(n), c, h, w), np.float16)

@@ -16,16 +16,15 @@ columns describe the patient's index nodule.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "aux_targets_from_rows", "TASKS"]
+__all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "aux_targets_from_rows", "aux_targets_from_records",
+           "TASKS"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,19 +111,31 @@ def _parse(task: AuxTask, raw: str) -> float | None:
 def read_aux_targets(manifest: str | os.PathLike, n_rows: int) -> AuxTargets | None:
     """Targets for every manifest row (row order = :func:`thyrofast.io.read_manifest`'s).
 
-    Returns None when the manifest has none of the annotation columns.
+    Returns None when the manifest has none of the annotation columns, or not ``n_rows`` rows.
     """
-    path = Path(manifest)
-    if path.is_dir():
-        path = path / "manifest.csv"
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        rows = list(reader)
-    if len(rows) != n_rows:
+    from ..io.manifest import manifest_csv, read_manifest
+
+    path = manifest_csv(manifest)
+    records = read_manifest(path) if path is not None else []
+    if len(records) != n_rows:
         return None
-    return aux_targets_from_rows(rows, header, nodule_findings="index")
+    return aux_targets_from_records(records)
+
+
+def aux_targets_from_records(records: Sequence[Any]) -> AuxTargets | None:
+    """Targets for :class:`thyrofast.io.Record` s (their ``extra`` columns and ``view``), one row
+    per record, so frames expanded from one manifest row share its annotations.
+
+    The view is known when any record names one (else view-scoped tasks are skipped).
+    """
+    columns: list[str] = []
+    for r in records:
+        columns.extend(k for k in r.extra if k not in columns)
+    has_view = any(r.view for r in records)
+    if has_view:
+        columns.append("view")
+    rows = [{**r.extra, "view": r.view or ""} if has_view else r.extra for r in records]
+    return aux_targets_from_rows(rows, columns, nodule_findings="index")
 
 
 def aux_targets_from_rows(rows: Sequence[Mapping[str, str]], columns: Sequence[str], *,

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from ..bundle import atomic_write_bytes, atomic_write_json, sha256_bytes
+from .._fs import atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..errors import InputError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "optimizer_to_flat", "optimizer_from_flat",

@@ -18,75 +18,24 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.frame import hash_patient_id
+from ..io.manifest import Record, expand_frames, manifest_csv, read_dataset
+from ..io.schema import DEFAULT_CLASSES
+from ..io.splits import assign_splits
 
-__all__ = ["Record", "read_manifest", "manifest_csv", "assign_splits", "Split", "load_frames", "data_fingerprint",
+__all__ = ["Record", "read_manifest", "manifest_csv", "split_records", "Split", "load_frames", "data_fingerprint",
            "decode_image"]
-
-CLASSES = ("BTN", "NMTN", "MMTN")
-MANIFEST_NAME = "manifest.csv"
-SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class Record:
-    path: Path          # absolute
-    rel: str            # relative to the manifest's folder when inside it (for the fingerprint)
-    patient_id: str
-    label: int          # index into CLASSES
-    split: str | None   # train / val / test / None
-    frame_index: int = 0
-
-
-def _manifest_path(data: str | os.PathLike) -> Path:
-    data = Path(data)
-    if data.is_dir():
-        data = data / MANIFEST_NAME
-    if not data.is_file():
-        raise InputError("bad_manifest", "no manifest: pass a manifest CSV or a folder holding "
-                         f"{MANIFEST_NAME} (columns path, patient_id, label[, split])", source=str(data))
-    return data
-
-
-def _is_class_folders(data: str | os.PathLike) -> bool:
-    """A folder laid out as ``BTN/ NMTN/ MMTN/`` (no manifest.csv): see :func:`thyrofast.io.scan_folder`."""
-    d = Path(data)
-    return (d.is_dir() and not (d / MANIFEST_NAME).is_file()
-            and any(p.is_dir() and p.name.upper() in CLASSES for p in d.iterdir()))
-
-
-def manifest_csv(data: str | os.PathLike) -> Path | None:
-    """The manifest CSV behind ``data``; None for a class-folder layout (which has no annotations)."""
-    return None if _is_class_folders(data) else _manifest_path(data)
 
 
 def read_manifest(data: str | os.PathLike) -> list[Record]:
-    """Read a cohort manifest (docs/contracts.md) with :func:`thyrofast.io.read_manifest`.
+    """The training rows of a cohort: :func:`thyrofast.io.read_dataset`, one record per frame.
 
     ``data``: the CSV, a folder holding ``manifest.csv``, or a folder laid out
     as ``BTN/ NMTN/ MMTN/`` with one sub-folder per patient
-    (:func:`thyrofast.io.scan_folder`).  Rows without a ``frame_index`` use
-    the file's first frame.
+    (:func:`thyrofast.io.scan_folder`).  A row without a ``frame_index`` means
+    every frame of its file (as in ``predict`` and ``evaluate``): a cine
+    becomes one training image per frame (:func:`thyrofast.io.expand_frames`).
     """
-    from ..io import read_manifest as io_read_manifest
-    from ..io import scan_folder
-
-    path = manifest_csv(data)
-    if path is None:
-        root = Path(data).resolve()
-        rows = scan_folder(root)
-    else:
-        root = path.parent.resolve()
-        rows = io_read_manifest(path)
-    out = []
-    for r in rows:
-        p = Path(r.path)
-        try:
-            rel = p.resolve().relative_to(root).as_posix()
-        except ValueError:
-            rel = str(p)
-        out.append(Record(p, rel, str(r.patient_id), int(r.label), r.split,
-                          int(r.frame_index or 0)))
-    return out
+    return expand_frames(read_dataset(data))
 
 
 @dataclasses.dataclass
@@ -97,46 +46,32 @@ class Split:
     val_source: str     # "manifest" or "carved from train (seeded, stratified by patient label)"
 
 
-def assign_splits(records: Sequence[Record], *, val_fraction: float = 0.15, seed: int = 0) -> Split:
-    """Patient-level train/val/test split; raises InputError for leaks or empty classes.
+def split_records(records: Sequence[Record], *, val_fraction: float = 0.15, seed: int = 0,
+                  classes: Sequence[str] = DEFAULT_CLASSES) -> Split:
+    """Patient-level train/val/test split (record indices); InputError for leaks or empty classes.
 
-    Splits from the manifest are used as given.  Without a ``val`` split, a
-    seeded ``val_fraction`` of the training *patients* (stratified by label)
-    becomes validation.  Rows without a split count as training rows.
+    Splits from the manifest are used as given; rows without a split count as
+    training rows.  Without a ``val`` split, a seeded ``val_fraction`` of the
+    training *patients* (stratified by label) becomes validation
+    (:func:`thyrofast.io.assign_splits` with ``keep=True, val_fraction=...``).
     """
-    patient_split: dict[str, str] = {}
     patient_label: dict[str, int] = {}
     for r in records:
-        s = r.split or "train"
-        if patient_split.setdefault(r.patient_id, s) != s:
-            raise InputError("bad_split", f"patient {hash_patient_id(r.patient_id)} appears in both the "
-                             f"{patient_split[r.patient_id]!r} and {s!r} splits: splits must be by "
-                             "patient, or validation/test results leak", source=str(r.path))
         if patient_label.setdefault(r.patient_id, r.label) != r.label:
             raise InputError("bad_manifest", f"patient {hash_patient_id(r.patient_id)} has images labelled both "
-                             f"{CLASSES[patient_label[r.patient_id]]} and {CLASSES[r.label]}",
+                             f"{classes[patient_label[r.patient_id]]} and {classes[r.label]}",
                              source=str(r.path))
-    source = "manifest"
-    if "val" not in patient_split.values():
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        rng = np.random.default_rng(seed)
-        source = f"carved from train ({val_fraction:.0%} of patients per class, seed {seed})"
-        for k in range(len(CLASSES)):
-            pats = sorted(p for p, s in patient_split.items() if s == "train" and patient_label[p] == k)
-            n_val = int(round(len(pats) * val_fraction))
-            if len(pats) >= 2:
-                n_val = min(max(n_val, 1), len(pats) - 1)  # keep >= 1 on each side
-            else:
-                n_val = 0
-            for p in rng.permutation(pats)[:n_val]:
-                patient_split[str(p)] = "val"
+    given = [r if r.split else r.replace(split="train") for r in records]
+    has_val = any(r.split == "val" for r in given)
+    assigned = assign_splits(given, seed=seed, keep=True, val_fraction=val_fraction)
+    source = "manifest" if has_val else (f"carved from train ({val_fraction:.0%} of patients per class, "
+                                         f"seed {seed})")
     split = Split([], [], [], source)
-    for i, r in enumerate(records):
-        getattr(split, patient_split[r.patient_id]).append(i)
+    for i, r in enumerate(assigned):
+        getattr(split, r.split).append(i)
     for name in ("train", "val"):
         present = {records[i].label for i in getattr(split, name)}
-        absent = [CLASSES[k] for k in range(len(CLASSES)) if k not in present]
+        absent = [classes[k] for k in range(len(classes)) if k not in present]
         if absent:
             raise InputError("empty", f"the {name} split has no {'/'.join(absent)} images; every class "
                              f"needs training and validation patients", source=None)
@@ -147,8 +82,10 @@ def decode_image(record: Record, crop: str = "auto") -> np.ndarray:
     """The record's frame as the preprocessing core takes it, read by :func:`thyrofast.read`
     with ``crop`` (the reader ``thyrofast predict`` uses with the bundle's ``read``
     options, so training sees what inference sees)."""
-    from ..io import read
+    from ..io.reader import read
 
+    if record.frame_index is None:
+        raise ValueError("decode_image takes one frame: expand the records first (read_manifest does)")
     frames = read(record.path, frames=[record.frame_index], crop=crop)
     return frames[0].pixels
 
@@ -159,7 +96,7 @@ def data_fingerprint(records: Sequence[Record], split: Split) -> str:
     for name in ("train", "val", "test"):
         for i in getattr(split, name):
             r = records[i]
-            h.update(json.dumps([r.rel, r.patient_id, r.label, name]).encode())
+            h.update(json.dumps([r.rel if r.rel is not None else r.path, r.patient_id, r.label, name]).encode())
     return h.hexdigest()
 
 
@@ -182,7 +119,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
     for i in indices:
         r = records[i]
         try:
-            data = r.path.read_bytes()
+            data = Path(r.path).read_bytes()
         except OSError as exc:
             raise InputError("unreadable", f"cannot read: {exc.strerror}", source=str(r.path)) from None
         h.update(hashlib.sha256(data).digest())
@@ -200,7 +137,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
     for j in it:
         out[j] = pre(decode_image(records[indices[j]], crop))[0]
     if cache is not None:
-        from ..bundle import atomic_write
+        from .._fs import atomic_write
 
         with atomic_write(cache) as tmp:
             with open(tmp, "wb") as f:

@@ -35,9 +35,10 @@ import numpy as np
 
 from . import _metrics as M
 from .augment import AugmentConfig, augment, epoch_table
-from .aux import aux_loss, read_aux_targets
+from .aux import aux_loss, aux_targets_from_records
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .data import CLASSES, assign_splits, data_fingerprint, load_frames, manifest_csv, read_manifest
+from ..io.schema import DEFAULT_CLASSES as CLASSES
+from .data import data_fingerprint, load_frames, manifest_csv, read_manifest, split_records
 
 __all__ = ["TrainConfig", "train", "DEFAULTS"]
 
@@ -433,7 +434,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
 
     # ---------------- data
     records = read_manifest(data)
-    split = assign_splits(records, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed)
     pre_kwargs = {"size": (cfg.image_size, cfg.image_size), "channels": cfg.in_channels}
     pre_kwargs.update(cfg.preprocess)
     params = PreprocessParams(**pre_kwargs)
@@ -456,7 +457,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     fingerprint = hashlib.sha256(f"{data_fingerprint(records, split)}:{frames_key}".encode()).hexdigest()
     # epochs=0 trains nothing, so it needs no auxiliary heads
     csv_path = manifest_csv(data)  # None: class folders, which annotate nothing
-    aux = (read_aux_targets(csv_path, len(records)) if csv_path and cfg.aux_weight > 0 and cfg.epochs > 0
+    aux = (aux_targets_from_records(records) if csv_path and cfg.aux_weight > 0 and cfg.epochs > 0
            else None)
     if aux is not None:
         aux = aux.take(split.train)

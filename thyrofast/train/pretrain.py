@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..io.schema import RENDER_CROPS, crop_mode
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_rows
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
@@ -84,7 +85,7 @@ class PretrainConfig:
     diagnosis_target: str = "patient"  # class loss against the patient's class, or "lesion": its expectation
     seed: int = 0
     lexicon_seed: int | None = None   # seed of the lesions (None: seed); ensemble members may share one set
-    crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "region", "none"
+    crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "regions", "none"
     augment: AugmentConfig = AugmentConfig()
     preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -99,8 +100,7 @@ class PretrainConfig:
             raise ValueError(f"diagnosis_target must be one of {DIAGNOSIS_TARGETS}, got {self.diagnosis_target!r}")
         if self.diagnosis_target != "patient" and self.diagnosis_weight == 0:
             raise ValueError("diagnosis_target applies to the class loss: diagnosis_weight 0 has none")
-        if self.crop not in ("detect", "region", "none"):
-            raise ValueError(f"crop must be 'detect', 'region' or 'none', got {self.crop!r}")
+        object.__setattr__(self, "crop", crop_mode(self.crop, RENDER_CROPS))  # "region": the older spelling
         if not 0.0 < self.held_out < 0.5:
             raise ValueError(f"held_out must be in (0, 0.5), got {self.held_out}")
         if not 16 <= self.image_size <= 1024:
@@ -211,7 +211,7 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     from tqdm.auto import tqdm
 
     from .. import CLASSES
-    from ..bundle import atomic_write_bytes, atomic_write_json
+    from .._fs import atomic_write_bytes, atomic_write_json
     from ..models import _HEAD_PREFIXES, arch_config, build_model, check_members
     from ..synth.lexicon import ANNOTATION_COLUMNS
 
@@ -407,7 +407,7 @@ def _say(log):
 def _lexicon_set(cfg: PretrainConfig, cache: Path, workers: int, progress: bool, say, *,
                  position: int | None = None, desc: str | None = None):
     """The rendered lexicon set of ``cfg``: read from ``cache`` when it holds it, else rendered and cached."""
-    from ..bundle import atomic_write
+    from .._fs import atomic_write
     from ..synth.lexicon import ANNOTATION_COLUMNS, lexicon_images
 
     params = cfg.preprocess_params()
@@ -454,7 +454,7 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
     """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
     from safetensors.torch import load_file, save
 
-    from ..bundle import atomic_write_bytes, atomic_write_json
+    from .._fs import atomic_write_bytes, atomic_write_json
     from ..models import stack_members
 
     if kw["diagnosis_weight"] <= 0:

@@ -27,9 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="preprocessing noise reduction (default: srad)")
     p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
                    help="preprocessing gray-level normalization (default: percentile)")
-    p.add_argument("--crop", default="detect", choices=("detect", "region", "none"),
+    p.add_argument("--crop", default="detect", choices=("detect", "regions", "region", "none"),
                    help="crop of the rendered frames: detect = as `train --crop detect` reads PNG files, "
-                        "region = the ultrasound region (as DICOM files give it); default: %(default)s")
+                        "regions = the ultrasound region (as DICOM files give it; 'region' is the older "
+                        "spelling); default: %(default)s")
     p.add_argument("--lr", type=float, default=PretrainConfig.lr, help="peak AdamW learning rate (default: %(default)s)")
     p.add_argument("--diagnosis-weight", type=float, default=PretrainConfig.diagnosis_weight,
                    help="weight of the class loss; 0 = findings only, no diagnoses (default: %(default)s)")

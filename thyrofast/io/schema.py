@@ -1,0 +1,50 @@
+"""The data layer's vocabulary, in one place: class names, split names, crop modes.
+
+* :data:`DEFAULT_CLASSES` is the paper's preset (BTN / NMTN / MMTN), the class
+  order of every output, manifest and report.  Functions that map label names
+  take the class list as a parameter (``classes=DEFAULT_CLASSES``), so a later
+  version can take the list from the data instead of the preset.
+* :data:`SPLITS`: the split names a manifest may use.
+* :data:`CROP_MODES`: what :func:`thyrofast.read` may crop to (``crop=``), the
+  modes a bundle's ``read`` options may name.
+
+This module imports nothing from the rest of the package.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "crop_mode", "label_index"]
+
+#: The paper's class preset: benign thyroid nodule, non-metastatic and metastatic malignant.
+DEFAULT_CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
+#: Split names of a manifest's ``split`` column.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: ``thyrofast.read(crop=...)``: "auto" (the DICOM tissue region, else the whole frame), "detect"
+#: (like auto, but the ultrasound field is detected when there are no regions), "regions" (the file
+#: must have a DICOM tissue region), "none" (never crop).
+CROP_MODES: tuple[str, ...] = ("auto", "detect", "regions", "none")
+#: The crops of a rendered phantom frame (pretraining's lexicon): "regions" is its true ultrasound
+#: region, as a DICOM file's regions give it; "auto" is not offered (a rendering always has one).
+RENDER_CROPS: tuple[str, ...] = ("detect", "regions", "none")
+#: Older spellings, accepted and normalized: the lexicon called "regions" "region".
+_CROP_ALIASES = {"region": "regions"}
+
+
+def crop_mode(value: str, allowed: Sequence[str] = CROP_MODES) -> str:
+    """``value`` as one of ``allowed`` (an older spelling normalized); ValueError otherwise."""
+    v = _CROP_ALIASES.get(value, value) if isinstance(value, str) else value
+    if v not in allowed:
+        raise ValueError(f"crop must be one of {tuple(allowed)}, got {value!r}")
+    return v
+
+
+def label_index(value: Any, classes: Sequence[str] = DEFAULT_CLASSES) -> int:
+    """``"BTN"``/``"nmtn"``/``2`` -> index into ``classes``; ValueError otherwise."""
+    names = [str(c).upper() for c in classes]
+    s = str(value).strip()
+    if s.upper() in names:
+        return names.index(s.upper())
+    if s.isdigit() and int(s) < len(names):
+        return int(s)
+    raise ValueError(f"label must be one of {tuple(classes)}, got {s!r}")
