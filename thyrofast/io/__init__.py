@@ -10,11 +10,11 @@ from __future__ import annotations
 from .frame import Frame, hash_patient_id
 from .manifest import Record, read_manifest, scan_folder, write_manifest
 from .reader import DEFAULT_MAX_BYTES, read
-from .regions import detect_field
+from .regions import detect_field, detect_panes
 from .splits import assign_splits, check_split, kfold_patients, split_patients
 
 __all__ = [
-    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "hash_patient_id",
+    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "detect_panes", "hash_patient_id",
     "Record", "read_manifest", "scan_folder", "write_manifest",
     "split_patients", "assign_splits", "kfold_patients", "check_split",
     "FrameDataset",
