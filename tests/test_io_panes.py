@@ -114,3 +114,15 @@ def test_single_pane_read_is_unchanged(tmp_path):
     f, = read(tmp_path / "one.png", crop="detect")
     assert f.region == detect_field(r.image)
     assert not any(n.startswith("split screen") for n in f.notes)
+
+
+def test_predict_records_the_split_screen(tmp_path):
+    """predict reads files as training did (crop=detect): the one frame holds both panes, and
+    its record's notes say it is a split screen."""
+    from thyrofast.predict import read_frames
+
+    img, true = _screen([_pane(21), _pane(22, 0.8)], 24, tops=[60, 90])
+    Image.fromarray(img).save(tmp_path / "dual.png")
+    pairs, _, regions = read_frames(str(tmp_path / "dual.png"), None, "detect")
+    assert len(pairs) == 1 and pairs[0][1].shape[1] >= true[1][2] - true[0][0] - 4
+    assert any(n.startswith("split screen: 2 panes") for n in regions[0]["notes"])
