@@ -126,3 +126,14 @@ def test_predict_records_the_split_screen(tmp_path):
     pairs, _, regions = read_frames(str(tmp_path / "dual.png"), None, "detect")
     assert len(pairs) == 1 and pairs[0][1].shape[1] >= true[1][2] - true[0][0] - 4
     assert any(n.startswith("split screen: 2 panes") for n in regions[0]["notes"])
+
+
+def test_a_strip_below_the_field_is_not_a_pane():
+    """A spectral-Doppler-like strip under the B-mode field (stacked, not side by side) stays out."""
+    p = _pane(31, 0.7)
+    img = np.zeros((640, 700), np.uint8)
+    ph, pw = p.shape
+    img[30:30 + ph, 100:100 + pw] = p
+    rng = np.random.default_rng(0)
+    img[ph + 60:ph + 60 + 150, 60:640] = rng.integers(40, 160, (150, 580), dtype=np.uint8)  # the strip
+    assert detect_panes(img) == [detect_field(img)]

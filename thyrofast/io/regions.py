@@ -213,8 +213,9 @@ def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
 #: A second bright component is another B-mode pane (a split-screen screenshot)
 #: when its area is at least this share of the largest one's ...
 PANE_MIN_AREA_RATIO = 0.15
-#: ... and it sits beside (or above/below) the largest, sharing at least this
-#: share of the shorter one's height (or width).
+#: ... and it sits beside the largest, sharing at least this share of the
+#: shorter one's rows.  Stacked components are not panes: below a B-mode
+#: field sits a spectral Doppler strip, which must stay out of the crop.
 PANE_MIN_OVERLAP = 0.5
 
 
@@ -224,14 +225,14 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> float:
 
 def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
                  source: str | None = None) -> list[tuple[int, int, int, int]]:
-    """Every B-mode pane of a screenshot, left to right (then top to bottom).
+    """Every B-mode pane of a side-by-side (dual / split-screen) screenshot, left to right.
 
     Dual / split-screen displays show two (or more) fields side by side.  The
     bright components are found as in :func:`detect_field`; besides the largest,
     a component is a pane when its area is at least ``PANE_MIN_AREA_RATIO`` of
-    the largest's, it shares at least ``PANE_MIN_OVERLAP`` of its rows (side by
-    side) or columns (stacked) with the largest, and its grown box overlaps no
-    other pane.  A single-field screenshot gives ``[detect_field(pixels)]``,
+    the largest's, it shares at least ``PANE_MIN_OVERLAP`` of its rows with the
+    largest (side by side; a component above or below, such as a spectral
+    Doppler strip, is not a pane), and its grown box overlaps no other pane.  A single-field screenshot gives ``[detect_field(pixels)]``,
     unchanged.  Panes that touch (no black gap) are one component and stay one
     box here; :func:`thyrofast.read` notes a field that is much wider than high.
     """
@@ -244,8 +245,8 @@ def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
             break  # largest first: the rest are smaller still
         bx0, by0, bx1, by1 = box
         fx0, fy0, fx1, fy1 = first
-        if _overlap(by0, by1, fy0, fy1) < PANE_MIN_OVERLAP and _overlap(bx0, bx1, fx0, fx1) < PANE_MIN_OVERLAP:
-            continue  # not beside or above the main field: a logo, a thumbnail
+        if _overlap(by0, by1, fy0, fy1) < PANE_MIN_OVERLAP:
+            continue  # not beside the main field: a thumbnail, or a spectral Doppler strip below it
         g = _grow(lit, box)
         if any(_overlap(g[0], g[2], p[0], p[2]) > 0 and _overlap(g[1], g[3], p[1], p[3]) > 0 for p in panes):
             continue  # grew into a pane already found (they touch at full resolution)
