@@ -18,7 +18,7 @@ import importlib
 _LAZY = {
     "read": "reader", "DEFAULT_MAX_BYTES": "reader", "count_frames": "reader",
     "Frame": "frame", "hash_patient_id": "frame",
-    "detect_field": "regions",
+    "detect_field": "regions", "detect_panes": "regions",
     "Record": "manifest", "read_manifest": "manifest", "read_dataset": "manifest", "scan_folder": "manifest",
     "write_manifest": "manifest", "expand_frames": "manifest", "manifest_csv": "manifest",
     "split_patients": "splits", "assign_splits": "splits", "kfold_patients": "splits", "check_split": "splits",
@@ -27,7 +27,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "hash_patient_id", "count_frames",
+    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "detect_panes", "hash_patient_id", "count_frames",
     "Record", "read_manifest", "read_dataset", "scan_folder", "write_manifest", "expand_frames", "manifest_csv",
     "split_patients", "assign_splits", "kfold_patients", "check_split",
     "DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "label_index",

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from .frame import Frame
-from .regions import MIN_REGION_PX, detect_field, select_tissue_region
+from .regions import MIN_REGION_PX, detect_panes, select_tissue_region
 from .regular import read_regular
 from .schema import CROP_MODES
 
@@ -42,7 +42,10 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         after clipping to the image (e.g. the degenerate (0,0,0,0)) is never
         cropped to: ``auto`` and ``detect`` detect the field instead
         (``region_source == "detected"``, a ``"region fallback: ..."`` note),
-        ``regions`` raises ``no_tissue_region``.
+        ``regions`` raises ``no_tissue_region``.  A detected split-screen
+        screenshot (several B-mode panes, :func:`thyrofast.io.detect_panes`)
+        is cropped to the box around all its panes, with a ``"split screen:
+        N panes ..."`` note naming each pane's box: no pane is dropped.
     doppler : "flag" | "reject"
         Files with Doppler / color-flow regions, and frames whose tissue field
         is at least 1% strongly colored pixels (a color / power Doppler overlay
@@ -280,7 +283,14 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
             raise InputError("unreadable", f"frame {i} decoded to {full.shape[:2]}, header says {(h, w)}",
                              source=path)
         if detect and region_source == "full" and not out:
-            box, region_source = detect_field(full, source=path), "detected"
+            panes = detect_panes(full, source=path)
+            box, region_source = panes[0], "detected"
+            if len(panes) > 1:
+                # a split-screen screenshot: keep every pane (never drop one), in one crop
+                box = (min(p[0] for p in panes), min(p[1] for p in panes),
+                       max(p[2] for p in panes), max(p[3] for p in panes))
+                notes.append(f"split screen: {len(panes)} panes {', '.join(str(tuple(p)) for p in panes)}; "
+                             "all are kept, in one crop")
         x0, y0, x1, y1 = box
         crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
         colored = _color_fraction(crop_px)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "DOPPLER_DATA_TYPES", "MIN_REGION_PX"]
+__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "detect_panes", "DOPPLER_DATA_TYPES", "MIN_REGION_PX"]
 
 # Region Spatial Format (0018,6012)
 SPATIAL_2D = 1
@@ -140,15 +140,11 @@ def _grow(lit: np.ndarray, box: tuple[int, int, int, int], *, fill: float = 0.4)
     return x0, y0, x1, y1
 
 
-def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
-                 source: str | None = None) -> tuple[int, int, int, int]:
-    """Find the ultrasound field in a device screenshot; returns its box.
+def _field_components(pixels: np.ndarray, threshold: float, source: str | None):
+    """The bright components of a screenshot at <= ~320 px: (lit, step, labels, boxes, sizes), largest first.
 
-    Black margins are below ``threshold`` (a fraction of full scale).  Burned-in
-    text, tick marks, calipers and thin bars are removed by a median filter and
-    a morphological opening sized to the image, and the largest remaining bright
-    component is the field.  Raises ``InputError('no_tissue_region')`` when that
-    component covers less than ``min_fraction`` of the image.
+    ``boxes`` are full-resolution, not yet grown; ``lit`` is the full-resolution
+    "not black" mask :func:`_grow` refines them with.
     """
     from scipy import ndimage
 
@@ -178,13 +174,84 @@ def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
     if n == 0:
         raise InputError("no_tissue_region", "no ultrasound field found (the image is dark)", source=source)
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    best = int(np.argmax(sizes)) + 1
-    sl = ndimage.find_objects(labels)[best - 1]
-    y0, y1 = sl[0].start * step, min(h, sl[0].stop * step)
-    x0, x1 = sl[1].start * step, min(w, sl[1].stop * step)
-    x0, y0, x1, y1 = _grow(lit, (x0, y0, x1, y1))
+    order = np.argsort(-sizes, kind="stable")  # largest first; ties: the lower label, as argmax
+    objs = ndimage.find_objects(labels)
+    boxes, out_sizes = [], []
+    for j in order:
+        sl = objs[j]
+        boxes.append((sl[1].start * step, sl[0].start * step, min(w, sl[1].stop * step), min(h, sl[0].stop * step)))
+        out_sizes.append(float(sizes[j]))
+    return lit, boxes, out_sizes
+
+
+def _check_size(box, shape, min_fraction, source):
+    h, w = shape
+    x0, y0, x1, y1 = box
     if (x1 - x0) * (y1 - y0) < min_fraction * h * w:
         raise InputError("no_tissue_region",
                          f"the largest bright area ({x1 - x0}x{y1 - y0} px) is too small to be an ultrasound field",
                          source=source)
+
+
+def detect_field(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
+                 source: str | None = None) -> tuple[int, int, int, int]:
+    """Find the ultrasound field in a device screenshot; returns its box.
+
+    Black margins are below ``threshold`` (a fraction of full scale).  Burned-in
+    text, tick marks, calipers and thin bars are removed by a median filter and
+    a morphological opening sized to the image, and the largest remaining bright
+    component is the field.  Raises ``InputError('no_tissue_region')`` when that
+    component covers less than ``min_fraction`` of the image.  A split-screen
+    screenshot has several fields: :func:`detect_panes` finds them all.
+    """
+    lit, boxes, _ = _field_components(pixels, threshold, source)
+    x0, y0, x1, y1 = _grow(lit, boxes[0])
+    _check_size((x0, y0, x1, y1), lit.shape, min_fraction, source)
     return (int(x0), int(y0), int(x1), int(y1))
+
+
+#: A second bright component is another B-mode pane (a split-screen screenshot)
+#: when its area is at least this share of the largest one's ...
+PANE_MIN_AREA_RATIO = 0.15
+#: ... and it sits beside the largest, sharing at least this share of the
+#: shorter one's rows.  Stacked components are not panes: below a B-mode
+#: field sits a spectral Doppler strip, which must stay out of the crop.
+PANE_MIN_OVERLAP = 0.5
+
+
+def _overlap(a0: int, a1: int, b0: int, b1: int) -> float:
+    return max(0, min(a1, b1) - max(a0, b0)) / max(1, min(a1 - a0, b1 - b0))
+
+
+def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
+                 source: str | None = None) -> list[tuple[int, int, int, int]]:
+    """Every B-mode pane of a side-by-side (dual / split-screen) screenshot, left to right.
+
+    Dual / split-screen displays show two (or more) fields side by side.  The
+    bright components are found as in :func:`detect_field`; besides the largest,
+    a component is a pane when its area is at least ``PANE_MIN_AREA_RATIO`` of
+    the largest's, it shares at least ``PANE_MIN_OVERLAP`` of its rows with the
+    largest (side by side; a component above or below, such as a spectral
+    Doppler strip, is not a pane), and its grown box overlaps no other pane.  A single-field screenshot gives ``[detect_field(pixels)]``,
+    unchanged.  Panes that touch (no black gap) are one component and stay one
+    box here; :func:`thyrofast.read` notes a field that is much wider than high.
+    """
+    lit, boxes, sizes = _field_components(pixels, threshold, source)
+    first = _grow(lit, boxes[0])
+    _check_size(first, lit.shape, min_fraction, source)
+    panes = [first]
+    for box, size in zip(boxes[1:], sizes[1:]):
+        if size < PANE_MIN_AREA_RATIO * sizes[0]:
+            break  # largest first: the rest are smaller still
+        bx0, by0, bx1, by1 = box
+        fx0, fy0, fx1, fy1 = first
+        if _overlap(by0, by1, fy0, fy1) < PANE_MIN_OVERLAP:
+            continue  # not beside the main field: a thumbnail, or a spectral Doppler strip below it
+        g = _grow(lit, box)
+        if any(_overlap(g[0], g[2], p[0], p[2]) > 0 and _overlap(g[1], g[3], p[1], p[3]) > 0 for p in panes):
+            continue  # grew into a pane already found (they touch at full resolution)
+        if (g[2] - g[0]) * (g[3] - g[1]) < min_fraction * lit.shape[0] * lit.shape[1]:
+            continue
+        panes.append(g)
+    panes.sort(key=lambda b: (b[0], b[1]))
+    return [tuple(int(v) for v in p) for p in panes]
