@@ -234,7 +234,8 @@ def test_cli_reports_a_bad_bundle_in_one_line(tmp_path, bundle_dir, frames, case
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-m", "thyrofast.cli", "predict", str(b), str(tmp_path / "a.png"),
                         "--out", str(tmp_path / "o.jsonl"), "--backend", "torch", "--device", "cpu",
-                        "--threads", "1", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+                        "--threads", "1", "--no-progress"], capture_output=True, text=True, env=env, timeout=300,
+                       cwd=tmp_path)  # not the repository: its thyrofast/ would shadow the one under test
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert {"pickle_weights": "weights", "nested_card": "nested", "temperature_inf": "temperature"}[case] in r.stderr

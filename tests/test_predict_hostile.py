@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -20,7 +21,21 @@ from PIL import Image
 from thyrofast.errors import InputError
 from thyrofast.predict import OutputError, predict_files, sha256_file
 
-_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+# Children import the thyrofast under test (the installed one in CI, where the
+# source tree has no compiled core) and run outside the repository, whose
+# thyrofast/ would otherwise shadow it ("python -m" and scripts put their
+# folder or the cwd first on sys.path).
+_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p and Path(p).resolve() != Path.cwd())}
+
+
+def _under_test_first(env: dict) -> dict:
+    import thyrofast
+
+    src = str(Path(thyrofast.__file__).resolve().parents[1])
+    return {**env, "PYTHONPATH": os.pathsep.join([src, env.get("PYTHONPATH", "")])}
+
+
+_ENV = _under_test_first(_ENV)
 _HANG_S = 60  # generous on a shared, loaded machine; a hang never ends
 
 # A stand-in classifier (no model to load): mean brightness -> probabilities.
@@ -60,6 +75,7 @@ def _png(path: Path, value: int = 100) -> Path:
 
 def _run(cmd: list[str], timeout: float = _HANG_S, **kw) -> subprocess.CompletedProcess:
     try:
+        kw.setdefault("cwd", tempfile.gettempdir())
         return subprocess.run(cmd, env=kw.pop("env", _ENV), capture_output=True, text=True, timeout=timeout, **kw)
     except subprocess.TimeoutExpired:  # subprocess.run has killed it
         pytest.fail(f"{' '.join(cmd[:4])} ... hung for {timeout} s")
