@@ -200,7 +200,7 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         rn = cmx["row_normalized"][i]
         rows.append([f"**{cls}**"] + [f"{int(cnt[j])} ({_pct_plain(rn[j])})" for j in range(len(CLASSES))])
     L += _table(["truth \\ predicted"] + list(CLASSES), rows) + [""]
-    for _key, name, mm in rs[1:]:
+    for key, name, mm in rs[1:]:
         cmx = mm["confusion_matrix"]
         rows = [[f"**{cls}**"] + [str(int(v)) for v in cmx["counts"][i]] for i, cls in enumerate(CLASSES)]
         L += [f"{name}:", ""] + _table(["truth \\ call"] + list(CLASSES), rows) + [""]
