@@ -258,7 +258,7 @@ def test_tiny_set_every_auc_has_an_interval(tmp_path):
 def test_relative_inputs_errors_and_torn_line(tmp_path, cohort):
     _, man, _, recs = cohort
     lines = []
-    for i, r in enumerate(recs):
+    for r in recs:
         r = dict(r, input="some/other/cwd/img/" + Path(r["input"]).name)  # predicted from elsewhere
         lines.append(json.dumps(r))
     lines.append(json.dumps({"kind": "image", "input": "x.dcm", "status": "error",

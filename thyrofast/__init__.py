@@ -51,7 +51,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'thyrofast' has no attribute {name!r}")
     target = _LAZY[name]
     if target is None:
-        value = importlib.import_module(f"thyrofast.{name}")  # noqa: the module itself
+        value = importlib.import_module(f"thyrofast.{name}")  # the module itself
     else:
         value = getattr(importlib.import_module(target), name)
     globals()[name] = value

@@ -12,8 +12,8 @@ import atheris
 # thyrofast imports its readers lazily: import them (and the decoders they
 # drive) here so that atheris instruments them and coverage guides the search
 with atheris.instrument_imports():
-    import PIL.Image
-    import pydicom
+    import PIL.Image  # noqa: F401  (imported to be instrumented)
+    import pydicom  # noqa: F401
 
     import thyrofast
     import thyrofast.io

@@ -38,34 +38,10 @@ PAPER_REFERENCE = {
 
 STEPS = ("synth", "pretrain", "train", "export", "evaluate", "bench", "summary")
 
-#: The demo's recipe (measured on the ``paper`` cohort, seed 0, 2-core CPU, and
-#: judged on an independent 195-patient ``paper`` cohort with seed 1, so the
-#: 34 test patients did not choose it; numbers in bench/RESULTS.md).  The 161
-#: training patients are too few to train a CNN on: full fine-tuning of the
-#: pretrained network was erratic, and even training only its heads on the
-#: frozen backbone lowered the image macro-AUC on the independent cohort
-#: (0.73-0.74 -> 0.71) and with it the patient macro-AUC (0.88 -> 0.85-0.86)
-#: and accuracy (0.81 -> 0.78-0.80).  So the network, class head included,
-#: comes from the pretraining on thousands of distinct lesions
-#: (``epochs=0``), and the study cohort fits the prior correction, the
-#: temperature and the image -> patient rule.  ``--epochs N`` trains the heads
-#: for N epochs instead (frozen backbone).  12,000 images x 10 epochs with
-#: both cores take the time 10,000 x 8 took on one (about 11 min) and read
-#: the findings better (independent cohort: image macro-AUC 0.738 -> 0.753).
-#: Two such networks (seeds 0 and 1) are averaged: on the independent cohort
-#: accuracy 0.805 -> 0.82-0.83 (157 -> 160-162 of 195) at the same macro-AUC
-#: (0.884).  They fit the 20-minute budget because they train side by side,
-#: one process per core, one thread each (a small CNN uses one core better than
-#: two), on one shared set of lesions rendered once: with 12,000 lesions the
-#: demo took 18.2 and 20.0 min in two runs on the 2-core CPU (one after
-#: another with own lesions each: 24.4 min), so the set is 11,000 lesions
-#: (16.8 min; independent cohort 0.884 / 160 of 195 against 0.884 / 162).
-#: The class loss is measured against each lesion's posterior (the patient
-#: class's expectation given the lesion shown: ``pretrain(diagnosis_target=
-#: "lesion")``): independent cohort 0.884 / 160 -> 0.910 / 165 of 195, and
-#: 0.899 / 156 -> 0.915 / 164 in a replicate with seed 2 (15.7 min).
-#: ``--pretrain-members 1 --pretrain-images 12000`` is the single network
-#: measured at 13.2 min (patient target).
+#: The demo's recipe: two networks pretrained side by side on 11,000 shared phantom lesions against each
+#: lesion's posterior, kept as they are (``epochs=0``: the study cohort fits only the prior correction, the
+#: temperature and the image -> patient rule; ``--epochs N`` trains the heads on the frozen backbone instead).
+#: Why, with the measurements: docs/demo.md.
 RECIPE = {"pretrain_images": 11000, "pretrain_epochs": 10, "pretrain_members": 2, "pretrain_shared_lexicon": True,
           "pretrain_diagnosis_target": "lesion",
           "epochs": 0, "backbone_lr_scale": 0.0}

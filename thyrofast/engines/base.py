@@ -121,7 +121,7 @@ class Engine(abc.ABC):
         """CUDA stream the engine runs on (``None`` on the CPU)."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a no-op by default, not abstract)
         """Release sessions and buffers (idempotent)."""
 
     def __enter__(self):

@@ -11,15 +11,8 @@ patient, annotated with its findings and the patient's class.  ``pretrain``
 fits the model with the auxiliary finding heads of :mod:`thyrofast.train.aux`
 and, with ``diagnosis_weight`` > 0, the class head (one image per patient: an
 external cohort, disjoint from any study cohort), and writes the weights as a
-``.safetensors`` file for ``train(pretrained=...)``.  Measured on the ``paper``
-cohort's 34 test patients (test image / patient macro-AUC): 0.68 / 0.84
-without pretraining; after findings-only pretraining (6000 images, 8 epochs)
-and fine-tuning 0.73 / 0.86-0.88 (a frozen backbone with a fitted linear head
-0.785 / 0.92); after findings + diagnoses pretraining (8000 images) and
-training the heads on the frozen backbone 0.77 / 0.95.  On an independent
-195-patient cohort the pretrained class head used as it is generalized better
-than heads retrained on the cohort (patient macro-AUC 0.88 vs 0.85-0.86), so
-``thyrofast demo`` keeps it (``train(epochs=0)``).  A lexicon image of a
+``.safetensors`` file for ``train(pretrained=...)``.  What it changed, measured: docs/demo.md;
+``thyrofast demo`` keeps the pretrained class head (``train(epochs=0)``).  A lexicon image of a
 reactive lymph node or a benign-looking nodule often belongs to a cancer
 patient, so the patient's class is a noisy target for it;
 ``diagnosis_target="lesion"`` trains the class head on the generator's
