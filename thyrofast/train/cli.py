@@ -11,8 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..models import ARCHS
     from .loop import DEFAULTS
 
-    p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of "
-                                "BTN/ NMTN/ MMTN/ class folders with one sub-folder per patient")
+    p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of class "
+                                "folders (benign/ malignant/, BTN/ NMTN/ MMTN/, ...) with one sub-folder per "
+                                "patient; the classes (2 or more) are the data's label / folder names, sorted "
+                                "(the BTN/NMTN/MMTN preset keeps its order)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
     p.add_argument("--width", type=float, default=None,
