@@ -73,10 +73,12 @@ def write_cohort(root: Path, *, patients_per_class=(12, 12, 12), images_per_pati
 
 
 def write_binary_cohort(root: Path, *, n_benign: int = 12, n_malignant: int = 12, images_per_patient: int = 4,
-                        seed: int = 1, splits=("train", "val", "train", "val", "train", "test")) -> Path:
+                        seed: int = 1, splits=("train", "val", "train", "val", "train", "test"),
+                        benign_looking: float = 0.0) -> Path:
     """A 2-class cohort labelled ``benign`` / ``malignant`` (as a user's own data would be):
-    benign patients look like BTN, malignant ones alternately like NMTN and MMTN.
-    Writes PNGs + manifest.csv; returns the manifest path."""
+    benign patients look like BTN, malignant ones alternately like NMTN and MMTN, except a
+    fraction ``benign_looking`` of them (every k-th patient) that look benign (the classes
+    overlap, as real ones do).  Writes PNGs + manifest.csv; returns the manifest path."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -85,6 +87,8 @@ def write_binary_cohort(root: Path, *, n_benign: int = 12, n_malignant: int = 12
     for name, n in (("benign", n_benign), ("malignant", n_malignant)):
         for j in range(n):
             look = 0 if name == "benign" else 1 + j % 2
+            if name == "malignant" and int((j + 1) * benign_looking) != int(j * benign_looking):
+                look = 0
             pid = f"{name}-{j:03d}"
             r = rng.uniform(9, 13)
             cy, cx = rng.uniform(r + 3, FRAME_HW[0] - r - 3), rng.uniform(r + 3, FRAME_HW[1] - r - 3)

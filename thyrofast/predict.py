@@ -21,6 +21,12 @@ Per-patient records (``kind: "patient"``) aggregate all ``ok`` image records
 of the output with a non-null ``patient_id`` by mean log-probability.  They
 are written at the end of a run; when a later run adds images of a patient, a
 new patient record is appended and the *last* patient record of an id wins.
+
+Each ``ok`` record has ``probs`` keyed by the bundle's classes, ``pred`` (the
+argmax) and ``decision``: the class called at the bundle's operating point
+(``P(positive) >= threshold``, :mod:`thyrofast.operating_point`), or the argmax
+when the bundle has none.  CSV columns: :func:`csv_fields` (``prob_<class>``
+for each of the bundle's classes).
 """
 from __future__ import annotations
 
@@ -37,10 +43,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classifier import bundle_aggregation, bundle_crop
+from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
 from .io.schema import DEFAULT_CLASSES
+from .operating_point import decide
 from ._fs import open_regular, sha256_file
 from .output_lock import OutputLock
 
@@ -59,7 +66,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".
 MANIFEST_EXTENSIONS = {".csv"}
 
 _PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
-_CSV_HEAD = ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred")
+_CSV_HEAD = ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred", "decision")
 _CSV_TAIL = ("n_images", "error_code", "error_message", "saliency", *_PROVENANCE_FIELDS)
 
 
@@ -245,7 +252,7 @@ def _read_npy(path: str) -> list[np.ndarray]:
 
 def _flatten(rec: dict, fields: Sequence[str] = CSV_FIELDS) -> dict:
     row = {k: rec.get(k) for k in ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
-                                   "n_images", "saliency")}
+                                   "decision", "n_images", "saliency")}
     for c, v in (rec.get("probs") or {}).items():
         row[f"prob_{c}"] = v
     err = rec.get("error") or {}
@@ -255,7 +262,8 @@ def _flatten(rec: dict, fields: Sequence[str] = CSV_FIELDS) -> dict:
 
 
 def _unflatten(row: dict) -> dict:
-    rec: dict[str, Any] = {k: (row.get(k) or None) for k in ("kind", "input", "sha256", "patient_id", "status", "pred")}
+    rec: dict[str, Any] = {k: (row.get(k) or None) for k in ("kind", "input", "sha256", "patient_id", "status", "pred",
+                                                             "decision")}
     if row.get("frame_index"):
         rec["frame_index"] = int(row["frame_index"])
     if row.get("n_images"):
@@ -444,7 +452,7 @@ def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance:
 
 
 def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict,
-                     aggregation: Any = "mean_log_prob") -> list[dict]:
+                     aggregation: Any = "mean_log_prob", operating_point: dict | None = None) -> list[dict]:
     from .classifier import aggregate_patients
 
     ok = [r for r in records if r.get("kind") == "image" and r.get("status") == "ok" and r.get("patient_id")]
@@ -457,6 +465,7 @@ def _patient_records(records: list[dict], classes: Sequence[str], provenance: di
     for pid, (p, n) in agg.items():
         rec = {"kind": "patient", "patient_id": pid, "status": "ok",
                "probs": {c: float(v) for c, v in zip(classes, p)}, "pred": classes[int(np.argmax(p))],
+               "decision": decide(p, classes, operating_point)[0],
                "n_images": int(n), "provenance": dict(provenance)}
         prev = last.get(pid)
         if prev and prev.get("n_images") == rec["n_images"] and prev.get("probs") and all(
@@ -489,6 +498,7 @@ def predict_files(
         items = expand_inputs([str(i) for i in inputs])  # type: ignore[arg-type]
     classes = tuple(classifier.classes)
     provenance = dict(classifier.provenance)
+    op = bundle_operating_point(classifier)  # the bundle's decision threshold (None: argmax)
     # files are read as the model was trained (the bundle's tissue crop)
     crop = bundle_crop(classifier)
     summary = PredictSummary(n_inputs=len(items))
@@ -550,7 +560,8 @@ def predict_files(
                         "kind": "image", "input": item.path, "sha256": sha, "frame_index": j,
                         "patient_id": item.patient_id or pid, "status": "ok",
                         "probs": {c: float(v) for c, v in zip(classes, p)},
-                        "pred": classes[int(np.argmax(p))], "provenance": dict(provenance),
+                        "pred": classes[int(np.argmax(p))], "decision": decide(p, classes, op)[0],
+                        "provenance": dict(provenance),
                     }
                     if j in regions:
                         rec.update(regions[j])
@@ -611,7 +622,7 @@ def predict_files(
                 flush()
                 n_pending_frames = 0
         flush()
-        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier))
+        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier), op)
         writer.write(patients)
         summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
     summary.seconds = time.perf_counter() - t0

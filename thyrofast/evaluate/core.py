@@ -77,6 +77,20 @@ def _kappa_reps(cm_b: np.ndarray) -> np.ndarray:
         return np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
 
 
+def balanced_accuracy(y, pred, K: int) -> float:
+    """Mean recall over the classes present in ``y`` (nan when none)."""
+    return float(_balanced_reps(M.confusion_matrix(y, pred, K)[None].astype(np.float64))[0])
+
+
+def _balanced_reps(cm_b: np.ndarray) -> np.ndarray:
+    rows = cm_b.sum(axis=2)
+    diag = np.diagonal(cm_b, axis1=1, axis2=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rec = np.where(rows > 0, diag / np.where(rows > 0, rows, 1), np.nan)
+    present = (rows > 0).sum(axis=1)
+    return np.where(present > 0, np.nansum(rec, axis=1) / np.maximum(present, 1), np.nan)
+
+
 def _ece_reps(boot: _Boot, y, P, n_bins) -> np.ndarray:
     conf = P.max(axis=1)
     correct = (P.argmax(axis=1) == y).astype(np.float64)
@@ -176,8 +190,12 @@ def rater_metrics(
     if not independent:
         acc.update(ci=acc_bs["ci"], ci_method="cluster bootstrap (patients)")
     out["accuracy"] = acc
+    cms = boot.confusions(y, pred, K)
+    # balanced accuracy: the mean per-class recall (accuracy that a skewed class mix cannot inflate)
+    out["balanced_accuracy"] = {**boot.summary(balanced_accuracy(y, pred, K), _balanced_reps(cms), level),
+                                "ci_method": "cluster bootstrap (patients)" if not independent else "bootstrap"}
     kap = M.cohen_kappa_ci(y, pred, K, level)
-    kap["ci_bootstrap"] = boot.summary(kap["value"], _kappa_reps(boot.confusions(y, pred, K)), level)["ci"]
+    kap["ci_bootstrap"] = boot.summary(kap["value"], _kappa_reps(cms), level)["ci"]
     if not independent:
         kap["ci_asymptotic"] = kap["ci"]
         kap.update(ci=kap["ci_bootstrap"], ci_method="cluster bootstrap (patients)")
@@ -271,6 +289,28 @@ def compare(y, model_scores, model_pred, ref_scores, ref_pred, ids, *, level=0.9
 # entry points
 
 
+def _at_operating_point(y: np.ndarray, probs: np.ndarray, op: Mapping) -> dict:
+    """Calls at the bundle's decision threshold, against the argmax: accuracy, balanced accuracy,
+    sensitivity and specificity of the positive class."""
+    from ..operating_point import decide
+
+    cls = list(_classes())
+    K, k = len(cls), cls.index(op["positive"])
+    calls = np.array([cls.index(c) for c in decide(probs, cls, op)], dtype=np.int64)
+    argmax = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+
+    def rates(pred):
+        pos, neg = y == k, y != k
+        return {"accuracy": float(np.mean(pred == y)) if y.size else math.nan,
+                "balanced_accuracy": balanced_accuracy(y, pred, K),
+                "sensitivity": float(np.mean(pred[pos] == k)) if pos.any() else math.nan,
+                "specificity": float(np.mean(pred[neg] != k)) if neg.any() else math.nan}
+
+    return {**{key: op.get(key) for key in ("positive", "threshold", "rule", "val_sensitivity",
+                                             "val_specificity")},
+            "n": int(y.size), "at_threshold": rates(calls), "argmax": rates(argmax)}
+
+
 def _provenance(records: Sequence[Mapping]) -> dict:
     provs = [r.get("provenance") for r in records if isinstance(r.get("provenance"), Mapping)]
     if not provs:
@@ -295,6 +335,7 @@ def evaluate_predictions(
     stratified: bool = True,
     n_bins: int = 10,
     aggregation: Any = AGGREGATION,
+    operating_point: Mapping | None = None,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -319,11 +360,11 @@ def evaluate_predictions(
     with I.using_classes(I.record_classes(records) or I.classes()):
         return _evaluate_records(records, predictions, labels, readers, level, split, ci_level=ci_level,
                                  n_boot=n_boot, seed=seed, stratified=stratified, n_bins=n_bins,
-                                 aggregation=aggregation)
+                                 aggregation=aggregation, operating_point=operating_point)
 
 
 def _evaluate_records(records, predictions, labels, readers, level, split, *, ci_level, n_boot, seed,
-                      stratified, n_bins, aggregation) -> dict:
+                      stratified, n_bins, aggregation, operating_point=None) -> dict:
     lab = I.load_labels(labels, split)
     src = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "records"
     n_image_records = sum(1 for r in records if r.get("kind", "image") != "patient")
@@ -372,8 +413,10 @@ def _evaluate_records(records, predictions, labels, readers, level, split, *, ci
         "model": rater_metrics(main.y, main.probs, main.ids, n_bins=n_bins, unit=level, **kw),
     }
     if len(_classes()) == 2:  # binary: the AUC (DeLong CI) of the positive class, the second in order
-        pos = _classes()[1]
+        pos = (operating_point or {}).get("positive") or _classes()[1]
         result["binary"] = {"positive": pos, "auc": result["model"]["auc"][pos]}
+    if operating_point and operating_point.get("positive") in _classes():
+        result["operating_point"] = _at_operating_point(main.y, main.probs, operating_point)
     small = [c for k, c in enumerate(_classes()) if 0 < (pat.y == k).sum() < 10]
     if small:
         notes.append("few patients in " + ", ".join(
@@ -564,6 +607,10 @@ def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier
     records = predict_manifest(classifier, lab, reader=reader, progress=progress)
     if "aggregation" not in kwargs:
         kwargs["aggregation"] = bundle_aggregation(classifier)
+    if "operating_point" not in kwargs:
+        from ..classifier import bundle_operating_point  # noqa: PLC0415
+
+        kwargs["operating_point"] = bundle_operating_point(classifier)
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

@@ -149,10 +149,19 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         rows.append([cls, _ci(m["auc"][cls]), _pct(pc["sensitivity"]), _pct(pc["specificity"]),
                      _pct(pc["ppv"]), _pct(pc["npv"]), _ci(pc["f1"]), str(pc["support"])])
     L += _table(["Class", "AUC (95% CI)", "Sensitivity", "Specificity", "PPV", "NPV", "F1", "n"], rows)
+    bal = f"; balanced accuracy {_ci(m['balanced_accuracy'])}" if "balanced_accuracy" in m else ""
     L += ["", f"Macro AUC {_ci(m['macro_auc'])}; micro AUC {_ci(m['micro_auc'])}; "
-          f"accuracy {_pct(m['accuracy'])}; Cohen's κ {_ci(m['kappa'])}"
+          f"accuracy {_pct(m['accuracy'])}{bal}; Cohen's κ {_ci(m['kappa'])}"
           + (f"; ECE {_ci(m['calibration']['ece'])}, Brier {_f(m['calibration']['brier'])}"
              if "calibration" in m else "") + ".", ""]
+    opr = result.get("operating_point")
+    if opr:
+        at, am = opr["at_threshold"], opr["argmax"]
+        L += [f"Operating point ({opr['rule']}, chosen on the validation patients): {opr['positive']} when "
+              f"P({opr['positive']}) ≥ {opr['threshold']:.3f}.", ""]
+        L += _table(["Call", "Accuracy", "Balanced accuracy", f"Sensitivity ({opr['positive']})", "Specificity"],
+                    [[name, _f(r["accuracy"]), _f(r["balanced_accuracy"]), _f(r["sensitivity"]),
+                      _f(r["specificity"])] for name, r in (("operating point", at), ("argmax", am))]) + [""]
 
     # Table 2: raters side by side
     rs = raters(result)
@@ -279,6 +288,15 @@ def summary_lines(result: Mapping) -> list[str]:
                  if math.isfinite(acc["value"]) and math.isfinite(lo) else "n/a")
         cells = [_ci(mm["auc"][c], 2) for c in _classes()] + [_ci(mm["macro_auc"], 2), acc_s]
         lines.append(f"{name.replace(' radiologist', '')[:19]:<19}" + "".join(f"{x:>{w}}" for x in cells))
+    bal = result["model"].get("balanced_accuracy")
+    if bal:
+        lines.append(f"model balanced accuracy (argmax) {_ci(bal, 2)}")
+    opr = result.get("operating_point")
+    if opr:
+        at, am = opr["at_threshold"], opr["argmax"]
+        lines.append(f"operating point ({opr['rule']}): {opr['positive']} when P >= {opr['threshold']:.3f}: "
+                     f"balanced accuracy {_f(at['balanced_accuracy'], 2)} (argmax {_f(am['balanced_accuracy'], 2)}), "
+                     f"sensitivity {_f(at['sensitivity'], 2)}, specificity {_f(at['specificity'], 2)}")
     for ref, cm in (result.get("comparisons") or {}).items():
         ps = ", ".join(f"{c} {_p_is(cm['delong'][c]['p'])}" for c in _classes())
         who = "model (patients)" if "model_patient" in result else "model"

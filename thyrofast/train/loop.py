@@ -280,16 +280,22 @@ def _predict_logits(model, frames, device, batch: int = 128, amp_dtype=None) -> 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _evaluate(logits: np.ndarray, labels: np.ndarray, patients: list[str],
-              temperature: float = 1.0, aggregation: Any = "mean_log_prob") -> dict:
+def _patient_probs(logits: np.ndarray, labels: np.ndarray, patients: list[str], temperature: float = 1.0,
+                   aggregation: Any = "mean_log_prob") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(image probs, patient labels, patient probs, patient ids), as deployed (temperature, aggregation)."""
     from ..aggregation import aggregate
 
-    lp = M.log_softmax(logits / temperature)
-    probs = np.exp(lp)
+    probs = np.exp(M.log_softmax(logits / temperature))
     agg = aggregate(probs, patients, aggregation) if len(patients) else {}
     ids = list(agg)
     pprobs = np.array([agg[p][0] for p in ids]) if ids else np.zeros((0, logits.shape[1]))
     plabels = np.array([labels[patients.index(p)] for p in ids])
+    return probs, plabels, pprobs, ids
+
+
+def _evaluate(logits: np.ndarray, labels: np.ndarray, patients: list[str],
+              temperature: float = 1.0, aggregation: Any = "mean_log_prob") -> dict:
+    probs, plabels, pprobs, ids = _patient_probs(logits, labels, patients, temperature, aggregation)
     return {
         "image_macro_auc": M.macro_auc(labels, probs),
         "patient_macro_auc": M.macro_auc(plabels, pprobs),
@@ -320,7 +326,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
           crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
           augment_config: AugmentConfig | Mapping | None = None,
-          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, log=None):
+          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
+          target_sensitivity: float | None = None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -349,6 +356,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     fits the prior correction, the temperature and the image -> patient rule.
     An ensemble file (``thyrofast pretrain --members N``) is only used that
     way: its members' logits are averaged in the bundle's one model.
+    ``positive``: the class whose probability gets a decision threshold (the
+    operating point, stored in the bundle card and used by ``predict``'s
+    ``decision``; :mod:`thyrofast.operating_point`); default for 2 classes the
+    second in order (``malignant`` of benign/malignant), for more classes none
+    (the argmax).  The threshold is chosen on the validation patients: Youden's
+    J, or with ``target_sensitivity`` S the highest threshold with sensitivity
+    >= S.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -409,9 +423,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         # Small CNNs on a busy CPU: one thread can be several times faster than
         # two (OpenMP barriers stall when cores are shared); let the user choose.
         torch.set_num_threads(int(threads))
+    if target_sensitivity is not None and not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
+    op_request = {"positive": positive, "target_sensitivity": target_sensitivity}
     try:
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
-                      int8, threads, say, t_start)
+                      int8, threads, say, t_start, op_request)
     finally:
         torch.set_num_threads(old_threads)
         if own_group and dist.is_initialized():
@@ -420,7 +437,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
 
 def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
-         progress: bool, export: bool, int8: bool, threads, say, t_start: float):
+         progress: bool, export: bool, int8: bool, threads, say, t_start: float, op_request=None):
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -436,6 +453,17 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     CLASSES = records[0].classes if records else ()
     split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=CLASSES)
     say(f"classes: {', '.join(CLASSES)}")
+    op_request = dict(op_request or {})
+    positive = op_request.get("positive")
+    if positive is not None:
+        names = [c.casefold() for c in CLASSES]
+        if str(positive).casefold() not in names:
+            raise ValueError(f"positive class {positive!r} is not one of the data's classes ({', '.join(CLASSES)})")
+        positive = CLASSES[names.index(str(positive).casefold())]
+    elif len(CLASSES) == 2:
+        positive = CLASSES[1]
+    elif op_request.get("target_sensitivity") is not None:
+        raise ValueError(f"a target sensitivity needs a positive class (--positive) with {len(CLASSES)} classes")
     if cfg.epochs == 0:
         from ..models import pretrained_has_head
 
@@ -722,6 +750,22 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                 f"{after['patient_macro_auc']:.4f} -> {final['patient_macro_auc']:.4f}, accuracy "
                 f"{after['patient_accuracy']:.4f} -> {final['patient_accuracy']:.4f} (vs mean_log_prob)")
 
+    operating_point = None
+    if positive is not None:
+        from ..operating_point import choose_threshold
+
+        _, pl, pp, _ = _patient_probs(logits, y_val, p_val, temperature, aggregation)  # as deployed
+        k = CLASSES.index(positive)
+        try:
+            operating_point = {"positive": positive, **choose_threshold(
+                pl == k, pp[:, k], target_sensitivity=op_request.get("target_sensitivity"))}
+        except ValueError as exc:
+            say(f"operating point: none ({exc})")
+        else:
+            say(f"operating point ({operating_point['rule']}, {len(pl)} validation patients): {positive} when "
+                f"P({positive}) >= {operating_point['threshold']:.3f}; validation sensitivity "
+                f"{operating_point['val_sensitivity']:.3f}, specificity {operating_point['val_specificity']:.3f}")
+
     training = {
         "config": cfg_json,
         "data": {"manifest": str(Path(data).resolve()), "fingerprint": fingerprint,
@@ -759,7 +803,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                                val_labels=y_val, seed=cfg.seed, log=say)
         training["export"] = json.loads(json.dumps(report, default=str))
     training["seconds"] = time.perf_counter() - t_start
-    bundle.update(training=training)
+    bundle.update(training=training, **({"operating_point": operating_point} if operating_point else {}))
     return bundle
 
 
