@@ -72,6 +72,39 @@ def write_cohort(root: Path, *, patients_per_class=(12, 12, 12), images_per_pati
     return manifest
 
 
+def write_binary_cohort(root: Path, *, n_benign: int = 12, n_malignant: int = 12, images_per_patient: int = 4,
+                        seed: int = 1, splits=("train", "val", "train", "val", "train", "test"),
+                        benign_looking: float = 0.0) -> Path:
+    """A 2-class cohort labelled ``benign`` / ``malignant`` (as a user's own data would be):
+    benign patients look like BTN, malignant ones alternately like NMTN and MMTN, except a
+    fraction ``benign_looking`` of them (every k-th patient) that look benign (the classes
+    overlap, as real ones do).  Writes PNGs + manifest.csv; returns the manifest path."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, n in (("benign", n_benign), ("malignant", n_malignant)):
+        for j in range(n):
+            look = 0 if name == "benign" else 1 + j % 2
+            if name == "malignant" and int((j + 1) * benign_looking) != int(j * benign_looking):
+                look = 0
+            pid = f"{name}-{j:03d}"
+            r = rng.uniform(9, 13)
+            cy, cx = rng.uniform(r + 3, FRAME_HW[0] - r - 3), rng.uniform(r + 3, FRAME_HW[1] - r - 3)
+            for k in range(images_per_patient):
+                frame = lesion_frame(rng, look, cy + rng.normal(0, 2), cx + rng.normal(0, 2), r)
+                rel = f"img/{pid}_{k}.png"
+                Image.fromarray(frame).save(root / rel)
+                rows.append({"path": rel, "patient_id": pid, "label": name, "split": splits[j % len(splits)]})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    return manifest
+
+
 TRAIN_KW = dict(arch="resnet18", width=WIDTH, image_size=IMAGE_SIZE, epochs=6, batch_size=16,
                 lr=3e-3, patience=10, seed=0, progress=False, threads=1,
                 preprocess={"denoise": "median3", "normalize": "percentile"})

@@ -135,6 +135,12 @@ class Bundle:
         return tuple(self._manifest["classes"])
 
     @property
+    def operating_point(self) -> dict | None:
+        """The decision threshold train chose on the validation patients (:mod:`thyrofast.operating_point`)."""
+        op = self._manifest.get("operating_point")
+        return dict(op) if op else None
+
+    @property
     def arch(self) -> str:
         return self._manifest["arch"]
 

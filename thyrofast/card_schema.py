@@ -134,6 +134,13 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
         check_spec(m.get("aggregation"), len(classes))
     except (TypeError, ValueError) as exc:
         field("aggregation", str(exc))
+    if m.get("operating_point") is not None:  # the decision threshold train chose (thyrofast.operating_point)
+        from .operating_point import check_operating_point
+
+        try:
+            check_operating_point(m["operating_point"], classes)
+        except ValueError as exc:
+            field("operating_point", str(exc))
 
     # the rest
     rd = m.get("read", {"crop": "auto"})

@@ -67,6 +67,8 @@ class CheckReport:
     split_screens: list[str] = dataclasses.field(default_factory=list)
     problems: list[Problem] = dataclasses.field(default_factory=list)
     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE
+    #: the data set's classes (from its labels or class folders, as ``thyrofast train`` takes them)
+    classes: list[str] = dataclasses.field(default_factory=lambda: list(CLASSES))
 
     @property
     def errors(self) -> list[Problem]:
@@ -88,7 +90,7 @@ class CheckReport:
                f"{self.n_frames_hashed} frames hashed"]
         out.append("class balance (images / patients):")
         for split, per in self.balance.items():
-            cells = "  ".join(f"{c} {per[c]['images']:>4} / {per[c]['patients']:<4}" for c in CLASSES)
+            cells = "  ".join(f"{c} {per[c]['images']:>4} / {per[c]['patients']:<4}" for c in self.classes)
             out.append(f"  {split:<8} {cells}")
         if self.split_screens:
             out.append(f"{len(self.split_screens)} split-screen image(s) (several B-mode panes; "
@@ -157,11 +159,20 @@ def _load(data: str) -> tuple[list, str, str]:
     if os.path.isdir(data):
         csv_path = os.path.join(data, "manifest.csv")
         if os.path.isfile(csv_path):
-            return read_manifest(csv_path), "manifest", os.path.abspath(data)
-        return scan_folder(data), "class folders", os.path.abspath(data)
+            return _either(read_manifest, csv_path), "manifest", os.path.abspath(data)
+        return _either(scan_folder, data), "class folders", os.path.abspath(data)
     if not os.path.exists(data):
         raise InputError("bad_manifest", "no such file or folder", source=data)
-    return read_manifest(data), "manifest", os.path.dirname(os.path.abspath(data))
+    return _either(read_manifest, data), "manifest", os.path.dirname(os.path.abspath(data))
+
+
+def _either(read, source: str) -> list:
+    """The records as the paper's preset (BTN/NMTN/MMTN) when they are, else with the data's own
+    classes (labels / folder names, as ``thyrofast train`` takes them)."""
+    try:
+        return read(source, classes=CLASSES)
+    except InputError:
+        return read(source, classes=None)
 
 
 def _patient_key(pid: str) -> str:
@@ -197,12 +208,17 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
     rep = CheckReport(source=data, layout=layout, n_images=len(records),
                       n_patients=len({r.patient_id for r in records}), near_duplicate_distance=int(near_distance))
     err = rep.problems.append
+    classes = tuple(records[0].classes) if records else CLASSES
+    if set(classes) <= set(CLASSES):  # the paper's preset: checked against all of its classes
+        records = [r.replace(label=CLASSES.index(r.label_name), classes=CLASSES) for r in records]
+        classes = CLASSES
+    rep.classes = list(classes)
 
     # --- manifest / labels ------------------------------------------------------------
     labels: dict[str, set[int]] = defaultdict(set)
     for r in records:
         labels[r.patient_id].add(r.label)
-    several = sorted(_patient_key(p) + ": " + "/".join(CLASSES[k] for k in sorted(s))
+    several = sorted(_patient_key(p) + ": " + "/".join(classes[k] for k in sorted(s))
                      for p, s in labels.items() if len(s) > 1)
     if several:
         err(Problem("several_labels", "error", f"{len(several)} patient(s) have images with different labels "
@@ -238,22 +254,23 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
     splits = sorted({r.split or "unsplit" for r in records}, key=lambda s: (["train", "val", "test",
                                                                              "unsplit"].index(s), s))
     for s in splits:
-        per = {c: {"images": 0, "patients": 0} for c in CLASSES}
-        pats: dict[str, set[str]] = {c: set() for c in CLASSES}
+        per = {c: {"images": 0, "patients": 0} for c in classes}
+        pats: dict[str, set[str]] = {c: set() for c in classes}
         for r in records:
             if (r.split or "unsplit") == s:
-                per[CLASSES[r.label]]["images"] += 1
-                pats[CLASSES[r.label]].add(r.patient_id)
-        for c in CLASSES:
+                per[classes[r.label]]["images"] += 1
+                pats[classes[r.label]].add(r.patient_id)
+        for c in classes:
             per[c]["patients"] = len(pats[c])
         rep.balance[s] = per
     present = {r.label for r in records}
-    empty = [c for k, c in enumerate(CLASSES) if k not in present]
+    empty = [c for k, c in enumerate(classes) if k not in present]
     if empty:
         err(Problem("empty_class", "error", f"no images of class {', '.join(empty)} "
-                    "(the model needs every class)", empty))
+                    "(the paper's preset needs every class; thyrofast train would make a model of the "
+                    f"classes present: {', '.join(c for c in classes if c not in empty)})", empty))
     if len(splits) > 1 or splits != ["unsplit"]:
-        gaps = [f"{s}: no {c}" for s in splits for c in CLASSES if rep.balance[s][c]["images"] == 0]
+        gaps = [f"{s}: no {c}" for s in splits for c in classes if rep.balance[s][c]["images"] == 0]
         if gaps:
             err(Problem("empty_class", "warning", f"{len(gaps)} split/class cell(s) are empty", gaps))
 

@@ -93,6 +93,13 @@ def bundle_aggregation(classifier) -> Any:
     return getattr(getattr(classifier, "bundle", None), "aggregation", "mean_log_prob")
 
 
+def bundle_operating_point(classifier) -> dict | None:
+    """The decision threshold of the classifier's bundle (``operating_point`` of its card), or None."""
+    manifest = getattr(getattr(classifier, "bundle", None), "manifest", None)
+    op = manifest.get("operating_point") if isinstance(manifest, dict) else None
+    return dict(op) if isinstance(op, dict) else None
+
+
 def _as_bundle(bundle) -> Any:
     if isinstance(bundle, (str, Path)):
         from .bundle import Bundle

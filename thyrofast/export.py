@@ -325,7 +325,7 @@ def onnx_logits(model: str | os.PathLike | bytes, frames: np.ndarray, *, batch: 
     frames = np.ascontiguousarray(frames, dtype=np.float32)
     out = [sess.run([OUTPUT_NAME], {INPUT_NAME: frames[i:i + batch]})[0]
            for i in range(0, len(frames), batch)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 3), np.float32)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
 def int8_gate(fp32_logits: np.ndarray, int8_logits: np.ndarray, labels: np.ndarray, *,
@@ -448,8 +448,8 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     cfg = bundle.manifest.get("training", {}).get("config", {})
     val_fraction = cfg.get("val_fraction", 0.15)
     seed = cfg.get("seed", seed)
-    records = read_manifest(data)
-    split = split_records(records, val_fraction=val_fraction, seed=seed)
+    records = read_manifest(data, classes=bundle.classes)
+    split = split_records(records, val_fraction=val_fraction, seed=seed, classes=bundle.classes)
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(split.train)[:n_calib].tolist())
     params = bundle.preprocess_params

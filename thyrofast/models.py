@@ -40,10 +40,11 @@ _RESNET_LAYERS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3,
                   "resnet50": ("bottleneck", [3, 4, 6, 3])}
 
 
-def arch_config(arch: str, in_channels: int = 1, width: float = 1.0, members: int = 1) -> dict:
+def arch_config(arch: str, in_channels: int = 1, width: float = 1.0, members: int = 1,
+                num_classes: int = NUM_CLASSES) -> dict:
     """The JSON-safe description of a model that :func:`build_model` rebuilds."""
-    _check_args(arch, in_channels, width, members)
-    cfg = {"arch": arch, "in_channels": int(in_channels), "width": float(width), "num_classes": NUM_CLASSES}
+    _check_args(arch, in_channels, width, members, num_classes)
+    cfg = {"arch": arch, "in_channels": int(in_channels), "width": float(width), "num_classes": int(num_classes)}
     if members > 1:  # absent for a single network, so older bundles read the same
         cfg["members"] = int(members)
     return cfg
@@ -67,8 +68,10 @@ def stack_members(states: Sequence[Mapping[str, Any]]) -> dict:
     return stacked
 
 
-def _check_args(arch: str, in_channels: int, width: float, members: int = 1) -> None:
+def _check_args(arch: str, in_channels: int, width: float, members: int = 1, num_classes: int = NUM_CLASSES) -> None:
     check_members(members)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(arch, str) or arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if in_channels not in (1, 3):
@@ -80,8 +83,8 @@ def _check_args(arch: str, in_channels: int, width: float, members: int = 1) -> 
 
 
 def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 1.0,
-                pretrained: str | os.PathLike | None = None, members: int = 1):
-    """Build ``arch`` for ``in_channels`` gray channels and 3 classes.
+                pretrained: str | os.PathLike | None = None, members: int = 1, num_classes: int = NUM_CLASSES):
+    """Build ``arch`` for ``in_channels`` gray channels and ``num_classes`` classes (default 3, the preset).
 
     ``members`` > 1: an ensemble of that many such networks (mean of logits).
 
@@ -91,16 +94,17 @@ def build_model(arch: str = "resnet18", *, in_channels: int = 1, width: float = 
     three times gives the same activations).  A classifier head of another
     shape (e.g. ImageNet's 1000 classes) is skipped.
     """
-    _check_args(arch, in_channels, width, members)
+    _check_args(arch, in_channels, width, members, num_classes)
     import torch.nn as nn
     import torchvision.models as tvm
 
     if members > 1:
-        model = _ensemble([build_model(arch, in_channels=in_channels, width=width) for _ in range(members)])
+        model = _ensemble([build_model(arch, in_channels=in_channels, width=width, num_classes=num_classes)
+                           for _ in range(members)])
     elif arch in _RESNET_LAYERS:
-        model = _scaled_resnet(arch, in_channels, float(width))
+        model = _scaled_resnet(arch, in_channels, float(width), num_classes)
     else:
-        model = getattr(tvm, arch)(weights=None, num_classes=NUM_CLASSES)
+        model = getattr(tvm, arch)(weights=None, num_classes=num_classes)
         first = _first_conv_parent(model, arch)
         parent, attr = first
         old = getattr(parent, attr)
@@ -136,7 +140,7 @@ def _first_conv_parent(model, arch: str):
     raise AssertionError(arch)  # pragma: no cover
 
 
-def _scaled_resnet(arch: str, in_channels: int, width: float):
+def _scaled_resnet(arch: str, in_channels: int, width: float, num_classes: int = NUM_CLASSES):
     """torchvision's ResNet with every stage's width scaled (same module names)."""
     import torch.nn as nn
     from torchvision.models import resnet as tvr
@@ -165,7 +169,7 @@ def _scaled_resnet(arch: str, in_channels: int, width: float):
             self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
             self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(planes[3] * block.expansion, NUM_CLASSES)
+            self.fc = nn.Linear(planes[3] * block.expansion, num_classes)
             for m in self.modules():  # torchvision's initialisation
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -258,11 +262,11 @@ def pretrained_members(path: str | os.PathLike) -> int:
 
 
 def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_channels: int = 1,
-                        width: float = 1.0) -> bool:
-    """Whether the ``.safetensors`` file at ``path`` holds this model's 3-class head
+                        width: float = 1.0, num_classes: int = NUM_CLASSES) -> bool:
+    """Whether the ``.safetensors`` file at ``path`` holds this model's ``num_classes``-class head
     (every member's, for an ensemble file)."""
     members = pretrained_members(path)
-    model = build_model(arch, in_channels=in_channels, width=width, members=members)
+    model = build_model(arch, in_channels=in_channels, width=width, members=members, num_classes=num_classes)
     head = {k: tuple(v.shape) for k, v in model.state_dict().items()
             if _split_member_key(k)[1].startswith(_HEAD_PREFIXES)}
     shapes = _tensor_shapes(path)
@@ -276,4 +280,5 @@ def count_parameters(model) -> int:
 def build_from_config(cfg: dict):
     """Rebuild the (untrained) model described by :func:`arch_config`'s dict."""
     return build_model(cfg["arch"], in_channels=int(cfg.get("in_channels", 1)),
-                       width=float(cfg.get("width", 1.0)), members=int(cfg.get("members", 1)))
+                       width=float(cfg.get("width", 1.0)), members=int(cfg.get("members", 1)),
+                       num_classes=int(cfg.get("num_classes", NUM_CLASSES)))

@@ -21,6 +21,12 @@ Per-patient records (``kind: "patient"``) aggregate all ``ok`` image records
 of the output with a non-null ``patient_id`` by mean log-probability.  They
 are written at the end of a run; when a later run adds images of a patient, a
 new patient record is appended and the *last* patient record of an id wins.
+
+Each ``ok`` record has ``probs`` keyed by the bundle's classes, ``pred`` (the
+argmax) and ``decision``: the class called at the bundle's operating point
+(``P(positive) >= threshold``, :mod:`thyrofast.operating_point`), or the argmax
+when the bundle has none.  CSV columns: :func:`csv_fields` (``prob_<class>``
+for each of the bundle's classes).
 """
 from __future__ import annotations
 
@@ -37,9 +43,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .classifier import bundle_aggregation, bundle_crop
+from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
+from .io.schema import DEFAULT_CLASSES
+from .operating_point import decide
 from ._fs import open_regular, sha256_file
 from .output_lock import OutputLock
 
@@ -51,17 +59,24 @@ __all__ = [
     "OutputError",
     "PredictSummary",
     "CSV_FIELDS",
+    "csv_fields",
 ]
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".npy"}
 MANIFEST_EXTENSIONS = {".csv"}
 
 _PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
-CSV_FIELDS = (
-    "kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
-    "prob_BTN", "prob_NMTN", "prob_MMTN", "n_images", "error_code", "error_message",
-    "saliency", *_PROVENANCE_FIELDS,
-)
+_CSV_HEAD = ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred", "decision")
+_CSV_TAIL = ("n_images", "error_code", "error_message", "saliency", *_PROVENANCE_FIELDS)
+
+
+def csv_fields(classes: Sequence[str] = DEFAULT_CLASSES) -> tuple[str, ...]:
+    """The CSV columns of a results file for a bundle with ``classes``: one ``prob_<class>`` each."""
+    return (*_CSV_HEAD, *(f"prob_{c}" for c in classes), *_CSV_TAIL)
+
+
+#: The CSV columns for the paper's preset (BTN/NMTN/MMTN); other bundles: :func:`csv_fields`.
+CSV_FIELDS = csv_fields(DEFAULT_CLASSES)
 #: DICOM modalities that are certainly not ultrasound (CT, MR, nuclear, X-ray, ...).  Others pass:
 #: ultrasound often reaches PACS as secondary capture ("OT") or without a Modality.
 NON_ULTRASOUND_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "CR", "DX", "MG", "XA", "RF", "RG", "IO", "PX",
@@ -235,19 +250,20 @@ def _read_npy(path: str) -> list[np.ndarray]:
 # -- output ----------------------------------------------------------------------------
 
 
-def _flatten(rec: dict) -> dict:
+def _flatten(rec: dict, fields: Sequence[str] = CSV_FIELDS) -> dict:
     row = {k: rec.get(k) for k in ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
-                                   "n_images", "saliency")}
+                                   "decision", "n_images", "saliency")}
     for c, v in (rec.get("probs") or {}).items():
         row[f"prob_{c}"] = v
     err = rec.get("error") or {}
     row["error_code"], row["error_message"] = err.get("code"), err.get("message")
     row.update(rec.get("provenance") or {})
-    return {k: ("" if row.get(k) is None else row[k]) for k in CSV_FIELDS}
+    return {k: ("" if row.get(k) is None else row[k]) for k in fields}
 
 
 def _unflatten(row: dict) -> dict:
-    rec: dict[str, Any] = {k: (row.get(k) or None) for k in ("kind", "input", "sha256", "patient_id", "status", "pred")}
+    rec: dict[str, Any] = {k: (row.get(k) or None) for k in ("kind", "input", "sha256", "patient_id", "status", "pred",
+                                                             "decision")}
     if row.get("frame_index"):
         rec["frame_index"] = int(row["frame_index"])
     if row.get("n_images"):
@@ -266,8 +282,11 @@ def _unflatten(row: dict) -> dict:
 class RecordWriter:
     """Append-only, crash-safe writer of prediction records (``.jsonl`` or ``.csv``)."""
 
-    def __init__(self, path: str | os.PathLike, fmt: str | None = None):
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None,
+                 classes: Sequence[str] = DEFAULT_CLASSES):
         self.path = Path(path)
+        self.classes = tuple(classes)
+        self.fields = csv_fields(self.classes)
         if self.path.is_dir():
             raise OutputError(errno.EISDIR, f"{self.path} is a folder; give a results file (.jsonl or .csv)")
         fmt = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "jsonl")
@@ -321,12 +340,17 @@ class RecordWriter:
                     self.records.append(rec)
         elif text:
             reader = csv.DictReader(io.StringIO(text))
-            if tuple(reader.fieldnames or ()) != CSV_FIELDS:
+            header = tuple(reader.fieldnames or ())
+            if header != self.fields:
+                theirs = [h[5:] for h in header if h.startswith("prob_")]
+                if header[:len(_CSV_HEAD)] == _CSV_HEAD and header[len(header) - len(_CSV_TAIL):] == _CSV_TAIL:
+                    raise OutputError(f"{self.path} holds predictions for the classes {', '.join(theirs)}, this "
+                                      f"bundle's are {', '.join(self.classes)}; write to another --out")
                 raise OutputError(f"{self.path} has a different CSV header; refusing to touch it")
             self.records.extend(_unflatten(r) for r in reader)
         if keep < len(data):
             # A run killed mid-append leaves the start of one of our lines; anything else is foreign.
-            if not _our_line_start(data[keep:], self.format, header_done=bool(text)):
+            if not _our_line_start(data[keep:], self.format, header_done=bool(text), fields=self.fields):
                 raise OutputError(f"{self.path} does not end like a thyrofast results file; refusing to touch it")
             os.ftruncate(self._fd, keep)
             os.fsync(self._fd)
@@ -334,16 +358,16 @@ class RecordWriter:
         self._size = keep
         if self.format == "csv" and self._size == 0:
             buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerow(CSV_FIELDS)
+            csv.writer(buf, lineterminator="\n").writerow(self.fields)
             self._append(buf.getvalue().encode())
 
     def _encode(self, records: Sequence[dict]) -> bytes:
         if self.format == "jsonl":
             return "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records).encode()
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n")
         for r in records:
-            w.writerow(_flatten(r))
+            w.writerow(_flatten(r, self.fields))
         return buf.getvalue().encode()
 
     def _append(self, data: bytes) -> None:
@@ -405,14 +429,14 @@ def _open_output(path: Path) -> int:
     return fd
 
 
-def _our_line_start(tail: bytes, fmt: str, *, header_done: bool) -> bool:
+def _our_line_start(tail: bytes, fmt: str, *, header_done: bool, fields: Sequence[str] = CSV_FIELDS) -> bool:
     """Whether ``tail`` (a last line without newline) is the beginning of a line we write."""
     if fmt == "jsonl":
         starts = (b'{"kind": "',)  # json.dumps of our records: "kind" is always the first key
     elif header_done:
         starts = (b"image,", b"patient,")
     else:
-        starts = (",".join(CSV_FIELDS).encode() + b"\n",)
+        starts = (",".join(fields).encode() + b"\n",)
     return any(tail.startswith(s) or s.startswith(tail) for s in starts)
 
 
@@ -428,7 +452,7 @@ def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance:
 
 
 def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict,
-                     aggregation: Any = "mean_log_prob") -> list[dict]:
+                     aggregation: Any = "mean_log_prob", operating_point: dict | None = None) -> list[dict]:
     from .classifier import aggregate_patients
 
     ok = [r for r in records if r.get("kind") == "image" and r.get("status") == "ok" and r.get("patient_id")]
@@ -441,6 +465,7 @@ def _patient_records(records: list[dict], classes: Sequence[str], provenance: di
     for pid, (p, n) in agg.items():
         rec = {"kind": "patient", "patient_id": pid, "status": "ok",
                "probs": {c: float(v) for c, v in zip(classes, p)}, "pred": classes[int(np.argmax(p))],
+               "decision": decide(p, classes, operating_point)[0],
                "n_images": int(n), "provenance": dict(provenance)}
         prev = last.get(pid)
         if prev and prev.get("n_images") == rec["n_images"] and prev.get("probs") and all(
@@ -473,13 +498,14 @@ def predict_files(
         items = expand_inputs([str(i) for i in inputs])  # type: ignore[arg-type]
     classes = tuple(classifier.classes)
     provenance = dict(classifier.provenance)
+    op = bundle_operating_point(classifier)  # the bundle's decision threshold (None: argmax)
     # files are read as the model was trained (the bundle's tissue crop)
     crop = bundle_crop(classifier)
     summary = PredictSummary(n_inputs=len(items))
     if saliency_dir is not None:
         _prepare_saliency_dir(Path(saliency_dir))  # before the results file is created or locked
     t0 = time.perf_counter()
-    with RecordWriter(out, fmt) as writer, _progress(len(items), progress) as bar:
+    with RecordWriter(out, fmt, classes) as writer, _progress(len(items), progress) as bar:
         summary.mixed_settings = _check_resume_provenance(writer, provenance)
         # Resume keys: path and SHA-256 (whole file), and with #frame (one frame
         # named by a manifest row).
@@ -534,7 +560,8 @@ def predict_files(
                         "kind": "image", "input": item.path, "sha256": sha, "frame_index": j,
                         "patient_id": item.patient_id or pid, "status": "ok",
                         "probs": {c: float(v) for c, v in zip(classes, p)},
-                        "pred": classes[int(np.argmax(p))], "provenance": dict(provenance),
+                        "pred": classes[int(np.argmax(p))], "decision": decide(p, classes, op)[0],
+                        "provenance": dict(provenance),
                     }
                     if j in regions:
                         rec.update(regions[j])
@@ -595,7 +622,7 @@ def predict_files(
                 flush()
                 n_pending_frames = 0
         flush()
-        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier))
+        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier), op)
         writer.write(patients)
         summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
     summary.seconds = time.perf_counter() - t0

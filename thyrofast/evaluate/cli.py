@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rule) or image")
     parser.add_argument("--aggregation-from", metavar="BUNDLE", default=None,
                         help="with --predictions: aggregate images per patient by this bundle's rule "
-                             "(default: mean log-probability)")
+                             "(default: mean log-probability) and report its operating point")
     parser.add_argument("--report", metavar="OUT", required=True,
                         help="output folder for report.json, report.md and figures")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -58,7 +58,9 @@ def main(args: argparse.Namespace) -> int:
             if args.aggregation_from:
                 from thyrofast.bundle import Bundle  # noqa: PLC0415
 
-                opts["aggregation"] = Bundle.load(args.aggregation_from, verify=False).aggregation
+                b = Bundle.load(args.aggregation_from, verify=False)
+                opts["aggregation"] = b.aggregation
+                opts["operating_point"] = b.operating_point  # its decision threshold too
             result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
                                           level=args.level, split=split, **opts)
         else:

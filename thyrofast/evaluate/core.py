@@ -22,7 +22,7 @@ from ..classifier import bundle_aggregation, bundle_crop
 from ..errors import InputError
 from . import inputs as I
 
-CLASSES = I.CLASSES
+_classes = I.classes
 AGGREGATION = "mean_log_prob"
 _CHUNK = 256  # bootstrap replicates per vectorized block (bounds memory)
 
@@ -77,6 +77,20 @@ def _kappa_reps(cm_b: np.ndarray) -> np.ndarray:
         return np.where(pe < 1, (po - pe) / (1 - pe), np.nan)
 
 
+def balanced_accuracy(y, pred, K: int) -> float:
+    """Mean recall over the classes present in ``y`` (nan when none)."""
+    return float(_balanced_reps(M.confusion_matrix(y, pred, K)[None].astype(np.float64))[0])
+
+
+def _balanced_reps(cm_b: np.ndarray) -> np.ndarray:
+    rows = cm_b.sum(axis=2)
+    diag = np.diagonal(cm_b, axis1=1, axis2=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rec = np.where(rows > 0, diag / np.where(rows > 0, rows, 1), np.nan)
+    present = (rows > 0).sum(axis=1)
+    return np.where(present > 0, np.nansum(rec, axis=1) / np.maximum(present, 1), np.nan)
+
+
 def _ece_reps(boot: _Boot, y, P, n_bins) -> np.ndarray:
     conf = P.max(axis=1)
     correct = (P.argmax(axis=1) == y).astype(np.float64)
@@ -123,12 +137,12 @@ def rater_metrics(
     Y = M.one_hot(y, K)
     notes: list[str] = []
     out: dict[str, Any] = {"n": int(y.size), "unit": unit,
-                           "n_per_class": {c: int((y == k).sum()) for k, c in enumerate(CLASSES)}}
+                           "n_per_class": {c: int((y == k).sum()) for k, c in enumerate(_classes())}}
 
     # --- AUC per class, macro, micro
     auc, roc, op = {}, {}, {}
     auc_reps = []
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(_classes()):
         a, lo, hi = M.delong_ci(Y[:, k], S[:, k], level)
         reps = boot.auc(Y[:, k], S[:, k])
         bs = boot.summary(a, reps, level)
@@ -159,10 +173,10 @@ def rater_metrics(
         roc[c] = {"fpr": fpr, "tpr": tpr, "thresholds": thr}
     out["auc"] = auc
     R = np.vstack(auc_reps)
-    valid = [k for k in range(K) if math.isfinite(auc[CLASSES[k]]["value"])]
-    macro = float(np.mean([auc[CLASSES[k]]["value"] for k in valid])) if valid else math.nan
+    valid = [k for k in range(K) if math.isfinite(auc[_classes()[k]]["value"])]
+    macro = float(np.mean([auc[_classes()[k]]["value"] for k in valid])) if valid else math.nan
     macro_reps = R[valid].mean(axis=0) if valid else np.full(n_boot, np.nan)
-    out["macro_auc"] = {**boot.summary(macro, macro_reps, level), "classes": [CLASSES[k] for k in valid]}
+    out["macro_auc"] = {**boot.summary(macro, macro_reps, level), "classes": [_classes()[k] for k in valid]}
     micro = M.micro_auc(y, S)
     out["micro_auc"] = boot.summary(micro, boot.auc(Y.ravel(), S.ravel(), repeat=K), level)
 
@@ -176,15 +190,19 @@ def rater_metrics(
     if not independent:
         acc.update(ci=acc_bs["ci"], ci_method="cluster bootstrap (patients)")
     out["accuracy"] = acc
+    cms = boot.confusions(y, pred, K)
+    # balanced accuracy: the mean per-class recall (accuracy that a skewed class mix cannot inflate)
+    out["balanced_accuracy"] = {**boot.summary(balanced_accuracy(y, pred, K), _balanced_reps(cms), level),
+                                "ci_method": "cluster bootstrap (patients)" if not independent else "bootstrap"}
     kap = M.cohen_kappa_ci(y, pred, K, level)
-    kap["ci_bootstrap"] = boot.summary(kap["value"], _kappa_reps(boot.confusions(y, pred, K)), level)["ci"]
+    kap["ci_bootstrap"] = boot.summary(kap["value"], _kappa_reps(cms), level)["ci"]
     if not independent:
         kap["ci_asymptotic"] = kap["ci"]
         kap.update(ci=kap["ci_bootstrap"], ci_method="cluster bootstrap (patients)")
     out["kappa"] = kap
 
     # --- per class at the call, operating points
-    pcm = M.per_class_metrics(y, pred, CLASSES, level, clusters=ids, n_boot=n_boot, seed=seed,
+    pcm = M.per_class_metrics(y, pred, _classes(), level, clusters=ids, n_boot=n_boot, seed=seed,
                               strata=y if stratified else None)
     for c, row in pcm.items():
         if not independent:
@@ -196,7 +214,7 @@ def rater_metrics(
     out["per_class"] = pcm
     out["operating_points"] = op
     cm = M.confusion_matrix(y, pred, K)
-    out["confusion_matrix"] = {"labels": list(CLASSES), "rows": "truth", "columns": "prediction",
+    out["confusion_matrix"] = {"labels": list(_classes()), "rows": "truth", "columns": "prediction",
                                "counts": cm, "row_normalized": M.row_normalize(cm)}
 
     # --- calibration
@@ -236,10 +254,10 @@ def compare(y, model_scores, model_pred, ref_scores, ref_pred, ids, *, level=0.9
     bootstrap intervals.
     """
     y = np.asarray(y, dtype=np.int64)
-    K = len(CLASSES)
+    K = len(_classes())
     Y = M.one_hot(y, K)
     out: dict[str, Any] = {"n": int(y.size), "delong": {}}
-    for k, c in enumerate(CLASSES):
+    for k, c in enumerate(_classes()):
         r = M.delong_paired(Y[:, k], model_scores[:, k], ref_scores[:, k], level)
         r = {"auc_model": r["auc_a"], "auc_reference": r["auc_b"], "diff": r["diff"], "se": r["se"],
              "ci": r["ci"], "z": r["z"], "p": r["p"]}
@@ -271,6 +289,28 @@ def compare(y, model_scores, model_pred, ref_scores, ref_pred, ids, *, level=0.9
 # entry points
 
 
+def _at_operating_point(y: np.ndarray, probs: np.ndarray, op: Mapping) -> dict:
+    """Calls at the bundle's decision threshold, against the argmax: accuracy, balanced accuracy,
+    sensitivity and specificity of the positive class."""
+    from ..operating_point import decide
+
+    cls = list(_classes())
+    K, k = len(cls), cls.index(op["positive"])
+    calls = np.array([cls.index(c) for c in decide(probs, cls, op)], dtype=np.int64)
+    argmax = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+
+    def rates(pred):
+        pos, neg = y == k, y != k
+        return {"accuracy": float(np.mean(pred == y)) if y.size else math.nan,
+                "balanced_accuracy": balanced_accuracy(y, pred, K),
+                "sensitivity": float(np.mean(pred[pos] == k)) if pos.any() else math.nan,
+                "specificity": float(np.mean(pred[neg] != k)) if neg.any() else math.nan}
+
+    return {**{key: op.get(key) for key in ("positive", "threshold", "rule", "val_sensitivity",
+                                             "val_specificity")},
+            "n": int(y.size), "at_threshold": rates(calls), "argmax": rates(argmax)}
+
+
 def _provenance(records: Sequence[Mapping]) -> dict:
     provs = [r.get("provenance") for r in records if isinstance(r.get("provenance"), Mapping)]
     if not provs:
@@ -295,6 +335,7 @@ def evaluate_predictions(
     stratified: bool = True,
     n_bins: int = 10,
     aggregation: Any = AGGREGATION,
+    operating_point: Mapping | None = None,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -314,9 +355,18 @@ def evaluate_predictions(
         raise ValueError(f"level must be 'patient' or 'image', got {level!r}")
     if n_boot < 100:
         raise ValueError("n_boot must be at least 100")
+    records = I.load_records(predictions)
+    # the classes of the predictions (a bundle's own label set), in the model's order
+    with I.using_classes(I.record_classes(records) or I.classes()):
+        return _evaluate_records(records, predictions, labels, readers, level, split, ci_level=ci_level,
+                                 n_boot=n_boot, seed=seed, stratified=stratified, n_bins=n_bins,
+                                 aggregation=aggregation, operating_point=operating_point)
+
+
+def _evaluate_records(records, predictions, labels, readers, level, split, *, ci_level, n_boot, seed,
+                      stratified, n_bins, aggregation, operating_point=None) -> dict:
     lab = I.load_labels(labels, split)
     src = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "records"
-    records = I.load_records(predictions)
     n_image_records = sum(1 for r in records if r.get("kind", "image") != "patient")
     notes: list[str] = []
     stats: dict[str, Any] = {"records": len(records)}
@@ -344,7 +394,7 @@ def evaluate_predictions(
         "format": "thyrofast-evaluation",
         "format_version": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "classes": list(CLASSES),
+        "classes": list(_classes()),
         "level": level,
         "aggregation": describe_aggregation(aggregation) if (level == "patient" and img is not None) else None,
         "split": split,
@@ -354,18 +404,23 @@ def evaluate_predictions(
         "counts": {
             "patients": len(pat.ids),
             "images": len(img.ids) if img is not None else None,
-            "patients_per_class": {c: int((pat.y == k).sum()) for k, c in enumerate(CLASSES)},
-            "images_per_class": ({c: int((img.y == k).sum()) for k, c in enumerate(CLASSES)}
+            "patients_per_class": {c: int((pat.y == k).sum()) for k, c in enumerate(_classes())},
+            "images_per_class": ({c: int((img.y == k).sum()) for k, c in enumerate(_classes())}
                                  if img is not None else None),
             "records": stats,
         },
         "provenance": _provenance(records),
         "model": rater_metrics(main.y, main.probs, main.ids, n_bins=n_bins, unit=level, **kw),
     }
-    small = [c for k, c in enumerate(CLASSES) if 0 < (pat.y == k).sum() < 10]
+    if len(_classes()) == 2:  # binary: the AUC (DeLong CI) of the positive class, the second in order
+        pos = (operating_point or {}).get("positive") or _classes()[1]
+        result["binary"] = {"positive": pos, "auc": result["model"]["auc"][pos]}
+    if operating_point and operating_point.get("positive") in _classes():
+        result["operating_point"] = _at_operating_point(main.y, main.probs, operating_point)
+    small = [c for k, c in enumerate(_classes()) if 0 < (pat.y == k).sum() < 10]
     if small:
         notes.append("few patients in " + ", ".join(
-            f"{c} ({int((pat.y == CLASSES.index(c)).sum())})" for c in small)
+            f"{c} ({int((pat.y == _classes().index(c)).sum())})" for c in small)
             + ": intervals are wide; read them, not the point estimates")
     if level == "image":
         result["model_patient"] = rater_metrics(pat.y, pat.probs, pat.ids, n_bins=n_bins, **kw)
@@ -486,14 +541,14 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
             chunk = frames[b0:b0 + batch_frames]
             batch = np.stack(chunk) if len({f.shape for f in chunk}) == 1 else chunk
             p = np.asarray(classifier.predict(batch), dtype=np.float64)
-            probs.append(p.reshape(-1, len(CLASSES)))
+            probs.append(p.reshape(-1, len(_classes())))
         probs = np.vstack(probs)
         for fi, p in enumerate(probs):
             if want is not None and fi not in want and len(probs) > 1:
                 continue
             records.append({"kind": "image", "input": path, "frame_index": fi, "status": "ok",
-                            "probs": dict(zip(CLASSES, map(float, p))),
-                            "pred": CLASSES[int(np.argmax(p))],
+                            "probs": dict(zip(_classes(), map(float, p))),
+                            "pred": _classes()[int(np.argmax(p))],
                             "provenance": getattr(classifier, "provenance", None)})
     return records
 
@@ -535,17 +590,27 @@ def evaluate_bundle(
     arguments go to :func:`evaluate_predictions`.
     """
     manifest = _manifest_of(data)
-    lab = I.load_labels(manifest, split)
-    if readers is None:
-        cand = os.path.join(os.path.dirname(os.path.abspath(manifest)), "readers.csv")
-        readers = cand if os.path.isfile(cand) else None
     if classifier is None:
         from thyrofast import Classifier  # noqa: PLC0415 - lazy: inference backends
 
         classifier = Classifier.load(bundle, backend=backend, device=device)
+    with I.using_classes(getattr(classifier, "classes", None) or I.classes()):
+        return _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier, reader, progress,
+                                **kwargs)
+
+
+def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier, reader, progress, **kwargs):
+    lab = I.load_labels(manifest, split)
+    if readers is None:
+        cand = os.path.join(os.path.dirname(os.path.abspath(manifest)), "readers.csv")
+        readers = cand if os.path.isfile(cand) else None
     records = predict_manifest(classifier, lab, reader=reader, progress=progress)
     if "aggregation" not in kwargs:
         kwargs["aggregation"] = bundle_aggregation(classifier)
+    if "operating_point" not in kwargs:
+        from ..classifier import bundle_operating_point  # noqa: PLC0415
+
+        kwargs["operating_point"] = bundle_operating_point(classifier)
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

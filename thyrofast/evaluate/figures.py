@@ -14,7 +14,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .inputs import CLASSES
+from .inputs import classes as _classes
+from .inputs import using_classes as _using_classes
+
+
+def _result_classes(fn):
+    """Run ``fn(result, ...)`` with the evaluation's class list (``result["classes"]``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(result, *args, **kwargs):
+        with _using_classes(result.get("classes") if hasattr(result, "get") else None):
+            return fn(result, *args, **kwargs)
+    return wrapper
 
 DPI = 200
 # colour-blind safe (Okabe & Ito 2008)
@@ -61,6 +73,7 @@ def _style_axes(ax) -> None:
     ax.set_yticks(np.linspace(0, 1, 6))
 
 
+@_result_classes
 def draw_roc(result: Mapping, path: Path) -> None:
     """One panel per class: model curve (AUC and CI in the legend), Bayes curve,
     reader operating points (their one-vs-rest sensitivity and 1 − specificity)."""
@@ -69,11 +82,11 @@ def draw_roc(result: Mapping, path: Path) -> None:
     lvl = result["level"]
     with matplotlib.rc_context(_RC):
         fig = _new(11.0, 5.0, layout="constrained")
-        axes = fig.subplots(1, len(CLASSES))
+        axes = fig.subplots(1, len(_classes()))
         model = result["model"]
         mpat = result.get("model_patient")
         others = [n for n in result.get("readers", {}) if n not in READER_STYLE]
-        for k, cls in enumerate(CLASSES):
+        for k, cls in enumerate(_classes()):
             ax = axes[k]
             _style_axes(ax)
             r = model["roc"][cls]
@@ -132,8 +145,8 @@ def draw_roc(result: Mapping, path: Path) -> None:
 def _heat(ax, M, fmt, title, cmap, vmax, cbar_label, fig):
     im = ax.imshow(M, cmap=cmap, vmin=0, vmax=vmax)
     K = M.shape[0]
-    ax.set_xticks(range(K), CLASSES)
-    ax.set_yticks(range(K), CLASSES)
+    ax.set_xticks(range(K), _classes())
+    ax.set_yticks(range(K), _classes())
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     ax.set_title(title)
@@ -150,6 +163,7 @@ def _heat(ax, M, fmt, title, cmap, vmax, cbar_label, fig):
     cb.outline.set_visible(False)
 
 
+@_result_classes
 def draw_confusion(result: Mapping, path: Path) -> None:
     """Counts and row-normalized (recall per true class) heat maps of the model."""
     import matplotlib  # noqa: PLC0415
@@ -168,6 +182,7 @@ def draw_confusion(result: Mapping, path: Path) -> None:
         _save(fig, path)
 
 
+@_result_classes
 def draw_calibration(result: Mapping, path: Path) -> None:
     """Reliability diagram (top-label confidence vs accuracy) with Wilson bars and counts."""
     import matplotlib  # noqa: PLC0415
@@ -219,6 +234,7 @@ def draw_calibration(result: Mapping, path: Path) -> None:
         _save(fig, path)
 
 
+@_result_classes
 def draw_all(result: Mapping, out_dir) -> dict[str, str]:
     """Draw every figure that applies; returns ``{name: file name}``."""
     out = Path(out_dir)

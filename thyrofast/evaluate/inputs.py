@@ -6,6 +6,8 @@ Every problem with a file is an :class:`~thyrofast.errors.InputError`.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import json
 import os
@@ -20,8 +22,36 @@ from ..io.frame import hash_patient_id
 from ..io.manifest import read_manifest
 from ..io.schema import DEFAULT_CLASSES, label_index
 
-#: The class order of every table here: the preset (docs/contracts.md).
+#: The preset class order (docs/contracts.md); an evaluation uses the bundle's / predictions' classes
+#: (:func:`using_classes`, read back with :func:`classes`).
 CLASSES: tuple[str, ...] = DEFAULT_CLASSES
+_ACTIVE: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("thyrofast_eval_classes",
+                                                                          default=DEFAULT_CLASSES)
+
+
+def classes() -> tuple[str, ...]:
+    """The class order of the evaluation in progress (the preset unless :func:`using_classes` set one)."""
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def using_classes(names: Sequence[str] | None):
+    """Evaluate with the class list ``names`` (a bundle's, or the prediction records') inside the block."""
+    token = _ACTIVE.set(tuple(names) if names else DEFAULT_CLASSES)
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+
+
+def record_classes(records: Sequence[Mapping]) -> tuple[str, ...] | None:
+    """The class names of prediction records (the ``probs`` keys of the first record that has them)."""
+    for r in records:
+        probs = r.get("probs")
+        if isinstance(probs, Mapping) and len(probs) >= 2:
+            names = tuple(str(k) for k in probs)
+            return DEFAULT_CLASSES if set(names) == set(DEFAULT_CLASSES) else names
+    return None
 
 
 @dataclass
@@ -65,7 +95,7 @@ def _read_csv(path: str | os.PathLike, what: str) -> tuple[list[str], list[dict]
 
 def _label_index(value: str, where: str, source: str) -> int:
     try:
-        return label_index(value, CLASSES)
+        return label_index(value, classes())
     except ValueError as exc:
         raise InputError("bad_manifest", f"{where}: {exc}", source=source) from None
 
@@ -78,7 +108,7 @@ def load_labels(manifest: str | os.PathLike, split: str | None = None) -> Labels
     source = str(manifest)
     if not Path(manifest).is_file():
         raise InputError("unreadable", "labels manifest not found", source=source)
-    records = read_manifest(manifest)
+    records = read_manifest(manifest, classes=classes())
     if split is not None:
         if all(r.split is None for r in records):
             raise InputError("bad_split", f"split {split!r} asked but the manifest has no split column "
@@ -86,7 +116,7 @@ def load_labels(manifest: str | os.PathLike, split: str | None = None) -> Labels
         records = [r for r in records if r.split == split]
         if not records:
             raise InputError("bad_split", f"no rows with split == {split!r}", source=source)
-    bayes_cols = [f"bayes_{c}" for c in CLASSES]
+    bayes_cols = [f"bayes_{c}" for c in classes()]
     has_bayes = all(c in records[0].extra for c in bayes_cols)
     patient_label: dict[str, int] = {}
     bayes: dict[str, np.ndarray] = {}
@@ -110,12 +140,13 @@ def load_labels(manifest: str | os.PathLike, split: str | None = None) -> Labels
 
 
 def _records_from_csv(path: Path) -> list[dict]:
-    _, rows = _read_csv(path, "predictions")
+    fields, rows = _read_csv(path, "predictions")
+    cols = [k for k in fields if k and k.startswith("prob_")]  # the bundle's classes, in its order
     out = []
     for r in rows:
-        rec = {k: v for k, v in r.items() if not k.startswith("prob_")}
-        if all(f"prob_{c}" in r for c in CLASSES) and all((r[f"prob_{c}"] or "") != "" for c in CLASSES):
-            rec["probs"] = {c: r[f"prob_{c}"] for c in CLASSES}
+        rec = {k: v for k, v in r.items() if not (k or "").startswith("prob_")}
+        if cols and all((r.get(k) or "") != "" for k in cols):
+            rec["probs"] = {k[5:]: r[k] for k in cols}
         fi = (r.get("frame_index") or "").strip()
         rec["frame_index"] = int(fi) if fi.lstrip("-").isdigit() else 0
         rec.setdefault("kind", "image")
@@ -162,18 +193,18 @@ def load_records(predictions) -> list[dict]:
 
 def _probs_of(rec: Mapping, source: str) -> np.ndarray:
     probs = rec.get("probs")
-    if not isinstance(probs, Mapping) or not all(c in probs for c in CLASSES):
-        raise InputError("unreadable", f"record for {rec.get('input')!r} lacks probs for {CLASSES}",
+    if not isinstance(probs, Mapping) or not all(c in probs for c in classes()):
+        raise InputError("unreadable", f"record for {rec.get('input')!r} lacks probs for {classes()}",
                          source=source)
     try:
-        v = np.array([float(probs[c]) for c in CLASSES])
+        v = np.array([float(probs[c]) for c in classes()])
     except (TypeError, ValueError):
         raise InputError("unreadable", f"non-numeric probs in record for {rec.get('input')!r}",
                          source=source) from None
     if not np.all(np.isfinite(v)) or np.any(v < 0):
         raise InputError("unreadable", f"invalid probs {v.tolist()} for {rec.get('input')!r}", source=source)
     s = v.sum()
-    return v / s if s > 0 else np.full(len(CLASSES), 1.0 / len(CLASSES))
+    return v / s if s > 0 else np.full(len(classes()), 1.0 / len(classes()))
 
 
 class _PathMatcher:
@@ -294,7 +325,7 @@ def load_readers(path: str | os.PathLike) -> dict[str, Reader]:
     """readers.csv -> {reader name: Reader} (one row per reader and patient)."""
     source = str(path)
     fields, rows = _read_csv(path, "readers CSV")
-    need = ["reader", "patient_id", "call"] + [f"score_{c}" for c in CLASSES]
+    need = ["reader", "patient_id", "call"] + [f"score_{c}" for c in classes()]
     missing = [c for c in need if c not in fields]
     if missing:
         raise InputError("bad_manifest", f"readers CSV lacks column(s) {missing}", source=source)
@@ -306,7 +337,7 @@ def load_readers(path: str | os.PathLike) -> dict[str, Reader]:
             raise InputError("bad_manifest", f"line {i}: empty reader or patient_id", source=source)
         call = _label_index(r["call"], f"line {i}", source)
         try:
-            sc = np.array([float(r[f"score_{c}"]) for c in CLASSES])
+            sc = np.array([float(r[f"score_{c}"]) for c in classes()])
         except (TypeError, ValueError):
             raise InputError("bad_manifest", f"line {i}: scores must be numbers", source=source) from None
         if not np.all(np.isfinite(sc)):

@@ -9,7 +9,19 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._fs import atomic_write_text
-from .inputs import CLASSES
+from .inputs import classes as _classes
+from .inputs import using_classes as _using_classes
+
+
+def _result_classes(fn):
+    """Run ``fn(result, ...)`` with the evaluation's class list (``result["classes"]``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(result, *args, **kwargs):
+        with _using_classes(result.get("classes") if hasattr(result, "get") else None):
+            return fn(result, *args, **kwargs)
+    return wrapper
 
 #: Display names, in the paper's order.
 RATER_TITLES = {"model": "Model (thyrofast)", "bayes": "Bayes reference", "junior": "Junior radiologist",
@@ -98,6 +110,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # markdown
 
 
+@_result_classes
 def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
                     reference: Mapping[str, Mapping] | None = None) -> str:
     """The report as Markdown, laid out like the paper's tables.
@@ -131,15 +144,24 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
     m = result["model"]
     L += [f"## Table 1. Model performance per class (one-vs-rest, {lvl} level)", ""]
     rows = []
-    for cls in CLASSES:
+    for cls in _classes():
         pc = m["per_class"][cls]
         rows.append([cls, _ci(m["auc"][cls]), _pct(pc["sensitivity"]), _pct(pc["specificity"]),
                      _pct(pc["ppv"]), _pct(pc["npv"]), _ci(pc["f1"]), str(pc["support"])])
     L += _table(["Class", "AUC (95% CI)", "Sensitivity", "Specificity", "PPV", "NPV", "F1", "n"], rows)
+    bal = f"; balanced accuracy {_ci(m['balanced_accuracy'])}" if "balanced_accuracy" in m else ""
     L += ["", f"Macro AUC {_ci(m['macro_auc'])}; micro AUC {_ci(m['micro_auc'])}; "
-          f"accuracy {_pct(m['accuracy'])}; Cohen's κ {_ci(m['kappa'])}"
+          f"accuracy {_pct(m['accuracy'])}{bal}; Cohen's κ {_ci(m['kappa'])}"
           + (f"; ECE {_ci(m['calibration']['ece'])}, Brier {_f(m['calibration']['brier'])}"
              if "calibration" in m else "") + ".", ""]
+    opr = result.get("operating_point")
+    if opr:
+        at, am = opr["at_threshold"], opr["argmax"]
+        L += [f"Operating point ({opr['rule']}, chosen on the validation patients): {opr['positive']} when "
+              f"P({opr['positive']}) ≥ {opr['threshold']:.3f}.", ""]
+        L += _table(["Call", "Accuracy", "Balanced accuracy", f"Sensitivity ({opr['positive']})", "Specificity"],
+                    [[name, _f(r["accuracy"]), _f(r["balanced_accuracy"]), _f(r["sensitivity"]),
+                      _f(r["specificity"])] for name, r in (("operating point", at), ("argmax", am))]) + [""]
 
     # Table 2: raters side by side
     rs = raters(result)
@@ -150,14 +172,14 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         for key, name, mm in rs:
             if key == "model" and "model_patient" in result:
                 mm = result["model_patient"]
-            rows.append([name] + [_ci(mm["auc"][cls]) for cls in CLASSES]
+            rows.append([name] + [_ci(mm["auc"][cls]) for cls in _classes()]
                         + [_ci(mm["macro_auc"]), _pct(mm["accuracy"]), _ci(mm["kappa"])])
         for title, ref in (reference or {}).items():
             auc_ref = ref.get("auc") or {}
             acc = ref.get("accuracy")
-            rows.append([f"*{title}*"] + [_f(auc_ref.get(cls), 2) for cls in CLASSES]
+            rows.append([f"*{title}*"] + [_f(auc_ref.get(cls), 2) for cls in _classes()]
                         + [_f(ref.get("macro_auc"), 2), "–" if acc is None else f"{100 * acc:.0f}%", "–"])
-        L += _table(["Rater"] + [f"AUC {cls}" for cls in CLASSES] + ["Macro AUC", "Accuracy", "κ"], rows)
+        L += _table(["Rater"] + [f"AUC {cls}" for cls in _classes()] + ["Macro AUC", "Accuracy", "κ"], rows)
         L += [""]
         if len(rs) > 1:
             L += ["Per-class sensitivity / specificity at each rater's call:", ""]
@@ -166,8 +188,8 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
                 if key == "model" and "model_patient" in result:
                     mm = result["model_patient"]
                 rows.append([name] + [f"{_pct(mm['per_class'][cls]['sensitivity'])} / "
-                                      f"{_pct(mm['per_class'][cls]['specificity'])}" for cls in CLASSES])
-            L += _table(["Rater"] + [f"{cls} sens / spec" for cls in CLASSES], rows) + [""]
+                                      f"{_pct(mm['per_class'][cls]['specificity'])}" for cls in _classes()])
+            L += _table(["Rater"] + [f"{cls} sens / spec" for cls in _classes()], rows) + [""]
 
     # Table 3: tests
     comps = result.get("comparisons") or {}
@@ -176,7 +198,7 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         rows = []
         for ref, cm in comps.items():
             name = RATER_TITLES.get(ref, ref)
-            for cls in CLASSES:
+            for cls in _classes():
                 d = cm["delong"][cls]
                 rows.append([name, f"AUC {cls}", f"{_f(d['auc_model'])} vs {_f(d['auc_reference'])}",
                              _ci({"value": d["diff"], "ci": d["ci"]}), _f(d["z"], 2), _p(d["p"]),
@@ -195,15 +217,15 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
     L += [f"## Confusion matrix (model, {lvl} level; rows = truth, columns = prediction)", ""]
     cmx = m["confusion_matrix"]
     rows = []
-    for i, cls in enumerate(CLASSES):
+    for i, cls in enumerate(_classes()):
         cnt = cmx["counts"][i]
         rn = cmx["row_normalized"][i]
-        rows.append([f"**{cls}**"] + [f"{int(cnt[j])} ({_pct_plain(rn[j])})" for j in range(len(CLASSES))])
-    L += _table(["truth \\ predicted"] + list(CLASSES), rows) + [""]
+        rows.append([f"**{cls}**"] + [f"{int(cnt[j])} ({_pct_plain(rn[j])})" for j in range(len(_classes()))])
+    L += _table(["truth \\ predicted"] + list(_classes()), rows) + [""]
     for key, name, mm in rs[1:]:
         cmx = mm["confusion_matrix"]
-        rows = [[f"**{cls}**"] + [str(int(v)) for v in cmx["counts"][i]] for i, cls in enumerate(CLASSES)]
-        L += [f"{name}:", ""] + _table(["truth \\ call"] + list(CLASSES), rows) + [""]
+        rows = [[f"**{cls}**"] + [str(int(v)) for v in cmx["counts"][i]] for i, cls in enumerate(_classes())]
+        L += [f"{name}:", ""] + _table(["truth \\ call"] + list(_classes()), rows) + [""]
 
     if figures:
         L += ["## Figures", ""]
@@ -219,6 +241,7 @@ def _pct_plain(x) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.0f}%"
 
 
+@_result_classes
 def write_report(result: Mapping, out_dir, figures: bool = True,
                  reference: Mapping[str, Mapping] | None = None) -> dict[str, str]:
     """Write ``report.json``, ``report.md`` and (by default) PNG figures into ``out_dir``.
@@ -250,10 +273,11 @@ def write_report(result: Mapping, out_dir, figures: bool = True,
     return written
 
 
+@_result_classes
 def summary_lines(result: Mapping) -> list[str]:
     """A compact fixed-width table for the terminal."""
     w = 18
-    head = f"{'':<19}" + "".join(f"{'AUC ' + c:>{w}}" for c in CLASSES) + f"{'macro AUC':>{w}}{'accuracy':>{w}}"
+    head = f"{'':<19}" + "".join(f"{'AUC ' + c:>{w}}" for c in _classes()) + f"{'macro AUC':>{w}}{'accuracy':>{w}}"
     lines = [head, "-" * len(head)]
     for key, name, mm in raters(result):
         if key == "model" and "model_patient" in result:
@@ -262,10 +286,19 @@ def summary_lines(result: Mapping) -> list[str]:
         lo, hi = acc["ci"]
         acc_s = (f"{100 * acc['value']:.0f}% ({100 * lo:.0f}–{100 * hi:.0f})"
                  if math.isfinite(acc["value"]) and math.isfinite(lo) else "n/a")
-        cells = [_ci(mm["auc"][c], 2) for c in CLASSES] + [_ci(mm["macro_auc"], 2), acc_s]
+        cells = [_ci(mm["auc"][c], 2) for c in _classes()] + [_ci(mm["macro_auc"], 2), acc_s]
         lines.append(f"{name.replace(' radiologist', '')[:19]:<19}" + "".join(f"{x:>{w}}" for x in cells))
+    bal = result["model"].get("balanced_accuracy")
+    if bal:
+        lines.append(f"model balanced accuracy (argmax) {_ci(bal, 2)}")
+    opr = result.get("operating_point")
+    if opr:
+        at, am = opr["at_threshold"], opr["argmax"]
+        lines.append(f"operating point ({opr['rule']}): {opr['positive']} when P >= {opr['threshold']:.3f}: "
+                     f"balanced accuracy {_f(at['balanced_accuracy'], 2)} (argmax {_f(am['balanced_accuracy'], 2)}), "
+                     f"sensitivity {_f(at['sensitivity'], 2)}, specificity {_f(at['specificity'], 2)}")
     for ref, cm in (result.get("comparisons") or {}).items():
-        ps = ", ".join(f"{c} {_p_is(cm['delong'][c]['p'])}" for c in CLASSES)
+        ps = ", ".join(f"{c} {_p_is(cm['delong'][c]['p'])}" for c in _classes())
         who = "model (patients)" if "model_patient" in result else "model"
         lines.append(f"{who} vs {ref}: DeLong {ps}; McNemar {_p_is(cm['mcnemar']['p'])}")
     return lines

@@ -20,12 +20,12 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .._fs import atomic_write
 from ..errors import InputError
 from .frame import hash_patient_id
-from .schema import DEFAULT_CLASSES, SPLITS, label_index
+from .schema import DEFAULT_CLASSES, SPLITS, classes_from_names, label_index
 from .splits import check_split
 
 __all__ = ["Record", "read_manifest", "read_dataset", "manifest_csv", "write_manifest", "scan_folder",
@@ -45,17 +45,19 @@ class Record:
 
     path: str  # absolute
     patient_id: str
-    label: int  # index into the class list (DEFAULT_CLASSES)
+    label: int  # index into ``classes``
     split: str | None = None
     frame_index: int | None = None  # None: every frame of the file (see expand_frames)
     view: str | None = None
     extra: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
     #: the path relative to the data set's folder when inside it (posix separators), else ``path``
     rel: str | None = dataclasses.field(default=None, compare=False)
+    #: the data set's class list, which ``label`` indexes (the preset unless read with ``classes=None``)
+    classes: tuple[str, ...] = dataclasses.field(default=DEFAULT_CLASSES, compare=False, repr=False)
 
     @property
     def label_name(self) -> str:
-        return DEFAULT_CLASSES[self.label]
+        return self.classes[self.label]
 
     def replace(self, **changes: Any) -> "Record":
         return dataclasses.replace(self, **changes)
@@ -73,8 +75,14 @@ def _rel(path: str, root: str) -> str:
         return str(path)
 
 
-def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list[Record]:
-    """Read a CSV manifest; ``InputError('bad_manifest')`` names the first bad line."""
+def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
+                  classes: Sequence[str] | None = DEFAULT_CLASSES) -> list[Record]:
+    """Read a CSV manifest; ``InputError('bad_manifest')`` names the first bad line.
+
+    ``classes``: the label names allowed (``Record.label`` indexes them); ``None``
+    takes them from the ``label`` column (:func:`thyrofast.io.schema.classes_from_names`:
+    the preset's order when the labels are preset names, else sorted).
+    """
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
     try:
@@ -86,7 +94,14 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
                 raise InputError("bad_manifest", f"missing column(s) {missing}; a manifest needs "
                                  "path, patient_id, label[, split]", source=path)
             reader.fieldnames = header
-            records = [_record(row, base, line=reader.line_num, source=path) for row in reader]
+            rows = [(reader.line_num, row) for row in reader]
+        if classes is None and rows:
+            try:
+                classes = classes_from_names(_field(row, "label") for _, row in rows)
+            except ValueError as exc:
+                raise InputError("bad_manifest", f"label column: {exc}", source=path) from None
+        classes = tuple(classes or DEFAULT_CLASSES)
+        records = [_record(row, base, line=line, source=path, classes=classes) for line, row in rows]
     except InputError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -103,25 +118,42 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
     return records
 
 
+#: What a data set may be, for error messages.
+LAYOUT_RULE = (f"pass a manifest CSV, a folder holding {MANIFEST_NAME} (columns path, patient_id, label[, split]), "
+               "or a folder with one sub-folder per class (2 or more, named by the class, e.g. benign/ "
+               "malignant/ or BTN/ NMTN/ MMTN/), each holding images or one folder per patient")
+
+
+def _subfolders(root: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(root) if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
+    except OSError:
+        return []
+
+
 def manifest_csv(data: str | os.PathLike) -> str | None:
     """The manifest CSV behind ``data`` (the CSV, or a folder holding ``manifest.csv``);
-    None for a class-folder layout (``BTN/ NMTN/ MMTN/``, which annotates nothing)."""
+    None for a class-folder layout (a folder without ``manifest.csv`` that has
+    sub-folders: ``benign/ malignant/``, ``BTN/ NMTN/ MMTN/``; it annotates nothing)."""
     data = os.fspath(data)
     if os.path.isdir(data) and not os.path.isfile(os.path.join(data, MANIFEST_NAME)):
-        if any(os.path.isdir(os.path.join(data, n)) and n.upper() in DEFAULT_CLASSES for n in os.listdir(data)):
+        if _subfolders(data):
             return None
+        raise InputError("bad_manifest", f"no {MANIFEST_NAME} and no class sub-folders: {LAYOUT_RULE}",
+                         source=data)
     path = os.path.join(data, MANIFEST_NAME) if os.path.isdir(data) else data
     if not os.path.isfile(path):
-        raise InputError("bad_manifest", "no manifest: pass a manifest CSV or a folder holding "
-                         f"{MANIFEST_NAME} (columns path, patient_id, label[, split])", source=path)
+        raise InputError("bad_manifest", f"no manifest: {LAYOUT_RULE}", source=path)
     return path
 
 
-def read_dataset(data: str | os.PathLike, **scan: Any) -> list[Record]:
+def read_dataset(data: str | os.PathLike, *, classes: Sequence[str] | None = DEFAULT_CLASSES,
+                 **scan: Any) -> list[Record]:
     """Records of a data set given as a manifest CSV, a folder holding ``manifest.csv``, or a
-    folder laid out as ``BTN/ NMTN/ MMTN/`` (:func:`scan_folder`, which takes ``scan``)."""
+    folder of class folders (:func:`scan_folder`, which takes ``scan``).  ``classes``: the
+    allowed class names, or None to take them from the data (labels / folder names)."""
     path = manifest_csv(data)
-    return scan_folder(data, **scan) if path is None else read_manifest(path)
+    return scan_folder(data, classes=classes, **scan) if path is None else read_manifest(path, classes=classes)
 
 
 def expand_frames(records: Iterable[Record], *, max_bytes: int | None = None) -> list[Record]:
@@ -148,7 +180,8 @@ def _field(row: Mapping[str, Any], key: str) -> str:
     return "" if v is None else str(v).strip()
 
 
-def _record(row: Mapping[str, Any], base: str, *, line: int, source: str) -> Record:
+def _record(row: Mapping[str, Any], base: str, *, line: int, source: str,
+            classes: tuple[str, ...] = DEFAULT_CLASSES) -> Record:
     where = f"line {line}"
     p, pid, lab = _field(row, "path"), _field(row, "patient_id"), _field(row, "label")
     if not p:
@@ -156,7 +189,7 @@ def _record(row: Mapping[str, Any], base: str, *, line: int, source: str) -> Rec
     if not pid:
         raise InputError("bad_manifest", f"{where}: empty patient_id", source=source)
     try:
-        label = label_index(lab)
+        label = label_index(lab, classes)
     except ValueError as exc:
         raise InputError("bad_manifest", f"{where}: {exc}", source=source) from None
     split = _field(row, "split").lower() or None
@@ -175,7 +208,8 @@ def _record(row: Mapping[str, Any], base: str, *, line: int, source: str) -> Rec
     extra = {k: ("" if v is None else str(v)) for k, v in row.items()
              if k is not None and k not in _KNOWN}
     full = p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
-    return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra, _rel(full, base))
+    return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra, _rel(full, base),
+                  classes)
 
 
 def _check_consistent(records: list[Record], source: str) -> None:
@@ -231,8 +265,13 @@ def _dicom_patient(path: str, salt: str | None) -> str | None:
 
 
 def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], str] = "auto",
-                salt: str | None = None) -> list[Record]:
-    """Records from a folder-per-class layout ``root/{BTN,NMTN,MMTN}/...``.
+                salt: str | None = None, classes: Sequence[str] | None = DEFAULT_CLASSES) -> list[Record]:
+    """Records from a folder-per-class layout ``root/<class>/...``.
+
+    ``classes``: the class folders looked for (names compared case-insensitively;
+    default the preset ``BTN/ NMTN/ MMTN/``), or None: every non-hidden sub-folder
+    is a class, named by the folder (2 or more; the preset's order when they are
+    the preset's names, else sorted: :func:`thyrofast.io.schema.classes_from_names`).
 
     ``patient_from``: ``"folder"`` (``root/BTN/<patient>/<files>``), ``"dicom"``
     (the hashed DICOM PatientID), ``"file"`` (the file name without extension:
@@ -245,15 +284,27 @@ def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], 
         raise InputError("bad_manifest", "not a folder", source=root)
     if not (callable(patient_from) or patient_from in ("auto", "folder", "dicom", "file")):
         raise ValueError(f"patient_from must be auto/folder/dicom/file or a callable, got {patient_from!r}")
-    class_dirs = {}
-    for name in sorted(os.listdir(root)):
-        full = os.path.join(root, name)
-        if os.path.isdir(full) and name.upper() in DEFAULT_CLASSES:
-            if name.upper() in class_dirs:
-                raise InputError("bad_manifest", f"two folders for class {name.upper()}", source=root)
-            class_dirs[name.upper()] = full
+    found = _subfolders(root)
+    shown = ", ".join(f"{n}/" for n in found) or "none"
+    if classes is None:
+        try:
+            classes = classes_from_names(found)
+        except ValueError:
+            raise InputError("bad_manifest", f"class folders found: {shown}; a class-folder layout needs 2 or more "
+                             "sub-folders, one per class, named by the class (e.g. benign/ malignant/), each "
+                             "holding images or one folder per patient", source=root) from None
+    classes = tuple(classes)
+    keys = [c.casefold() for c in classes]
+    class_dirs: dict[int, str] = {}
+    for name in found:
+        if name.casefold() in keys:
+            k = keys.index(name.casefold())
+            if k in class_dirs:
+                raise InputError("bad_manifest", f"two folders for class {classes[k]}", source=root)
+            class_dirs[k] = os.path.join(root, name)
     if not class_dirs:
-        raise InputError("bad_manifest", f"no class folders ({', '.join(DEFAULT_CLASSES)}) inside", source=root)
+        raise InputError("bad_manifest", f"no class folders ({', '.join(classes)}) inside; sub-folders found: "
+                         f"{shown}.  {LAYOUT_RULE[0].upper()}{LAYOUT_RULE[1:]}", source=root)
     records: list[Record] = []
     by_file = 0
     for cls, cdir in class_dirs.items():
@@ -271,7 +322,7 @@ def scan_folder(root: str | os.PathLike, *, patient_from: str | Callable[[str], 
                                      f"(patient_from={patient_from!r})", source=root)
                 if pid[1] == "file":
                     by_file += 1
-                records.append(Record(fpath, pid[0], DEFAULT_CLASSES.index(cls), rel=_rel(fpath, root)))
+                records.append(Record(fpath, pid[0], cls, rel=_rel(fpath, root), classes=classes))
     if not records:
         raise InputError("empty", "the class folders hold no image or DICOM files", source=root)
     if by_file:

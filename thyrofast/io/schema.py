@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "crop_mode", "label_index"]
+__all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "crop_mode", "label_index",
+           "classes_from_names"]
 
 #: The paper's class preset: benign thyroid nodule, non-metastatic and metastatic malignant.
 DEFAULT_CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
@@ -48,3 +49,28 @@ def label_index(value: Any, classes: Sequence[str] = DEFAULT_CLASSES) -> int:
     if s.isdigit() and int(s) < len(names):
         return int(s)
     raise ValueError(f"label must be one of {tuple(classes)}, got {s!r}")
+
+
+def classes_from_names(names: Sequence[Any]) -> tuple[str, ...]:
+    """The class list of a data set from its label names (a manifest's ``label`` column, or
+    the class-folder names).
+
+    Names are compared case-insensitively (the first spelling met is kept).  When every
+    name is one of the paper's preset (BTN/NMTN/MMTN), the classes are those present in
+    the preset's order; otherwise the names sorted case-insensitively (so ``benign`` comes
+    before ``malignant``: for two classes the second is the positive class unless
+    told otherwise).  ValueError for fewer than 2 classes.
+    """
+    seen: dict[str, str] = {}
+    for v in names:
+        s = str(v).strip()
+        if s and s.casefold() not in seen:
+            seen[s.casefold()] = s
+    preset = {c.casefold(): c for c in DEFAULT_CLASSES}
+    if seen and all(k in preset for k in seen):
+        out = tuple(c for c in DEFAULT_CLASSES if c.casefold() in seen)
+    else:
+        out = tuple(seen[k] for k in sorted(seen))
+    if len(out) < 2:
+        raise ValueError(f"a data set needs 2 or more classes, found {len(out)} ({', '.join(out) or 'none'})")
+    return out

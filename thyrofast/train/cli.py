@@ -11,8 +11,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..models import ARCHS
     from .loop import DEFAULTS
 
-    p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of "
-                                "BTN/ NMTN/ MMTN/ class folders with one sub-folder per patient")
+    p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of class "
+                                "folders (benign/ malignant/, BTN/ NMTN/ MMTN/, ...) with one sub-folder per "
+                                "patient; the classes (2 or more) are the data's label / folder names, sorted "
+                                "(the BTN/NMTN/MMTN preset keeps its order)")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
     p.add_argument("--width", type=float, default=None,
@@ -47,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"),
                    help="image -> patient rule stored in the bundle (default: %(default)s, fitted on the "
                         "training patients)")
+    p.add_argument("--positive", default=None, metavar="CLASS",
+                   help="the class whose probability gets a decision threshold (operating point) chosen on the "
+                        "validation patients and stored in the bundle; predict reports the decision at it "
+                        "(default: the second class with 2 classes, e.g. malignant of benign/malignant; none "
+                        "with more: the argmax)")
+    p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
+                   help="operating point: the highest threshold with validation sensitivity >= S for the "
+                        "positive class (default: Youden's J, the maximum of sensitivity + specificity - 1)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -74,6 +84,7 @@ def main(args: argparse.Namespace) -> int:
                        ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
+                       positive=args.positive, target_sensitivity=args.target_sensitivity,
                        progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
@@ -84,4 +95,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {bundle.path}: {', '.join(bundle.artifacts)}")
         print(f"validation: patient macro-AUC {val['patient_macro_auc']}, "
               f"patient accuracy {val['patient_accuracy']}, temperature {bundle.temperature:.3f}")
+        op = bundle.manifest.get("operating_point")
+        if op:
+            print(f"operating point ({op['rule']}): {op['positive']} when P >= {op['threshold']:.3f} "
+                  f"(validation sensitivity {op['val_sensitivity']:.3f}, specificity {op['val_specificity']:.3f})")
     return 0

@@ -26,16 +26,20 @@ __all__ = ["Record", "read_manifest", "manifest_csv", "split_records", "Split", 
            "decode_image"]
 
 
-def read_manifest(data: str | os.PathLike) -> list[Record]:
+def read_manifest(data: str | os.PathLike, classes: Sequence[str] | None = None) -> list[Record]:
     """The training rows of a cohort: :func:`thyrofast.io.read_dataset`, one record per frame.
 
     ``data``: the CSV, a folder holding ``manifest.csv``, or a folder laid out
-    as ``BTN/ NMTN/ MMTN/`` with one sub-folder per patient
+    as one sub-folder per class (``benign/ malignant/``, ``BTN/ NMTN/ MMTN/``) with one
+    sub-folder per patient
     (:func:`thyrofast.io.scan_folder`).  A row without a ``frame_index`` means
     every frame of its file (as in ``predict`` and ``evaluate``): a cine
     becomes one training image per frame (:func:`thyrofast.io.expand_frames`).
+    ``classes``: None (default) takes the classes from the data (the manifest's
+    labels or the class-folder names, :func:`thyrofast.io.schema.classes_from_names`);
+    each record's ``classes`` holds them.
     """
-    return expand_frames(read_dataset(data))
+    return expand_frames(read_dataset(data, classes=classes))
 
 
 @dataclasses.dataclass

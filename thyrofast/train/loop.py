@@ -37,7 +37,6 @@ from . import _metrics as M
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_records
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from ..io.schema import DEFAULT_CLASSES as CLASSES
 from .data import data_fingerprint, load_frames, manifest_csv, read_manifest, split_records
 
 __all__ = ["TrainConfig", "train", "DEFAULTS"]
@@ -147,8 +146,8 @@ def _head(model):
     import torch.nn as nn
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears or linears[-1].out_features != len(CLASSES):
-        raise AssertionError("model has no 3-way Linear head")  # pragma: no cover
+    if not linears:
+        raise AssertionError("model has no Linear head")  # pragma: no cover
     return linears[-1]
 
 
@@ -278,19 +277,25 @@ def _predict_logits(model, frames, device, batch: int = 128, amp_dtype=None) -> 
             else:
                 y = model(x)
             out.append(y.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _patient_probs(logits: np.ndarray, labels: np.ndarray, patients: list[str], temperature: float = 1.0,
+                   aggregation: Any = "mean_log_prob") -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(image probs, patient labels, patient probs, patient ids), as deployed (temperature, aggregation)."""
+    from ..aggregation import aggregate
+
+    probs = np.exp(M.log_softmax(logits / temperature))
+    agg = aggregate(probs, patients, aggregation) if len(patients) else {}
+    ids = list(agg)
+    pprobs = np.array([agg[p][0] for p in ids]) if ids else np.zeros((0, logits.shape[1]))
+    plabels = np.array([labels[patients.index(p)] for p in ids])
+    return probs, plabels, pprobs, ids
 
 
 def _evaluate(logits: np.ndarray, labels: np.ndarray, patients: list[str],
               temperature: float = 1.0, aggregation: Any = "mean_log_prob") -> dict:
-    from ..aggregation import aggregate
-
-    lp = M.log_softmax(logits / temperature)
-    probs = np.exp(lp)
-    agg = aggregate(probs, patients, aggregation) if len(patients) else {}
-    ids = list(agg)
-    pprobs = np.array([agg[p][0] for p in ids]) if ids else np.zeros((0, len(CLASSES)))
-    plabels = np.array([labels[patients.index(p)] for p in ids])
+    probs, plabels, pprobs, ids = _patient_probs(logits, labels, patients, temperature, aggregation)
     return {
         "image_macro_auc": M.macro_auc(labels, probs),
         "patient_macro_auc": M.macro_auc(plabels, pprobs),
@@ -321,7 +326,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
           crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
           augment_config: AugmentConfig | Mapping | None = None,
-          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, log=None):
+          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
+          target_sensitivity: float | None = None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -350,6 +356,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     fits the prior correction, the temperature and the image -> patient rule.
     An ensemble file (``thyrofast pretrain --members N``) is only used that
     way: its members' logits are averaged in the bundle's one model.
+    ``positive``: the class whose probability gets a decision threshold (the
+    operating point, stored in the bundle card and used by ``predict``'s
+    ``decision``; :mod:`thyrofast.operating_point`); default for 2 classes the
+    second in order (``malignant`` of benign/malignant), for more classes none
+    (the argmax).  The threshold is chosen on the validation patients: Youden's
+    J, or with ``target_sensitivity`` S the highest threshold with sensitivity
+    >= S.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -410,9 +423,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         # Small CNNs on a busy CPU: one thread can be several times faster than
         # two (OpenMP barriers stall when cores are shared); let the user choose.
         torch.set_num_threads(int(threads))
+    if target_sensitivity is not None and not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
+    op_request = {"positive": positive, "target_sensitivity": target_sensitivity}
     try:
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
-                      int8, threads, say, t_start)
+                      int8, threads, say, t_start, op_request)
     finally:
         torch.set_num_threads(old_threads)
         if own_group and dist.is_initialized():
@@ -421,7 +437,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
 
 def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
-         progress: bool, export: bool, int8: bool, threads, say, t_start: float):
+         progress: bool, export: bool, int8: bool, threads, say, t_start: float, op_request=None):
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -433,8 +449,28 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     from .. import PreprocessParams
 
     # ---------------- data
-    records = read_manifest(data)
-    split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    records = read_manifest(data)  # classes from the data: the manifest's labels or the class folders
+    CLASSES = records[0].classes if records else ()
+    split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=CLASSES)
+    say(f"classes: {', '.join(CLASSES)}")
+    op_request = dict(op_request or {})
+    positive = op_request.get("positive")
+    if positive is not None:
+        names = [c.casefold() for c in CLASSES]
+        if str(positive).casefold() not in names:
+            raise ValueError(f"positive class {positive!r} is not one of the data's classes ({', '.join(CLASSES)})")
+        positive = CLASSES[names.index(str(positive).casefold())]
+    elif len(CLASSES) == 2:
+        positive = CLASSES[1]
+    elif op_request.get("target_sensitivity") is not None:
+        raise ValueError(f"a target sensitivity needs a positive class (--positive) with {len(CLASSES)} classes")
+    if cfg.epochs == 0:
+        from ..models import pretrained_has_head
+
+        if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width, len(CLASSES)):
+            raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has no "
+                             f"{len(CLASSES)}-class head for the data's classes ({', '.join(CLASSES)}): "
+                             "train for some epochs")
     pre_kwargs = {"size": (cfg.image_size, cfg.image_size), "channels": cfg.in_channels}
     pre_kwargs.update(cfg.preprocess)
     params = PreprocessParams(**pre_kwargs)
@@ -480,7 +516,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     # ---------------- model / optimizer
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width,
-                        pretrained=cfg.pretrained, members=members).to(dev)
+                        pretrained=cfg.pretrained, members=members, num_classes=len(CLASSES)).to(dev)
     # NHWC: faster convolutions on the GPU's tensor cores and in oneDNN on the CPU (1.3-2x measured)
     model = model.to(memory_format=torch.channels_last)
     multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
@@ -714,6 +750,22 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                 f"{after['patient_macro_auc']:.4f} -> {final['patient_macro_auc']:.4f}, accuracy "
                 f"{after['patient_accuracy']:.4f} -> {final['patient_accuracy']:.4f} (vs mean_log_prob)")
 
+    operating_point = None
+    if positive is not None:
+        from ..operating_point import choose_threshold
+
+        _, pl, pp, _ = _patient_probs(logits, y_val, p_val, temperature, aggregation)  # as deployed
+        k = CLASSES.index(positive)
+        try:
+            operating_point = {"positive": positive, **choose_threshold(
+                pl == k, pp[:, k], target_sensitivity=op_request.get("target_sensitivity"))}
+        except ValueError as exc:
+            say(f"operating point: none ({exc})")
+        else:
+            say(f"operating point ({operating_point['rule']}, {len(pl)} validation patients): {positive} when "
+                f"P({positive}) >= {operating_point['threshold']:.3f}; validation sensitivity "
+                f"{operating_point['val_sensitivity']:.3f}, specificity {operating_point['val_specificity']:.3f}")
+
     training = {
         "config": cfg_json,
         "data": {"manifest": str(Path(data).resolve()), "fingerprint": fingerprint,
@@ -738,7 +790,8 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
         "seconds": None,
     }
     bundle = Bundle.create(out, state_dict=model.state_dict(),
-                           model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width, members),
+                           model_config=arch_config(cfg.arch, cfg.in_channels, cfg.width, members, len(CLASSES)),
+                           classes=CLASSES,
                            preprocess=params, input_shape=[cfg.in_channels, *params.size],
                            temperature=temperature, training=training, aggregation=aggregation,
                            read={"crop": cfg.crop})
@@ -750,7 +803,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                                val_labels=y_val, seed=cfg.seed, log=say)
         training["export"] = json.loads(json.dumps(report, default=str))
     training["seconds"] = time.perf_counter() - t_start
-    bundle.update(training=training)
+    bundle.update(training=training, **({"operating_point": operating_point} if operating_point else {}))
     return bundle
 
 
