@@ -15,18 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .inputs import classes as _classes
-from .inputs import using_classes as _using_classes
+from .inputs import with_result_classes as _result_classes
 
 
-def _result_classes(fn):
-    """Run ``fn(result, ...)`` with the evaluation's class list (``result["classes"]``)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(result, *args, **kwargs):
-        with _using_classes(result.get("classes") if hasattr(result, "get") else None):
-            return fn(result, *args, **kwargs)
-    return wrapper
 
 DPI = 200
 # colour-blind safe (Okabe & Ito 2008)

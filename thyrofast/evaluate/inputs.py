@@ -44,6 +44,17 @@ def using_classes(names: Sequence[str] | None):
         _ACTIVE.reset(token)
 
 
+def with_result_classes(fn):
+    """Decorator: run ``fn(result, ...)`` with the evaluation's class list (``result["classes"]``)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(result, *args, **kwargs):
+        with using_classes(result.get("classes") if hasattr(result, "get") else None):
+            return fn(result, *args, **kwargs)
+    return wrapper
+
+
 def record_classes(records: Sequence[Mapping]) -> tuple[str, ...] | None:
     """The class names of prediction records (the ``probs`` keys of the first record that has them)."""
     for r in records:

@@ -10,18 +10,9 @@ import numpy as np
 
 from .._fs import atomic_write_text
 from .inputs import classes as _classes
-from .inputs import using_classes as _using_classes
+from .inputs import with_result_classes as _result_classes
 
 
-def _result_classes(fn):
-    """Run ``fn(result, ...)`` with the evaluation's class list (``result["classes"]``)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(result, *args, **kwargs):
-        with _using_classes(result.get("classes") if hasattr(result, "get") else None):
-            return fn(result, *args, **kwargs)
-    return wrapper
 
 #: Display names, in the paper's order.
 RATER_TITLES = {"model": "Model (thyrofast)", "bayes": "Bayes reference", "junior": "Junior radiologist",
