@@ -1,7 +1,9 @@
 """CUDA kernel == CPU core (the executable spec), on a GPU only.
 
 Skipped (marker `cuda`) where there is no GPU or no CUDA build.  Device arrays
-come from CuPy when installed, else from PyTorch.
+come from CuPy when installed, else from PyTorch.  Every test runs on both
+kernels (THYROFAST_CUDA_KERNEL): the sm_90 cluster kernel and the one-block
+fallback; the cluster runs are skipped on GPUs older than sm_90.
 """
 from __future__ import annotations
 
@@ -63,6 +65,28 @@ def lib():
         return _Lib()
     except ImportError:
         pytest.skip("neither CuPy nor PyTorch is installed")
+
+
+_CLUSTER: dict[str, bool] = {}
+
+
+def _cluster_capable(lib) -> bool:
+    """Whether this GPU and build run the cluster kernel (sm_90+), by trying it."""
+    if "ok" not in _CLUSTER:
+        frames = lib.to_device(np.zeros((1, 32, 32), np.uint8))
+        thyrofast.preprocess(frames, size=(16, 16))
+        lib.synchronize()
+        _CLUSTER["ok"] = thyrofast._core.cuda_last_kernel().startswith("cluster")
+    return _CLUSTER["ok"]
+
+
+@pytest.fixture(autouse=True, params=["cluster", "block"])
+def kernel(request, lib, monkeypatch):
+    """Run the test on one kernel of the CUDA path."""
+    monkeypatch.setenv("THYROFAST_CUDA_KERNEL", request.param)
+    if request.param == "cluster" and not _cluster_capable(lib):
+        pytest.skip("the cluster kernel needs sm_90+ (and a build with sm_90 code)")
+    return request.param
 
 
 SIZES = [(1, 1, 1, 1), (7, 5, 3, 9), (31, 45, 64, 64), (100, 90, 224, 160), (333, 257, 97, 113),
@@ -162,3 +186,41 @@ def test_bad_inputs_raise_the_cpu_errors(lib):
         thyrofast.preprocess(lib.to_device(np.zeros((0, 5, 5), np.uint8)))
     with pytest.raises(ValueError, match="shape"):
         thyrofast.preprocess(d, size=(8, 8), out=lib.full((1, 1, 8, 9), 0, np.float32))
+
+
+@pytest.mark.parametrize("cluster", [1, 2, 4, 8, 16])
+def test_each_cluster_size(lib, kernel, monkeypatch, cluster):
+    # the strip split, the halo exchange and the cross-CTA order statistics
+    # at every cluster size the host may choose (16 where the GPU allows it)
+    if kernel != "cluster":
+        pytest.skip("cluster sizes are a cluster-kernel matter")
+    monkeypatch.setenv("THYROFAST_CUDA_CLUSTER", str(cluster))
+    rng = np.random.default_rng(cluster)
+    frames = speckle_frames(rng, 2, 768, 1024)
+    for size in ((224, 224), (37, 61)):
+        for denoise in ("srad", "median5", "none"):
+            for normalize in ("percentile", "zscore", "minmax"):
+                params = dict(size=size, denoise=denoise, normalize=normalize)
+                gpu = lib.to_host(thyrofast.preprocess(lib.to_device(frames), **params))
+                ran = thyrofast._core.cuda_last_kernel()
+                assert np.abs(gpu - thyrofast.preprocess(frames, **params)).max() <= 1e-4, (params, ran)
+                # a forced size is taken where the strips fit (37 rows: every size; 224 rows: 4 and up;
+                # 16 also needs non-portable cluster support, which sm_90 has)
+                if size[0] == 37 or cluster >= 4:
+                    assert ran == f"cluster:{cluster}", (params, ran)
+
+
+def test_kernel_that_ran_is_the_one_asked_for(lib, kernel):
+    frames = lib.to_device(speckle_frames(np.random.default_rng(6), 1, 768, 1024))
+    thyrofast.preprocess(frames, size=(224, 224))
+    lib.synchronize()
+    ran = thyrofast._core.cuda_last_kernel()
+    assert ran.split(":")[0] == kernel, ran
+
+
+def test_host_input_planar_layout():
+    # channels-first host frames: no contiguous rows, the staging's element loop
+    frames = np.ascontiguousarray(speckle_frames(np.random.default_rng(8), 2, 120, 90, color=True)
+                                  .transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    gpu = thyrofast.preprocess(frames, size=(64, 48), roi=(5, 7, 80, 100), device="cuda")
+    assert np.abs(gpu - thyrofast.preprocess(frames, size=(64, 48), roi=(5, 7, 80, 100))).max() <= 1e-4

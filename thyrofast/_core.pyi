@@ -136,3 +136,6 @@ def build_info() -> _BuildInfo:
 
 def cuda_device_count() -> int:
     """0 without CUDA, a driver or a device."""
+
+def cuda_last_kernel() -> str:
+    """The CUDA kernel of the last preprocess call: 'cluster:S', 'block' or '' (none yet)."""

@@ -272,14 +272,22 @@ def _host_frames(frames: np.ndarray, core_params: Any = None) -> np.ndarray:
     return frames
 
 
+_CUDA_CHECKED: list[bool] = []
+
+
 def _require_cuda() -> None:
+    if _CUDA_CHECKED:  # once found, a build with CUDA and a device stay so (this runs on every batch-1 call)
+        return
     if not _core.build_info()["cuda"]:
         raise RuntimeError("thyrofast was built without CUDA (THYROFAST_CUDA=OFF or no nvcc at build time)")
     if _core.cuda_device_count() == 0:
         raise RuntimeError("no CUDA device is available (no GPU, or no NVIDIA driver)")
+    _CUDA_CHECKED.append(True)
 
 
 def _is_cuda_array(x: Any) -> bool:
+    if type(x).__module__ == "torch":  # a torch tensor builds its interface dict on every access: skip that
+        return bool(x.is_cuda)
     return hasattr(x, "__cuda_array_interface__")
 
 
@@ -391,4 +399,6 @@ def build_info() -> dict[str, Any]:
     info = dict(_core.build_info())
     info["package_version"] = __version__
     info["cuda_devices"] = _core.cuda_device_count() if info["cuda"] else 0
+    # "cluster:S" (sm_90+, S CTAs per frame) or "block" once a CUDA call ran in this process, else ""
+    info["cuda_last_kernel"] = _core.cuda_last_kernel() if info["cuda"] else ""
     return info

@@ -9,8 +9,8 @@
 #      bench/gpu/sanitize_case.py (every kernel path once, small frames)
 #   -> GPU benchmarks (preprocess batch 64 / batch 1; end to end batch 1)
 #   -> a short table, last.
-# Writes at most 6 files under $OUT (default ./out): summary.txt, build_info.json,
-# bench_preprocess.json, bench_e2e.json, logs.tar.gz, and nothing deeper.
+# Writes at most 7 files under $OUT (default ./out): summary.txt, build_info.json,
+# bench_preprocess.json, kernel_timing.txt, bench_e2e.json, logs.tar.gz, and nothing deeper.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO="$PWD"
@@ -86,6 +86,10 @@ timeout 150 python3 -m thyrofast.cli bench preprocess --device cuda --rounds 50 
 bench_rc=$?
 status "bench preprocess" "rc=$bench_rc ($(( $(date +%s) - t0 )) s)"
 t0=$(date +%s)
+timeout 120 python3 "$REPO/bench/gpu/kernel_timing.py" > "$LOG/kernel_timing.log" 2>&1
+status "kernel timing" "rc=$? ($(( $(date +%s) - t0 )) s)"
+cp "$LOG/kernel_timing.log" "$OUT/kernel_timing.txt"
+t0=$(date +%s)
 timeout 150 python3 -m thyrofast.cli bench e2e --device cuda --rounds 200 --threads 8 --json "$OUT/bench_e2e.json" \
   > "$LOG/bench_e2e.log" 2>&1
 e2e_rc=$?
@@ -95,7 +99,7 @@ echo
 tail -25 "$LOG/cuda_tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -8
 grep -h -B2 -A8 "ERROR SUMMARY: [1-9]\|MISMATCH\|Error" "$LOG"/sanitizer_*.log | head -40
 echo
-cat "$LOG/bench_preprocess.log" "$LOG/bench_e2e.log"
+cat "$LOG/bench_preprocess.log" "$LOG/kernel_timing.log" "$LOG/bench_e2e.log"
 echo
 echo "== thyrofast device check on: $GPU =="
 cat "$LOG/summary.txt"

@@ -1,5 +1,12 @@
-// CUDA implementation of preprocessing spec v1: the whole pipeline for one
-// frame runs in one thread block, all frames in ONE launch.
+// CUDA implementation of preprocessing spec v1, all frames in ONE launch.
+// Two kernels, chosen on the host per call (launch_preprocess):
+//  - sm_90+: preprocess_cluster_kernel (preprocess_cuda_cluster.cuh), one
+//    thread-block cluster of up to 16 CTAs per frame, the working images in
+//    the CTAs' shared memory;
+//  - the fallback below (older GPUs, or strips that do not fit): the whole
+//    pipeline for one frame in one thread block.
+// THYROFAST_CUDA_KERNEL=block|cluster forces one (tests run both), and
+// THYROFAST_CUDA_CLUSTER=N the cluster size where it fits.
 //
 // Stage order and per-pixel math are those of preprocess_cpu.cpp (both call
 // preprocess_math.h), so the CPU path is the executable spec of this file.
@@ -11,9 +18,15 @@
 // input is read once from device memory, the output written once.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
 #include <mutex>
 #include <sstream>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "preprocess_math.h"
@@ -439,6 +452,14 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
   }
 }
 
+}  // namespace
+}  // namespace thyrofast
+
+#include "preprocess_cuda_cluster.cuh"
+
+namespace thyrofast {
+namespace {
+
 // Makes `device` current for the scope of a call and restores the caller's.
 class DeviceGuard {
  public:
@@ -460,6 +481,180 @@ int device_of(const void* ptr) {
   return attr.device;
 }
 
+// Per-device facts and one-time kernel attributes, cached: querying them
+// on every call cost microseconds of a batch-1 call's budget.
+struct DeviceInfo {
+  bool ready = false;
+  int optin = 0;          // max dynamic + static shared memory per block (opt-in)
+  int sms = 0;
+  bool cluster = false;   // the cluster kernel can run here (sm_90+ code, cc >= 9)
+  int max_cluster = 8;    // 16 where non-portable cluster sizes are allowed
+  size_t cluster_static = 0;  // static shared memory of the cluster kernel
+  std::map<std::tuple<int, size_t, int>, int> active;  // (S, smem, type) -> max active clusters
+};
+
+std::mutex g_dev_mu;
+DeviceInfo g_dev[64];
+std::atomic<int> g_last_kernel{-1};  // -1 none yet, 0 block kernel, S: cluster of S CTAs
+
+DeviceInfo& device_info(int dev) {
+  if (dev < 0 || dev >= 64) throw cuda_error("preprocess_cuda: device ordinal out of range");
+  DeviceInfo& d = g_dev[dev];
+  if (d.ready) return d;
+  int major = 0;
+  TF_CUDA_CHECK(cudaDeviceGetAttribute(&d.optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  TF_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+  TF_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  // the fallback kernel may use all of the opt-in shared memory: set once
+  for (auto k : {preprocess_kernel<uint8_t>, preprocess_kernel<uint16_t>})
+    TF_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       d.optin - static_cast<int>(sizeof(SharedScratch))));
+  if (major >= 9) {
+    cudaFuncAttributes fa{};
+    TF_CUDA_CHECK(cudaFuncGetAttributes(&fa, preprocess_cluster_kernel<uint8_t>));
+    // the binary the device runs holds the real kernel only when built for >= sm_90
+    d.cluster = fa.binaryVersion >= 90 && fa.ptxVersion >= 90;
+    if (d.cluster) {
+      const size_t st = fa.sharedSizeBytes;  // the same for both pixel types
+      d.cluster_static = st;
+      for (auto k : {preprocess_cluster_kernel<uint8_t>, preprocess_cluster_kernel<uint16_t>}) {
+        TF_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           d.optin - static_cast<int>(st)));
+        if (cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+          cudaGetLastError();
+          d.max_cluster = 8;
+        } else {
+          d.max_cluster = kMaxClusterSize;
+        }
+      }
+    }
+  }
+  d.ready = true;
+  return d;
+}
+
+// Most clusters of S CTAs with `smem` dynamic bytes resident at once (0: none fits).
+template <typename T>
+int max_active_clusters(DeviceInfo& d, int S, size_t smem, cudaStream_t stream) {
+  const auto key = std::make_tuple(S, smem, static_cast<int>(sizeof(T)));
+  const auto it = d.active.find(key);
+  if (it != d.active.end()) return it->second;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(S), 1, 1);
+  cfg.blockDim = dim3(kCThreads, 1, 1);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(S);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int nc = 0;
+  if (cudaOccupancyMaxActiveClusters(&nc, preprocess_cluster_kernel<T>, &cfg) != cudaSuccess) {
+    cudaGetLastError();
+    nc = 0;
+  }
+  d.active[key] = nc;
+  return nc;
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return fallback;
+  return std::atoi(v);
+}
+
+// The cluster size for this call (0: take the fallback kernel).  Estimated
+// time ~ waves x (rows per CTA + a fixed cost for the barriers, in rows):
+// batch 1 gets the largest cluster, a big batch smaller ones.
+template <typename T>
+int choose_cluster(DeviceInfo& d, const ClusterArgs& ca, int64_t n, cudaStream_t stream, size_t* smem_out,
+                   int* rows_out) {
+  const char* mode = std::getenv("THYROFAST_CUDA_KERNEL");
+  if (mode != nullptr && std::strcmp(mode, "block") == 0) return 0;
+  if (!d.cluster) return 0;
+  if (ca.ty > 4096 || ca.tx > 4096) return 0;  // huge area windows: tables would not fit anyway
+  const int forced = env_int("THYROFAST_CUDA_CLUSTER", 0);
+  const size_t st = d.cluster_static;
+  const size_t avail = static_cast<size_t>(d.optin) > st ? static_cast<size_t>(d.optin) - st : 0;
+  int best = 0, best_rows = 0;
+  size_t best_smem = 0;
+  double best_est = 0.0;
+  for (int S = kMaxClusterSize; S >= 1; S /= 2) {
+    if (S > d.max_cluster) continue;
+    if (forced > 0 && S != forced) continue;
+    const int R = (ca.h + S - 1) / S;
+    if (S > 1 && R * (S - 1) >= ca.h && forced == 0) continue;  // a CTA without rows
+    const size_t smem = cluster_dyn_smem(R, ca.w, ca.ty, ca.tx);
+    if (smem > avail) continue;
+    const int nc = max_active_clusters<T>(d, S, smem, stream);
+    if (nc <= 0) continue;
+    const double waves = static_cast<double>((n + nc - 1) / nc);
+    const double est = waves * (R + 16.0);
+    if (best == 0 || est < best_est) {
+      best = S;
+      best_est = est;
+      best_rows = R;
+      best_smem = smem;
+    }
+  }
+  *smem_out = best_smem;
+  *rows_out = best_rows;
+  return best;
+}
+
+template <typename T>
+bool launch_cluster(const KernelArgs& a, void* out, cudaStream_t stream, DeviceInfo& d) {
+  ClusterArgs ca;
+  ca.in = a.in;
+  ca.p = a.p;
+  ca.gy = a.gy;
+  ca.gx = a.gx;
+  ca.k = a.k;
+  ca.roi_x = a.roi_x;
+  ca.roi_y = a.roi_y;
+  ca.out = out;
+  ca.h = static_cast<int>(a.p.out_h);
+  ca.w = static_cast<int>(a.p.out_w);
+  ca.ty = static_cast<int>(a.gy.taps);
+  ca.tx = static_cast<int>(a.gx.taps);
+  if (a.gy.taps > 4096 || a.gx.taps > 4096) return false;
+  size_t smem = 0;
+  int rows = 0;
+  int S = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_dev_mu);
+    S = choose_cluster<T>(d, ca, a.in.n, stream, &smem, &rows);
+  }
+  if (S == 0) return false;
+  ca.rows = rows;
+  ca.region_c = static_cast<int>(cluster_region_c(rows, ca.w, ca.ty, ca.tx));
+  const int64_t grid_max = (int64_t{1} << 31) - 1;
+  const int64_t per_launch = grid_max / S;
+  for (int64_t f0 = 0; f0 < a.in.n; f0 += per_launch) {
+    ca.frame0 = f0;
+    const int64_t frames = a.in.n - f0 < per_launch ? a.in.n - f0 : per_launch;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(frames * S), 1, 1);
+    cfg.blockDim = dim3(kCThreads, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(S);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const cudaError_t err = cudaLaunchKernelEx(&cfg, preprocess_cluster_kernel<T>, ca);
+    if (err != cudaSuccess) throw_cuda(err, "preprocess_cluster_kernel launch", __FILE__, __LINE__);
+  }
+  g_last_kernel.store(S);
+  return true;
+}
+
 void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* out, cudaStream_t stream) {
   KernelArgs a;
   a.in = in;
@@ -472,15 +667,23 @@ void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* ou
   const double max_value = p.max_value > 0.0 ? p.max_value : (in.type == PixelType::u8 ? 255.0 : 65535.0);
   a.k = detail::luma_coeffs(max_value, p.channel_order == ChannelOrder::bgr);
   a.out = out;
+
+  int dev = 0;
+  TF_CUDA_CHECK(cudaGetDevice(&dev));
+  DeviceInfo* d = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_dev_mu);
+    d = &device_info(dev);
+  }
+  if (in.type == PixelType::u8 ? launch_cluster<uint8_t>(a, out, stream, *d)
+                               : launch_cluster<uint16_t>(a, out, stream, *d))
+    return;
+
   const int64_t wp = p.out_w + 2 * kPad;
   const int64_t frame_floats = 2 * (p.out_h + 2 * kPad) * wp + (p.out_h + 1) * (p.out_w + 1);
   const size_t frame_bytes = static_cast<size_t>(frame_floats) * sizeof(float);
-
-  int dev = 0, max_optin = 0;
-  TF_CUDA_CHECK(cudaGetDevice(&dev));
-  TF_CUDA_CHECK(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   const size_t static_smem = sizeof(SharedScratch);
-  a.images_in_shared = frame_bytes + static_smem <= static_cast<size_t>(max_optin) ? 1 : 0;
+  a.images_in_shared = frame_bytes + static_smem <= static_cast<size_t>(d->optin) ? 1 : 0;
   a.ws_frame = frame_floats;
   a.workspace = nullptr;
   // one block per frame; gridDim.x is at most 2^31 - 1, so a larger batch
@@ -496,8 +699,7 @@ void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* ou
     a.workspace = static_cast<float*>(ws);
   }
   auto kernel = in.type == PixelType::u8 ? preprocess_kernel<uint8_t> : preprocess_kernel<uint16_t>;
-  if (dyn_smem > 0)  // (no workspace to free here: it exists only when the images are not in shared memory)
-    TF_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_smem)));
+  // (the kernel's dynamic shared memory limit was raised once, in device_info)
   cudaError_t launch_err = cudaSuccess;
   for (int64_t f0 = 0; f0 < in.n && launch_err == cudaSuccess; f0 += per_launch) {
     a.frame0 = f0;
@@ -510,6 +712,7 @@ void launch_preprocess(const FrameBatch& in, const PreprocessParams& p, void* ou
     if (launch_err == cudaSuccess) TF_CUDA_CHECK(free_err);
   }
   if (launch_err != cudaSuccess) throw_cuda(launch_err, "preprocess_kernel launch", __FILE__, __LINE__);
+  g_last_kernel.store(0);
 }
 
 // Pinned staging buffers for host input/output, grown on demand, one set per
@@ -536,7 +739,34 @@ void ensure_pinned(void** ptr, size_t* have, size_t need) {
   *have = need;
 }
 
+// Compact (N, rh, rw, C) copy of the roi crop: one memcpy per row where a
+// row's pixels and channels are contiguous (the usual frame: a 1024 x 768
+// frame is 768 calls, not 786k), else an element loop.
+template <typename T>
+void stage_roi(const T* src, const FrameBatch& in, int64_t rx, int64_t ry, int64_t rh, int64_t rw, T* dst) {
+  const bool rows_contiguous = in.stride_w == in.c && (in.c == 1 || in.stride_c == 1);
+  const int64_t row_elems = rw * in.c;
+  for (int64_t f = 0; f < in.n; ++f)
+    for (int64_t y = ry; y < ry + rh; ++y) {
+      const T* row = src + f * in.stride_n + y * in.stride_h + rx * in.stride_w;
+      if (rows_contiguous) {
+        std::memcpy(dst, row, static_cast<size_t>(row_elems) * sizeof(T));
+        dst += row_elems;
+        continue;
+      }
+      for (int64_t x = 0; x < rw; ++x)
+        for (int64_t c = 0; c < in.c; ++c) *dst++ = row[x * in.stride_w + c * in.stride_c];
+    }
+}
+
 }  // namespace
+
+std::string cuda_last_kernel() {
+  const int k = g_last_kernel.load();
+  if (k < 0) return "";
+  if (k == 0) return "block";
+  return "cluster:" + std::to_string(k);
+}
 
 void preprocess_cuda(const FrameBatch& in, const PreprocessParams& p, void* out, void* stream) {
   validate(in, p);
@@ -561,17 +791,10 @@ void preprocess_cuda_host(const FrameBatch& in, const PreprocessParams& p, void*
   std::lock_guard<std::mutex> lock(st.mu);
   ensure_pinned(&st.host_in, &st.host_in_bytes, in_bytes);
   ensure_pinned(&st.host_out, &st.host_out_bytes, out_bytes);
-  const unsigned char* src = static_cast<const unsigned char*>(in.data);
-  unsigned char* dst = static_cast<unsigned char*>(st.host_in);
-  size_t o = 0;
-  for (int64_t f = 0; f < in.n; ++f)
-    for (int64_t y = ry; y < ry + rh; ++y)
-      for (int64_t x = rx; x < rx + rw; ++x)
-        for (int64_t c = 0; c < in.c; ++c) {
-          const int64_t e = f * in.stride_n + y * in.stride_h + x * in.stride_w + c * in.stride_c;
-          std::memcpy(dst + o, src + e * static_cast<int64_t>(elem), elem);
-          o += elem;
-        }
+  if (in.type == PixelType::u8)
+    stage_roi(static_cast<const uint8_t*>(in.data), in, rx, ry, rh, rw, static_cast<uint8_t*>(st.host_in));
+  else
+    stage_roi(static_cast<const uint16_t*>(in.data), in, rx, ry, rh, rw, static_cast<uint16_t*>(st.host_in));
   void* d_in = nullptr;
   void* d_out = nullptr;
   TF_CUDA_CHECK(cudaMallocAsync(&d_in, in_bytes, stream));

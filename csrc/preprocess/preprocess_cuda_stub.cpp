@@ -13,4 +13,6 @@ void preprocess_cuda_host(const FrameBatch&, const PreprocessParams&, void*, voi
 
 int cuda_device_count() { return 0; }
 
+std::string cuda_last_kernel() { return ""; }
+
 }  // namespace thyrofast

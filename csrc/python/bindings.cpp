@@ -123,4 +123,6 @@ PYBIND11_MODULE(_core, m) {
     return d;
   });
   m.def("cuda_device_count", &cuda_device_count, "0 without CUDA, a driver or a device");
+  m.def("cuda_last_kernel", &cuda_last_kernel,
+        "the CUDA kernel of the last preprocess call: 'cluster:S', 'block' or '' (none yet)");
 }

@@ -123,11 +123,12 @@ def bench_preprocess_cuda(rounds: int = 50, batch: int = 64) -> dict[str, Any]:
 
     rows = []
     s_ours = cuda_time(lambda: pre["srad"](frames, out=out))
+    kernel_b64 = thyrofast._core.cuda_last_kernel()  # "cluster:S" (sm_90+) or "block"
     s_torch = cuda_time(lambda: peers.torch_chain(frames), n=max(rounds // 5, 5))
     ratio = float(np.median(s_torch) / np.median(s_ours))
     rows.append({"case": f"batch {batch}, area->srad(10)->percentile, fp16", "ours": summarize(s_ours),
                  "peer": "PyTorch op chain", "peer_timing": summarize(s_torch), "ratio": ratio, "target": 20.0,
-                 "kind": "speedup", "pass": ratio >= 20.0})
+                 "kind": "speedup", "pass": ratio >= 20.0, "kernel": kernel_b64})
     # floors: bytes (read input once, write fp16 once) and flops (~40 per pixel per SRAD iteration)
     bytes_moved = frames.numel() + out.numel() * 2
     x = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
@@ -143,24 +144,28 @@ def bench_preprocess_cuda(rounds: int = 50, batch: int = 64) -> dict[str, Any]:
     rows.append({"case": "x floor (max(bytes/bw, flops/fp32 rate))", "ours": summarize(s_ours),
                  "peer": f"bytes {bytes_moved / 1e6:.1f} MB @ {bw / 1e12:.2f} TB/s, flops {flops / 1e9:.2f} G @ "
                          f"{fp32_rate / 1e12:.1f} TFLOP/s -> {floor * 1e6:.1f} us",
-                 "ratio": r_floor, "target": 4.0, "kind": "x_floor", "pass": r_floor <= 4.0})
+                 "ratio": r_floor, "target": 4.0, "kind": "x_floor", "pass": r_floor <= 4.0, "kernel": kernel_b64})
     one = frames[:1]
     out1 = out[:1]
     for d, target_us in (("none", 30.0), ("srad", 60.0)):
         s1 = cuda_time(lambda d=d: pre[d](one, out=out1), n=rounds * 4)
         med_us = float(np.median(s1) * 1e6)
         rows.append({"case": f"batch 1 latency, area->{d}->percentile", "ours": summarize(s1), "peer": "target",
-                     "ratio": med_us / target_us, "target": 1.0, "kind": "x_target", "pass": med_us <= target_us})
+                     "ratio": med_us / target_us, "target": 1.0, "kind": "x_target", "pass": med_us <= target_us,
+                     "kernel": thyrofast._core.cuda_last_kernel()})
     holo = {"median (HoloHub 0.33 ms)": 0.33e-3, "anisotropic diffusion (HoloHub 3.6 ms)": 3.6e-3}
     per_frame = float(np.median(s_ours)) / batch
     for name, t in holo.items():
         rows.append({"case": f"per-frame vs {name}", "ours": {"median_ms": per_frame * 1e3}, "peer": name,
                      "ratio": t / per_frame, "target": None, "kind": "info", "pass": None})
-    return {"device": torch.cuda.get_device_name(), "rows": rows}
+    kernels = sorted({r["kernel"] for r in rows if r.get("kernel")})
+    return {"device": torch.cuda.get_device_name(), "rows": rows, "kernels": kernels}
 
 
 def format_rows(result: dict[str, Any]) -> str:
     lines = [f"device: {result['device']}"]
+    if result.get("kernels"):
+        lines.append("CUDA kernel: " + ", ".join(result["kernels"]) + " (THYROFAST_CUDA_KERNEL=block|cluster forces one)")
     lines.append(f"{'case':<42} {'ours ms':>9} {'p99 ms':>8} {'peer ms':>9} {'ratio':>7} {'target':>8}  ok")
     for r in result["rows"]:
         peer_ms = r.get("peer_timing", {}).get("median_ms")

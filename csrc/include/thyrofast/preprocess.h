@@ -125,6 +125,11 @@ bool built_with_cuda();
 bool built_with_openmp();
 std::string cuda_architectures();  // e.g. "80-real;86-real;89-real;90", "" without CUDA
 int cuda_device_count();           // 0 without CUDA or without a usable driver/device
+// Which CUDA kernel the last preprocess_cuda* call in this process launched:
+// "cluster:S" (sm_90+: a cluster of S CTAs per frame), "block" (one thread
+// block per frame: older GPUs, or working strips too large for the cluster's
+// shared memory), "" before any call or without CUDA.
+std::string cuda_last_kernel();
 std::string version();
 std::string compiler();
 
