@@ -56,14 +56,14 @@ san_pids=()
 SANITIZERS="${THYROFAST_SANITIZERS:-memcheck racecheck initcheck synccheck}"  # racecheck alone takes ~2 min
 for tool in $SANITIZERS; do
   ( t0=$(date +%s)
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+    timeout 220 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
       python3 "$REPO/bench/gpu/sanitize_case.py" > "$LOG/sanitizer_$tool.log" 2>&1
     echo "$? $(( $(date +%s) - t0 ))" > "$LOG/sanitizer_$tool.rc" ) &
   san_pids+=($!)
 done
 
 t0=$(date +%s)
-timeout 300 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/test_preprocess_cuda.py" \
+timeout 240 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/test_preprocess_cuda.py" \
   "$REPO/tests/test_engines_cuda.py" --junitxml="$LOG/cuda_tests.xml" > "$LOG/cuda_tests.log" 2>&1
 tests_rc=$?
 status "cuda tests" "rc=$tests_rc $(tail -1 "$LOG/cuda_tests.log") ($(( $(date +%s) - t0 )) s)"
@@ -81,16 +81,16 @@ for tool in $SANITIZERS; do
 done
 
 t0=$(date +%s)
-timeout 150 python3 -m thyrofast.cli bench preprocess --device cuda --rounds 50 --json "$OUT/bench_preprocess.json" \
+timeout 120 python3 -m thyrofast.cli bench preprocess --device cuda --rounds 50 --json "$OUT/bench_preprocess.json" \
   > "$LOG/bench_preprocess.log" 2>&1
 bench_rc=$?
 status "bench preprocess" "rc=$bench_rc ($(( $(date +%s) - t0 )) s)"
 t0=$(date +%s)
-timeout 120 python3 "$REPO/bench/gpu/kernel_timing.py" > "$LOG/kernel_timing.log" 2>&1
+timeout 60 python3 "$REPO/bench/gpu/kernel_timing.py" > "$LOG/kernel_timing.log" 2>&1
 status "kernel timing" "rc=$? ($(( $(date +%s) - t0 )) s)"
 cp "$LOG/kernel_timing.log" "$OUT/kernel_timing.txt"
 t0=$(date +%s)
-timeout 150 python3 -m thyrofast.cli bench e2e --device cuda --rounds 200 --threads 8 --json "$OUT/bench_e2e.json" \
+timeout 120 python3 -m thyrofast.cli bench e2e --device cuda --rounds 200 --threads 8 --json "$OUT/bench_e2e.json" \
   > "$LOG/bench_e2e.log" 2>&1
 e2e_rc=$?
 status "bench e2e" "rc=$e2e_rc ($(( $(date +%s) - t0 )) s)"
