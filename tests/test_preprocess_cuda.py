@@ -188,12 +188,11 @@ def test_bad_inputs_raise_the_cpu_errors(lib):
         thyrofast.preprocess(d, size=(8, 8), out=lib.full((1, 1, 8, 9), 0, np.float32))
 
 
+@pytest.mark.parametrize("kernel", ["cluster"], indirect=True)  # a cluster-kernel matter: not run on "block"
 @pytest.mark.parametrize("cluster", [1, 2, 4, 8, 16])
 def test_each_cluster_size(lib, kernel, monkeypatch, cluster):
     # the strip split, the halo exchange and the cross-CTA order statistics
     # at every cluster size the host may choose (16 where the GPU allows it)
-    if kernel != "cluster":
-        pytest.skip("cluster sizes are a cluster-kernel matter")
     monkeypatch.setenv("THYROFAST_CUDA_CLUSTER", str(cluster))
     rng = np.random.default_rng(cluster)
     frames = speckle_frames(rng, 2, 768, 1024)

@@ -41,7 +41,7 @@ def main() -> int:
             x, o = frames[:batch], out[:batch]
             for denoise in ("none", "srad"):
                 pre = thyrofast.Preprocessor(size=(224, 224), denoise=denoise, dtype="float16")
-                fn = lambda: pre(x, out=o)  # noqa: E731
+                fn = lambda pre=pre, x=x, o=o: pre(x, out=o)  # noqa: E731
                 for _ in range(5):
                     fn()
                 torch.cuda.synchronize()
@@ -55,6 +55,29 @@ def main() -> int:
                 host = (time.perf_counter() - t0) / 50 * 1e6
                 torch.cuda.synchronize()
                 print(f"{kernel:<8} {batch:>5} {denoise:<7} {ran:<11} {call:>9.1f} {stream:>10.1f} {host:>8.1f}")
+    # where the cluster kernel's time goes: stage variants, back to back (stream us)
+    os.environ["THYROFAST_CUDA_KERNEL"] = "cluster"
+    variants = [("resize only", dict(denoise="none", normalize="none")),
+                ("+ minmax", dict(denoise="none", normalize="minmax")),
+                ("+ percentile", dict(denoise="none", normalize="percentile")),
+                ("+ median5", dict(denoise="median5", normalize="none")),
+                ("+ srad(1)", dict(denoise="srad", srad_iterations=1, normalize="none")),
+                ("+ srad(10)", dict(denoise="srad", normalize="none")),
+                ("+ srad(10) + percentile", dict(denoise="srad", normalize="percentile"))]
+    for batch, sizes in ((1, ("", "16", "8")), (64, ("", "4", "8", "16"))):
+        for forced in sizes:
+            if forced:
+                os.environ["THYROFAST_CUDA_CLUSTER"] = forced
+            x, o = frames[:batch], out[:batch]
+            line = []
+            for name, kw in variants:
+                pre = thyrofast.Preprocessor(size=(224, 224), dtype="float16", **kw)
+                fn = lambda pre=pre, x=x, o=o: pre(x, out=o)  # noqa: E731
+                for _ in range(3):
+                    fn()
+                line.append(f"{name}: {events(fn, 30):.1f}")
+            print(f"batch {batch} {thyrofast._core.cuda_last_kernel()}: " + ", ".join(line))
+            os.environ.pop("THYROFAST_CUDA_CLUSTER", None)
     os.environ.pop("THYROFAST_CUDA_KERNEL")
     return 0
 

@@ -26,7 +26,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kCThreads = 512;  // threads per CTA of the cluster kernel
+constexpr int kCThreads = 1024;  // threads per CTA: the phases are latency-bound at batch 1
 constexpr int kCWarps = kCThreads / 32;
 constexpr int kMaxClusterSize = 16;
 constexpr int kHalo = 2;        // halo rows above and below a strip (median5 needs 2)
@@ -218,12 +218,21 @@ __device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, Clus
       for (int r = q - 1; r >= 0; --r)
         if (prefix[r] == prefix[q]) lead[q] = r;
     }
-    for (int i = threadIdx.x; i < cnt; i += kCThreads) {
-      const uint32_t key = float_key(v[i]);
+    // Values of a frame share their top digits, so most lanes of a warp hit
+    // the same bin: one atomic per distinct (query, bin) in the warp.
+    const int cnt_up = (cnt + 31) & ~31;
+    for (int i = threadIdx.x; i < cnt_up; i += kCThreads) {
+      const bool in = i < cnt;
+      const uint32_t key = in ? float_key(v[i]) : 0u;
       const uint32_t digit = (key >> shift) & 0xffu;
 #pragma unroll
-      for (int q = 0; q < kMaxRanks; ++q)
-        if (q < m && lead[q] == q && ((key ^ prefix[q]) & hmask) == 0u) atomicAdd(&s.hist[q][digit], 1u);
+      for (int q = 0; q < kMaxRanks; ++q) {
+        if (q >= m || lead[q] != q) continue;  // uniform
+        const bool hit = in && ((key ^ prefix[q]) & hmask) == 0u;
+        const uint32_t slot_id = hit ? digit : 0x100u;  // 0x100: no bin
+        const uint32_t peers = __match_any_sync(0xffffffffu, slot_id);
+        if (hit && (__ffs(peers) - 1) == lane) atomicAdd(&s.hist[q][digit], static_cast<uint32_t>(__popc(peers)));
+      }
     }
     __syncthreads();
     const int slot = sctr % 3;
@@ -340,7 +349,7 @@ __device__ inline float cluster_luma(const LumaCoeffs& k, const T* p, int c, int
 #endif  // __CUDA_ARCH__ >= 900
 
 template <typename T>
-__global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const ClusterArgs a) {
+__global__ void __launch_bounds__(kCThreads, 1) preprocess_cluster_kernel(const ClusterArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) float dsm[];
   __shared__ ClusterSmem s;
@@ -390,7 +399,24 @@ __global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const 
         if (wv == 0.0f) continue;
         const T* p = base + t * sh;
         float row = 0.0f;
-        for (int u = 0; u < tx; ++u) row += wc[u] * cluster_luma<T>(a.k, p + u * sw, c, sc);
+        int u = 0;
+        // up to 8 taps at a time: all loads first, then the sum in tap order
+        // (the loads are independent; one memory round trip instead of eight)
+        for (; u + 8 <= tx; u += 8) {
+          float lv[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) lv[e] = cluster_luma<T>(a.k, p + (u + e) * sw, c, sc);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) row += wc[u + e] * lv[e];
+        }
+        if (u < tx) {
+          float lv[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) lv[e] = u + e < tx ? cluster_luma<T>(a.k, p + (u + e) * sw, c, sc) : 0.0f;
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (u + e < tx) row += wc[u + e] * lv[e];
+        }
         acc += wv * row;
       }
       img_a[(i + kHalo) * w + j] = acc;
