@@ -56,7 +56,10 @@ san_pids=()
 SANITIZERS="${THYROFAST_SANITIZERS:-memcheck racecheck initcheck synccheck}"  # racecheck alone takes ~2 min
 for tool in $SANITIZERS; do
   ( t0=$(date +%s)
-    timeout 220 compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+    limit=""  # THYROFAST_RACECHECK_CASES=N: racecheck on the first N cases only (it is the slow one)
+    [ "$tool" = racecheck ] && limit="${THYROFAST_RACECHECK_CASES:-}"
+    SANITIZE_MAX_CASES="$limit" timeout "${THYROFAST_SANITIZER_TIMEOUT:-220}" compute-sanitizer --tool "$tool" \
+      --error-exitcode 99 --print-limit 20 \
       python3 "$REPO/bench/gpu/sanitize_case.py" > "$LOG/sanitizer_$tool.log" 2>&1
     echo "$? $(( $(date +%s) - t0 ))" > "$LOG/sanitizer_$tool.rc" ) &
   san_pids+=($!)

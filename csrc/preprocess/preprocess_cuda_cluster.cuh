@@ -12,8 +12,8 @@
 // Frame-wide quantities are reduced across the cluster: min/max and sums via
 // per-CTA partials read over DSMEM, and EXACT order statistics by a 4-pass
 // radix select on the order-preserving uint32 key of the float, the CTAs'
-// histograms merged into rank 0's shared memory with DSMEM atomics; up to
-// four ranks are selected in the same passes (percentile: 4, SRAD's q0: 2).
+// histograms of all CTAs summed by every CTA over DSMEM; up to four ranks
+// are selected in the same passes (percentile: 4, SRAD's q0: 2).
 //
 // The per-pixel math is preprocess_math.h's, as on the CPU (the spec); the
 // resize sums taps in the same order as the fallback kernel.
@@ -26,7 +26,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kCThreads = 1024;  // threads per CTA: the phases are latency-bound at batch 1
+constexpr int kCThreads = 512;  // threads per CTA (1024 measured no faster at batch 1, slower at 64)
 constexpr int kCWarps = kCThreads / 32;
 constexpr int kMaxClusterSize = 16;
 constexpr int kHalo = 2;        // halo rows above and below a strip (median5 needs 2)
@@ -47,10 +47,10 @@ struct ClusterArgs {
   int region_c;    // floats of the coefficient / resize-table region
 };
 
-// Static shared memory of one CTA.  `merged` is used in rank 0 only.
+// Static shared memory of one CTA.
 struct ClusterSmem {
-  uint32_t hist[kMaxRanks][kRadixBins];
-  uint32_t merged[3][kMaxRanks][kRadixBins];  // triple-buffered by select pass
+  uint32_t hist[2][kMaxRanks][kRadixBins];  // this CTA's counts, by select-pass parity (read by every CTA)
+  uint32_t tot[kMaxRanks][kRadixBins];      // the cluster's counts
   float red_f[kCWarps][2];
   double red_d[kCWarps];
   float part_f[2][2];  // this CTA's (min, max), double-buffered by reduction call
@@ -193,24 +193,27 @@ __device__ double cluster_sum(const cg::cluster_group& cl, ClusterSmem& s, int& 
 // The exact ranks[q]-th smallest (q < m <= 4) of the values of all CTAs'
 // strips (each CTA passes its own `cnt` values).  Radix select, 8 bits per
 // pass from the top: each pass counts, per distinct prefix, the next digit of
-// the keys that match it, merges the counts into rank 0 with DSMEM atomics,
-// and after one cluster barrier every CTA scans the merged histogram (one warp
-// per rank) to fix that digit.  `sctr` numbers the passes: pass c adds into
-// merged[c % 3] and rank 0 clears merged[(c + 1) % 3] before the barrier, whose
-// last readers finished before the previous pass's barrier.
-__device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, ClusterSmem& s, int& sctr, const float* v, int cnt,
-                               const uint32_t* ranks, int m, float* out) {
+// the keys that match it into this CTA's histogram; after one cluster
+// barrier every CTA sums the histograms of all CTAs (coalesced DSMEM reads:
+// merging into one CTA with DSMEM atomics measured ~14 us a pass at 16 CTAs)
+// and scans the sums (one warp per rank) to fix that digit.  The histograms
+// alternate by pass (`sctr` parity): a CTA clears the other parity's after
+// the barrier, when every reader of it (the previous pass) is done.
+__device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, ClusterSmem& s, int& sctr, const float* v,
+                                               int cnt, const uint32_t* ranks, int m, float* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int S = static_cast<int>(cl.num_blocks());
   uint32_t prefix[kMaxRanks], want[kMaxRanks];
 #pragma unroll
   for (int q = 0; q < kMaxRanks; ++q) {
     prefix[q] = 0;
     want[q] = q < m ? ranks[q] : 0;
   }
-  const bool leader_rank0 = cl.block_rank() == 0;
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
     const uint32_t hmask = pass == 0 ? 0u : (0xffffffffu << (shift + 8));
+    const int par = sctr & 1;
+    uint32_t* hist = &s.hist[par][0][0];
     int lead[kMaxRanks];  // the query whose histogram counts for query q
 #pragma unroll
     for (int q = 0; q < kMaxRanks; ++q) {
@@ -231,24 +234,26 @@ __device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, Clus
         const bool hit = in && ((key ^ prefix[q]) & hmask) == 0u;
         const uint32_t slot_id = hit ? digit : 0x100u;  // 0x100: no bin
         const uint32_t peers = __match_any_sync(0xffffffffu, slot_id);
-        if (hit && (__ffs(peers) - 1) == lane) atomicAdd(&s.hist[q][digit], static_cast<uint32_t>(__popc(peers)));
+        if (hit && (__ffs(peers) - 1) == lane)
+          atomicAdd(&hist[q * kRadixBins + digit], static_cast<uint32_t>(__popc(peers)));
       }
-    }
-    __syncthreads();
-    const int slot = sctr % 3;
-    uint32_t* merged0 = cl.map_shared_rank(&s.merged[slot][0][0], 0);
-    for (int b = threadIdx.x; b < kMaxRanks * kRadixBins; b += kCThreads) {
-      const int q = b / kRadixBins;
-      if (q < m && lead[q] == q) {
-        const uint32_t c = s.hist[q][b % kRadixBins];
-        if (c != 0u) atomicAdd(merged0 + b, c);
-      }
-    }
-    if (leader_rank0) {
-      uint32_t* clr = &s.merged[(sctr + 1) % 3][0][0];
-      for (int b = threadIdx.x; b < kMaxRanks * kRadixBins; b += kCThreads) clr[b] = 0u;
     }
     cl.sync();
+    for (int b = threadIdx.x; b < kMaxRanks * kRadixBins; b += kCThreads) {
+      const int q = b / kRadixBins;
+      bool active = false;
+#pragma unroll
+      for (int r = 0; r < kMaxRanks; ++r)
+        if (r == q) active = r < m && lead[r] == r;
+      if (active) {
+        uint32_t t = 0;
+#pragma unroll 4
+        for (int r = 0; r < S; ++r) t += cl.map_shared_rank(hist, r)[b];
+        (&s.tot[0][0])[b] = t;
+      }
+      (&s.hist[par ^ 1][0][0])[b] = 0u;  // the previous pass's, read by all before this pass's barrier
+    }
+    __syncthreads();
     if (warp < m) {
       // this warp's query, picked out with constant indices (no local memory)
       uint32_t my_prefix = 0, target = 0;
@@ -260,7 +265,7 @@ __device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, Clus
           target = want[q];
           my_lead = lead[q];
         }
-      const uint32_t* hq = merged0 + my_lead * kRadixBins + lane * 8;
+      const uint32_t* hq = &s.tot[my_lead][lane * 8];
       uint32_t c[8];
       uint32_t tot = 0;
 #pragma unroll
@@ -289,7 +294,6 @@ __device__ __forceinline__ void cluster_select(const cg::cluster_group& cl, Clus
         s.sel_k[warp] = target - run;
       }
     }
-    for (int b = threadIdx.x; b < kMaxRanks * kRadixBins; b += kCThreads) (&s.hist[0][0])[b] = 0u;
     __syncthreads();
 #pragma unroll
     for (int q = 0; q < kMaxRanks; ++q)
@@ -346,10 +350,41 @@ __device__ inline float cluster_luma(const LumaCoeffs& k, const T* p, int c, int
   return k.r * static_cast<float>(p[0]) + k.g * static_cast<float>(p[sc]) + k.b * static_cast<float>(p[2 * sc]);
 }
 
+// One output pixel of crop + luma + resize from its input window at `base`:
+// sum over rows t of wr[t] * (sum over taps u of wc[u] * luma), in tap order
+// (the fallback kernel's order).  Up to 8 taps at a time: all loads first,
+// then the sum (independent loads: one memory round trip instead of eight).
+template <typename T, bool kGrayUnit>
+__device__ inline float strip_resize_px(const T* base, const float* wr, const float* wc, int ty, int tx, int64_t sh,
+                                        int64_t sw, int c, int64_t sc, const LumaCoeffs& k) {
+  float acc = 0.0f;
+  for (int t = 0; t < ty; ++t) {
+    const float wv = wr[t];
+    if (wv == 0.0f) continue;
+    const T* p = base + t * sh;
+    float row = 0.0f;
+    for (int u = 0; u < tx; u += 8) {
+      float lv[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        if (kGrayUnit)
+          lv[e] = u + e < tx ? static_cast<float>(p[u + e]) * k.gray : 0.0f;
+        else
+          lv[e] = u + e < tx ? cluster_luma<T>(k, p + (u + e) * sw, c, sc) : 0.0f;
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        if (u + e < tx) row += wc[u + e] * lv[e];
+    }
+    acc += wv * row;
+  }
+  return acc;
+}
+
 #endif  // __CUDA_ARCH__ >= 900
 
 template <typename T>
-__global__ void __launch_bounds__(kCThreads, 1) preprocess_cluster_kernel(const ClusterArgs a) {
+__global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const ClusterArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   extern __shared__ __align__(16) float dsm[];
   __shared__ ClusterSmem s;
@@ -365,10 +400,7 @@ __global__ void __launch_bounds__(kCThreads, 1) preprocess_cluster_kernel(const 
   float* img_b = dsm + strip;
   float* region = dsm + 2 * strip;
 
-  for (int b = threadIdx.x; b < kMaxRanks * kRadixBins; b += kCThreads) {
-    (&s.hist[0][0])[b] = 0u;
-    for (int t = 0; t < 3; ++t) (&s.merged[t][0][0])[b] = 0u;
-  }
+  for (int b = threadIdx.x; b < 2 * kMaxRanks * kRadixBins; b += kCThreads) (&s.hist[0][0][0])[b] = 0u;
   // no DSMEM access before every CTA of the cluster runs (and has cleared
   // its histograms): arrive now, wait after the resize
   cl.barrier_arrive();
@@ -389,38 +421,18 @@ __global__ void __launch_bounds__(kCThreads, 1) preprocess_cluster_kernel(const 
     const int64_t sh = a.in.stride_h, sw = a.in.stride_w, sc = a.in.stride_c;
     const int c = static_cast<int>(a.in.c);
     const int ty = a.ty, tx = a.tx;
-    for_strip(valid, w, [&](int i, int j) {
-      const float* wr = wy + i * ty;
-      const float* wc = wx + j * tx;
-      const T* base = frame + (a.roi_y + ys[i]) * sh + (a.roi_x + xs[j]) * sw;
-      float acc = 0.0f;
-      for (int t = 0; t < ty; ++t) {
-        const float wv = wr[t];
-        if (wv == 0.0f) continue;
-        const T* p = base + t * sh;
-        float row = 0.0f;
-        int u = 0;
-        // up to 8 taps at a time: all loads first, then the sum in tap order
-        // (the loads are independent; one memory round trip instead of eight)
-        for (; u + 8 <= tx; u += 8) {
-          float lv[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) lv[e] = cluster_luma<T>(a.k, p + (u + e) * sw, c, sc);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) row += wc[u + e] * lv[e];
-        }
-        if (u < tx) {
-          float lv[8];
-#pragma unroll
-          for (int e = 0; e < 8; ++e) lv[e] = u + e < tx ? cluster_luma<T>(a.k, p + (u + e) * sw, c, sc) : 0.0f;
-#pragma unroll
-          for (int e = 0; e < 8; ++e)
-            if (u + e < tx) row += wc[u + e] * lv[e];
-        }
-        acc += wv * row;
-      }
-      img_a[(i + kHalo) * w + j] = acc;
-    });
+    // gray frames with contiguous rows (the usual case) index p[u] directly:
+    // int64 address arithmetic per tap cost a third of the resize
+    if (c == 1 && sw == 1)
+      for_strip(valid, w, [&](int i, int j) {
+        const T* base = frame + (a.roi_y + ys[i]) * sh + (a.roi_x + xs[j]);
+        img_a[(i + kHalo) * w + j] = strip_resize_px<T, true>(base, wy + i * ty, wx + j * tx, ty, tx, sh, 1, 1, 0, a.k);
+      });
+    else
+      for_strip(valid, w, [&](int i, int j) {
+        const T* base = frame + (a.roi_y + ys[i]) * sh + (a.roi_x + xs[j]) * sw;
+        img_a[(i + kHalo) * w + j] = strip_resize_px<T, false>(base, wy + i * ty, wx + j * tx, ty, tx, sh, sw, c, sc, a.k);
+      });
   }
   cl.barrier_wait();
   __syncthreads();  // (the tables' region is reused below)
