@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_dataset", "CheckReport", "Problem", "dhash", "hamming", "NEAR_DUPLICATE_DISTANCE"]
+__all__ = ["check_dataset", "check_before_training", "CheckReport", "Problem", "dhash", "hamming", "NEAR_DUPLICATE_DISTANCE"]
 
 #: Two panes whose dHashes differ in at most this many of 64 bits are near duplicates.
 NEAR_DUPLICATE_DISTANCE = 6
@@ -344,4 +344,32 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
                     f"(dHash distance <= {near_distance}: re-encoded, resized or re-exported copies?)"
                     + (f"; {leak} across splits" if leak else ""),
                     [[items[p][0], items[q][0], f"distance {d}"] for (p, q), d in sorted(seen_pairs.items())]))
+    return rep
+
+
+def check_before_training(data: str | os.PathLike, *, allow_duplicates: bool = False, say=print,
+                          progress: bool = False) -> CheckReport:
+    """The check ``thyrofast train`` and ``thyrofast cv`` run first.
+
+    Exact duplicates across patients (the same pixels filed under two case
+    numbers) are refused with ``InputError('duplicates')`` listing them: a
+    patient-level split would put one image in training and in validation /
+    test, which inflates every held-out number.  ``allow_duplicates=True``
+    turns the refusal into a warning (``say``).  Near duplicates (dHash) are
+    warned about only: the hash has a small false-positive rate
+    (:data:`NEAR_DUPLICATE_DISTANCE`), so they are for the user to look at
+    (``thyrofast check DATA``).  Other problems (missing or unreadable files,
+    several labels per patient) are left to training, which refuses them with
+    its own error.  Returns the report.
+    """
+    rep = check_dataset(data, progress=progress)
+    for p in rep.problems:
+        if p.kind not in ("exact_duplicate", "near_duplicate"):
+            continue
+        listed = "; ".join(" == ".join(map(str, it)) if isinstance(it, (list, tuple)) else str(it)
+                           for it in p.items[:5]) + (f"; ... {len(p.items) - 5} more" if len(p.items) > 5 else "")
+        if p.kind == "exact_duplicate" and not allow_duplicates:
+            raise InputError("bad_manifest", f"{p.message}: {listed}. Remove the copies (thyrofast check DATA lists "
+                             "them all) or pass --allow-duplicates / allow_duplicates=True", source=os.fspath(data))
+        say(f"warning: {p.kind.replace('_', ' ')}s: {p.message}: {listed}")
     return rep

@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: the highest threshold with validation sensitivity >= S for the "
                         "positive class (default: Youden's J, the maximum of sensitivity + specificity - 1)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="train although the data check finds pixel-identical images under different patients "
+                        "(refused by default: a split would put one image in training and validation)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the data check (thyrofast check: duplicates across patients) before training")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -85,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
+                       check=not args.no_check, allow_duplicates=args.allow_duplicates,
                        progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)

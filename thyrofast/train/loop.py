@@ -327,7 +327,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
           augment_config: AugmentConfig | Mapping | None = None,
           backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
-          target_sensitivity: float | None = None, log=None):
+          target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
+          log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -362,7 +363,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     second in order (``malignant`` of benign/malignant), for more classes none
     (the argmax).  The threshold is chosen on the validation patients: Youden's
     J, or with ``target_sensitivity`` S the highest threshold with sensitivity
-    >= S.
+    >= S.  ``check``: first run :func:`thyrofast.check.check_before_training`
+    (``thyrofast check``): exact duplicates across patients refuse training
+    (``InputError``) unless ``allow_duplicates``; near duplicates are warned about.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -401,6 +404,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
             raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has none for "
                              f"{cfg.arch} (a backbone pretrained with diagnosis_weight=0?): train for some epochs")
 
+    if check:  # every rank checks (same data, same answer): a refusal stops them all before any group forms
+        from ..check import check_before_training
+
+        quiet = int(os.environ.get("RANK", "0")) != 0
+        check_before_training(data, allow_duplicates=allow_duplicates, progress=False,
+                              say=(lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg))))
     world, rank, own_group = _dist_info()
     device = resolve_device(device)
     if own_group:
