@@ -755,7 +755,8 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
             say(f"aggregation: kept mean_log_prob ({exc})")
         else:
             final = _evaluate(logits, y_val, p_val, temperature, aggregation)
-            say(f"aggregation pooled_logistic (l2 {aggregation['l2']:g}): validation patient macro-AUC "
+            say(f"aggregation pooled_logistic (l2 {aggregation['l2']:g}; mean_log_prob for patients with fewer "
+                f"than {aggregation['fallback']['below_images']} images): validation patient macro-AUC "
                 f"{after['patient_macro_auc']:.4f} -> {final['patient_macro_auc']:.4f}, accuracy "
                 f"{after['patient_accuracy']:.4f} -> {final['patient_accuracy']:.4f} (vs mean_log_prob)")
 
