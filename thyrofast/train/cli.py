@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=1, choices=(1, 3),
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune from any pretrained file: a bundle folder, a .safetensors network or ensemble "
+                        "(one member, --init-member), or a PyTorch/torchvision state dict (.pt/.pth); checked "
+                        "against --arch/--width first")
+    p.add_argument("--init-member", type=int, default=None, metavar="I",
+                   help="with an ensemble --init: the member to start from (default 0)")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
                    help="backbone learning rate / head learning rate, in [0, 1]; below 1 keeps the features of "
                         "a --pretrained backbone (default: %(default)s)")
@@ -91,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
                        check=not args.no_check, allow_duplicates=args.allow_duplicates,
+                       init=args.init, init_member=args.init_member,
                        progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from ..errors import InputError
 
 # training options passed through to every fold (name on the command line -> train() keyword)
 _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "patience", "aggregation", "crop",
-               "positive", "target_sensitivity", "threads", "pretrained", "aux_weight", "backbone_lr_scale")
+               "positive", "target_sensitivity", "threads", "pretrained", "init", "aux_weight", "backbone_lr_scale")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
                    help="preprocessing gray-level normalization (default: percentile)")
     p.add_argument("--pretrained", default=None, help="checkpoint every fold starts from")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune every fold from any pretrained file (as thyrofast train --init)")
     p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight, help="default: %(default)s")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")

@@ -328,7 +328,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           augment_config: AugmentConfig | Mapping | None = None,
           backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
           target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
-          log=None):
+          init: str | os.PathLike | None = None, init_member: int | None = None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -366,6 +366,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     >= S.  ``check``: first run :func:`thyrofast.check.check_before_training`
     (``thyrofast check``): exact duplicates across patients refuse training
     (``InputError``) unless ``allow_duplicates``; near duplicates are warned about.
+    ``init``: fine-tune from any pretrained file (:mod:`thyrofast.train.init`):
+    a bundle folder, a ``.safetensors`` network or ensemble (member
+    ``init_member``, default 0), or a PyTorch / torchvision state dict; it is
+    checked against the architecture first and used as ``pretrained``.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -377,6 +381,14 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
     if width is None:
         width = default_width(arch)
+    init_note = None
+    if init is not None:
+        if pretrained:
+            raise ValueError("give init (--init) or pretrained (--pretrained), not both")
+        from .init import prepare_init
+
+        pretrained, init_note = prepare_init(init, Path(out) / WORK_DIR / "init", arch=arch,
+                                             in_channels=in_channels, width=float(width), member=init_member)
     cfg = TrainConfig(arch=arch, width=float(width), in_channels=in_channels, image_size=int(image_size),
                       epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                       patience=int(patience), val_fraction=float(val_fraction),
@@ -436,8 +448,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
     op_request = {"positive": positive, "target_sensitivity": target_sensitivity}
     try:
+        if init_note:
+            say(f"init: {init_note}")
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
                       int8, threads, say, t_start, op_request)
+        if result is not None and init_note:
+            result.update(training={**result.manifest["training"],
+                                    "init": {"source": str(Path(init).resolve()), "loaded": init_note}})
     finally:
         torch.set_num_threads(old_threads)
         if own_group and dist.is_initialized():
