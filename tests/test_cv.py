@@ -158,6 +158,25 @@ def test_bad_arguments(tmp_path):
         cross_validate(tmp_path, tmp_path / "o", resume=True)
 
 
+def test_too_few_patients_and_duplicates_are_refused_before_any_work(tmp_path):
+    import shutil
+
+    from thyrofast import InputError
+
+    manifest = _fx().write_binary_cohort(tmp_path / "data", n_benign=2, n_malignant=6, images_per_patient=1)
+    with pytest.raises(InputError, match="class benign has 2 patient"):
+        cross_validate(manifest.parent, tmp_path / "o", folds=3, **_kw())
+    assert not (tmp_path / "o").exists()
+    # a pixel-identical copy under another patient: refused (it would be in training and held out)
+    root = manifest.parent
+    shutil.copy(root / "img" / "malignant-000_0.png", root / "img" / "copy.png")
+    with open(manifest, "a") as fh:
+        fh.write("img/copy.png,malignant-002,malignant,train\n")
+    with pytest.raises(InputError, match="pixel-identical"):
+        cross_validate(manifest.parent, tmp_path / "o", folds=2, _train=None, **_kw())
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli(tmp_path, capsys):
     from thyrofast.cli import main
 

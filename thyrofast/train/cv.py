@@ -196,6 +196,15 @@ def cross_validate(data: str | os.PathLike, out: str | os.PathLike, *, folds: in
     if not records:
         raise InputError("empty", "the data set has no images", source=os.fspath(data))
     classes = tuple(records[0].classes)
+    n_pat = len({r.patient_id for r in records})
+    per_class: dict[str, set] = {c: set() for c in classes}
+    for r in records:
+        per_class[r.label_name].add(r.patient_id)
+    few = {c: len(p) for c, p in per_class.items() if len(p) < folds}
+    if few:
+        c, n = min(few.items(), key=lambda kv: kv[1])
+        raise InputError("bad_split", f"class {c} has {n} patient(s), fewer than the {folds} folds: every held-out "
+                         f"fold needs each class (use --folds {max(2, n)} or fewer)", source=os.fspath(data))
     from ..evaluate.endpoints import parse_endpoints
 
     endpoint_list = [f"{n}={'+'.join(m)}" for n, m in parse_endpoints(endpoints, classes).items()]
@@ -219,7 +228,6 @@ def cross_validate(data: str | os.PathLike, out: str | os.PathLike, *, folds: in
     labels_csv = out / "labels.csv"
     write_manifest([r.replace(split=None) for r in records], labels_csv)
 
-    n_pat = len({r.patient_id for r in records})
     say(f"cross-validation: {n_pat} patients, classes {', '.join(classes)}, {folds} folds x {repeats} repeats")
     results: list[dict] = []
     bar = tqdm(total=folds * repeats, desc="cv", unit="fold", disable=not progress, dynamic_ncols=True)
