@@ -138,3 +138,26 @@ def test_near_duplicates_only_warn(own, tmp_path):
     rep = check_before_training(clean, say=said.append)
     assert {p.kind for p in rep.problems} & {"near_duplicate"}
     assert any(m.startswith("warning: near duplicates") and "resized.png" in m for m in said)
+
+
+def test_own_finding_words_are_warned_with_the_vocabulary(tmp_path):
+    """A user's finding words (``hypoechogenicity``, ``well-defined``) used to be dropped silently, and
+    nodule findings without ``view`` / ``n_nodules`` trained nothing: the check says so."""
+    root = tmp_path / "d"
+    (root / "img").mkdir(parents=True)
+    rows = ["path,patient_id,label,echogenicity,margin"]
+    for i in range(6):
+        Image.fromarray(np.full((40, 40), 30 * i, np.uint8)).save(root / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,p{i},{('benign', 'malignant')[i % 2]},"
+                    f"{('hypoechogenicity', 'hypoechoic')[i % 2]},{('well-defined', 'smooth')[i % 2]}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    said: list[str] = []
+    rep = check_before_training(root, say=said.append)
+    msgs = {p.message: p.items for p in rep.problems if p.kind == "findings"}
+    echo = next(m for m in msgs if m.startswith("column 'echogenicity'"))
+    assert "anechoic, hyperechoic, isoechoic, hypoechoic, very_hypoechoic" in echo
+    assert msgs[echo] == ["'hypoechogenicity' (3 rows)"]
+    assert any(m.startswith("column 'margin'") and "smooth, ill_defined" in m for m in msgs)
+    assert any("no 'view' column" in m for m in msgs) and any("no 'n_nodules' column" in m for m in msgs)
+    assert all(p.severity == "warning" for p in rep.problems if p.kind == "findings")
+    assert any(m.startswith("warning: findings: column 'echogenicity'") for m in said)

@@ -22,6 +22,9 @@ Checks (each finding is a :class:`Problem` with severity ``error`` or ``warning`
   several labels (``thyrofast train`` refuses them), classes with no images,
   a patient in two splits.
 * **balance** — images and patients per class and split.
+* **findings** — finding columns (the auxiliary heads' ``echogenicity``,
+  ``margin``, ...) with values outside the accepted vocabulary, or without the
+  ``view`` / ``n_nodules`` columns they need (warnings: training ignores them).
 * **split screens** — images whose screenshot holds several B-mode panes
   (:func:`thyrofast.io.detect_panes`), each hashed on its own.
 """
@@ -50,7 +53,7 @@ _MAX_LISTED = 20  # examples printed per problem in the text report (the JSON ha
 @dataclasses.dataclass
 class Problem:
     kind: str  # exact_duplicate, near_duplicate, missing, unreadable, unlisted, listed_twice,
-    #            several_labels, empty_class, bad_split
+    #            several_labels, empty_class, bad_split, findings
     severity: str  # "error" (exit 1) or "warning"
     message: str
     items: list[Any] = dataclasses.field(default_factory=list)  # paths, or groups / pairs of paths
@@ -250,6 +253,13 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
             err(Problem("unlisted", "warning", f"{len(unlisted)} image file(s) in the data set's folder are "
                         "not in the manifest (unknown files: forgotten, or stray?)", unlisted))
 
+    # --- finding annotations (the auxiliary heads' columns) ----------------------------------
+    if layout == "manifest":
+        from .train.aux import finding_problems
+
+        for msg, items in finding_problems(records):
+            err(Problem("findings", "warning", msg, items))
+
     # --- balance ------------------------------------------------------------------------
     splits = sorted({r.split or "unsplit" for r in records}, key=lambda s: (["train", "val", "test",
                                                                              "unsplit"].index(s), s))
@@ -372,4 +382,7 @@ def check_before_training(data: str | os.PathLike, *, allow_duplicates: bool = F
             raise InputError("bad_manifest", f"{p.message}: {listed}. Remove the copies (thyrofast check DATA lists "
                              "them all) or pass --allow-duplicates / allow_duplicates=True", source=os.fspath(data))
         say(f"warning: {p.kind.replace('_', ' ')}s: {p.message}: {listed}")
+    for p in rep.problems:
+        if p.kind == "findings":
+            say(f"warning: findings: {p.message}: {', '.join(map(str, p.items))}")
     return rep
