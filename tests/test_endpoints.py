@@ -96,3 +96,32 @@ def test_cli_endpoint(tmp_path, capsys):
     assert main(["evaluate", "--predictions", str(tmp_path / "p.jsonl"), "--labels", str(tmp_path / "m.csv"),
                  "--report", str(tmp_path / "r"), "--no-figures", "--bootstrap", "200",
                  "--endpoint", "malignant"]) == 2
+
+
+def test_train_declares_endpoints_in_the_bundle_and_evaluate_reports_them(tmp_path):
+    pytest.importorskip("torch")
+    import _train_fixture as fx
+
+    from thyrofast.bundle import Bundle
+    from thyrofast.card_schema import check_card_fields
+    from thyrofast.evaluate.core import evaluate_bundle
+    from thyrofast.train import train
+
+    manifest = fx.write_cohort(tmp_path / "data", patients_per_class=(6, 6, 6), images_per_patient=2)
+    with pytest.raises(ValueError, match="'cancer' is not one of the classes"):  # before any training
+        train(manifest, tmp_path / "x", endpoints=["malignant=NMTN+cancer"], **{**fx.TRAIN_KW, "epochs": 1})
+    assert not (tmp_path / "x").exists()
+    b = train(manifest, tmp_path / "b", export=False, log=lambda m: None, endpoints=["malignant=MMTN+NMTN"],
+              **{**fx.TRAIN_KW, "epochs": 1})
+    assert Bundle.load(b.path).manifest["endpoints"] == {"malignant": ["NMTN", "MMTN"]}
+    res = evaluate_bundle(str(b.path), str(manifest), split="test", n_boot=200, progress=False, backend="torch")
+    e = res["endpoints"]["malignant"]
+    assert e["members"] == ["NMTN", "MMTN"] and (e["n_pos"], e["n_neg"]) == (2, 1)  # one test patient per class
+    card = dict(Bundle.load(b.path).manifest)
+
+    def bad(msg):
+        raise ValueError(msg)
+
+    for wrong in ({"m": ["BTN", "NMTN", "MMTN"]}, {"m": ["cancer"]}, {"m": []}, ["NMTN"], {"m": ["MMTN", "MMTN"]}):
+        with pytest.raises(ValueError, match="endpoints"):
+            check_card_fields({**card, "endpoints": wrong}, bad)

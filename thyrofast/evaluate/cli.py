@@ -64,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
                 b = Bundle.load(args.aggregation_from, verify=False)
                 opts["aggregation"] = b.aggregation
                 opts["operating_point"] = b.operating_point  # its decision threshold too
+                if not args.endpoint:  # and the endpoints it declares
+                    opts["endpoints"] = b.manifest.get("endpoints")
             result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
                                           level=args.level, split=split, **opts)
         else:

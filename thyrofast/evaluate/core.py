@@ -629,6 +629,9 @@ def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier
         from ..classifier import bundle_operating_point  # noqa: PLC0415
 
         kwargs["operating_point"] = bundle_operating_point(classifier)
+    if kwargs.get("endpoints") is None:  # the endpoints the bundle declares (train --endpoint)
+        card = getattr(getattr(classifier, "bundle", None), "manifest", None)
+        kwargs["endpoints"] = card.get("endpoints") if isinstance(card, dict) else None
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

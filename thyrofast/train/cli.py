@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(refused by default: a split would put one image in training and validation)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the data check (thyrofast check: duplicates across patients) before training")
+    p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
+                   help="declare a named binary endpoint in the bundle, e.g. malignant=NMTN+MMTN; evaluate reports "
+                        "its AUC and sensitivity / specificity; repeatable")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -97,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
                        check=not args.no_check, allow_duplicates=args.allow_duplicates,
-                       init=args.init, init_member=args.init_member,
+                       init=args.init, init_member=args.init_member, endpoints=args.endpoint,
                        progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)

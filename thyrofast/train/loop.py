@@ -328,7 +328,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           augment_config: AugmentConfig | Mapping | None = None,
           backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
           target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
-          init: str | os.PathLike | None = None, init_member: int | None = None, log=None):
+          init: str | os.PathLike | None = None, init_member: int | None = None, endpoints=None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -370,6 +370,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     a bundle folder, a ``.safetensors`` network or ensemble (member
     ``init_member``, default 0), or a PyTorch / torchvision state dict; it is
     checked against the architecture first and used as ``pretrained``.
+    ``endpoints``: named binary endpoints declared in the bundle
+    (``["malignant=NMTN+MMTN"]``; :mod:`thyrofast.evaluate.endpoints`), which
+    ``evaluate`` with the bundle reports by default.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -381,6 +384,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
     if width is None:
         width = default_width(arch)
+    declared = None
+    if endpoints:  # checked against the data's classes before any work
+        from ..evaluate.endpoints import parse_endpoints
+        from ..io.manifest import read_dataset
+
+        recs = read_dataset(data, classes=None)
+        declared = {k: list(v) for k, v in parse_endpoints(endpoints, recs[0].classes if recs else ()).items()}
     init_note = None
     if init is not None:
         if pretrained:
@@ -452,6 +462,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
             say(f"init: {init_note}")
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
                       int8, threads, say, t_start, op_request)
+        if result is not None and declared:
+            result.update(endpoints=declared)
         if result is not None and init_note:
             result.update(training={**result.manifest["training"],
                                     "init": {"source": str(Path(init).resolve()), "loaded": init_note}})
