@@ -67,7 +67,12 @@ def summary_lines(summary: dict) -> list[str]:
     """The per-fold table and the mean ± SD / pooled CI lines."""
     keys = [k for k in ("macro_auc", "auc", "balanced_accuracy", "sensitivity", "specificity")
             if k in summary["over_folds"]]
-    head = f"{'fold':<8}{'patients':>9}" + "".join(f"{k:>19}" for k in keys)
+    if "balanced_accuracy" not in keys:  # no operating point (3+ classes): the argmax's
+        keys.append("balanced_accuracy_argmax")
+    names = {"macro_auc": "macro-AUC", "auc": "AUC", "balanced_accuracy": "bal. acc. (op)",
+             "balanced_accuracy_argmax": "bal. acc. (argmax)", "sensitivity": "sensitivity (op)",
+             "specificity": "specificity (op)"}
+    head = f"{'fold':<8}{'patients':>9}" + "".join(f"{names[k]:>19}" for k in keys)
     lines = [head, "-" * len(head)]
     for f in summary["folds"]:
         cells = ["n/a" if f.get(k) is None else f"{f[k]:.3f}" for k in keys]
