@@ -1,7 +1,8 @@
 """Fine-tuning from any pretrained file: ``train(init=...)`` / ``thyrofast train --init``.
 
-A torchvision state dict (.pth, RGB stem, 1000-class head), one member of an ensemble file, a bundle
-folder; a checkpoint of another architecture or width is refused before any data is read.
+A torchvision state dict (.pth, RGB stem, 1000-class head; converted to .safetensors by
+tools/state_dict_to_safetensors.py, since thyrofast never unpickles), one member of an ensemble file,
+a bundle folder; a checkpoint of another architecture or width is refused before any data is read.
 """
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ def _cohort(tmp_path_factory):
     return _CACHE["data"]
 
 
+def _tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "state_dict_to_safetensors.py"
+    spec = importlib.util.spec_from_file_location("state_dict_to_safetensors", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 KW = dict(image_size=48, batch_size=16, threads=1, progress=False, export=False, check=False,
           preprocess={"denoise": "median3"})
 
@@ -41,10 +53,13 @@ def test_torchvision_state_dict_with_a_frozen_backbone(tmp_path_factory, tmp_pat
 
     torch.manual_seed(0)
     net = tvm.resnet18(weights=None)  # the layout of torchvision's ImageNet checkpoint (RGB, 1000 classes)
-    ck = tmp_path / "resnet18-imagenet.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, ck)
+    pth = tmp_path / "resnet18-imagenet.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, pth)
+    with pytest.raises(ValueError, match="never unpickles.*tools/state_dict_to_safetensors.py"):
+        prepare_init(pth, tmp_path / "w", arch="resnet18", in_channels=1, width=1.0)
+    ck = tmp_path / "resnet18-imagenet.safetensors"
+    assert _tool().convert(str(pth), str(ck)) == len(net.state_dict())
     path, note = prepare_init(ck, tmp_path / "w", arch="resnet18", in_channels=1, width=1.0)
-    assert "PyTorch state dict" in note
     saved = load_file(path)
     assert "fc.weight" in saved and saved["fc.weight"].shape == (1000, 512)  # kept; train skips it (2 classes)
     b = train(_cohort(tmp_path_factory), tmp_path / "b", arch="resnet18", width=1.0, epochs=1, init=ck,
@@ -56,20 +71,20 @@ def test_torchvision_state_dict_with_a_frozen_backbone(tmp_path_factory, tmp_pat
                                rtol=1e-6)
     np.testing.assert_array_equal(state["layer3.1.conv2.weight"].numpy(), ref["layer3.1.conv2.weight"].numpy())
     assert state["fc.weight"].shape == (2, 512)
-    assert b.manifest["training"]["init"]["source"].endswith("resnet18-imagenet.pth")
+    assert b.manifest["training"]["init"]["source"].endswith("resnet18-imagenet.safetensors")
 
 
 def test_another_width_is_refused_before_the_data(tmp_path):
     from thyrofast.train import train
 
-    ck = tmp_path / "tv.pth"
-    torch.save(tvm.resnet18(weights=None).state_dict(), ck)
+    ck = tmp_path / "tv.safetensors"
+    save_file(tvm.resnet18(weights=None).state_dict(), str(ck))
     msg = r"does not fit resnet18 \(width 0.25.*has shape \(64,\).*expects \(16,\).*--arch / --width"
     with pytest.raises(ValueError, match=msg):
         train(tmp_path / "no-such-data", tmp_path / "b", width=0.25, epochs=1, init=ck, **KW)
     torch.save(tvm.resnet18(weights=None), tmp_path / "whole.pth")  # a pickled model, not a state dict
-    with pytest.raises(ValueError, match="not a readable PyTorch state dict"):
-        prepare_init(tmp_path / "whole.pth", tmp_path / "w", arch="resnet18", in_channels=1, width=1.0)
+    with pytest.raises(SystemExit, match="no state dict of tensors"):
+        _tool().convert(str(tmp_path / "whole.pth"), str(tmp_path / "whole.safetensors"))
     (tmp_path / "x.onnx").write_bytes(b"0")
     with pytest.raises(ValueError, match="expected a bundle folder"):
         prepare_init(tmp_path / "x.onnx", tmp_path / "w", arch="resnet18", in_channels=1, width=1.0)

@@ -38,9 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
     p.add_argument("--init", default=None, metavar="PATH",
-                   help="fine-tune from any pretrained file: a bundle folder, a .safetensors network or ensemble "
-                        "(one member, --init-member), or a PyTorch/torchvision state dict (.pt/.pth); checked "
-                        "against --arch/--width first")
+                   help="fine-tune from a pretrained file: a bundle folder, or a .safetensors network or ensemble "
+                        "(one member, --init-member), e.g. torchvision weights converted to .safetensors (README); "
+                        "checked against --arch/--width first")
     p.add_argument("--init-member", type=int, default=None, metavar="I",
                    help="with an ensemble --init: the member to start from (default 0)")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,

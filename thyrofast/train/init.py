@@ -6,11 +6,12 @@
 * a ``.safetensors`` file: a single network, or an ensemble
   (``thyrofast pretrain --members N``; one member is taken, ``member``,
   default 0: training fine-tunes one network);
-* a PyTorch state dict (``.pt`` / ``.pth`` / ``.bin``, e.g. a torchvision or
-  timm ResNet checkpoint a user has on disk), read with
-  ``torch.load(weights_only=True)`` (tensors only, no code); a
-  ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper and DataParallel's
-  ``module.`` prefix are unwrapped.
+* a PyTorch / torchvision / timm state dict converted to ``.safetensors``.
+  thyrofast never unpickles (``tests/test_hardening_predict.py``), so a
+  ``.pt`` / ``.pth`` file is refused, pointing to the conversion you run on
+  your own, trusted file (README, "Fine-tuning from a pretrained file";
+  ``tools/state_dict_to_safetensors.py`` in the source tree).  ``module.``
+  prefixes (DataParallel) are stripped.
 
 Whatever the source, the result is a single-network ``.safetensors`` file in
 the bundle's work folder that :func:`thyrofast.models.load_pretrained` loads
@@ -30,29 +31,10 @@ __all__ = ["prepare_init", "TORCH_SUFFIXES"]
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
-def _unwrap(obj, source: str) -> dict:
-    import torch
-
-    for key in ("state_dict", "model_state_dict", "model", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{source} holds no state dict of tensors (a whole pickled model is not read: save "
-                         "model.state_dict() instead)")
-    out = {}
-    for k, v in obj.items():
-        k = str(k)
-        if k.startswith("module."):
-            k = k[len("module."):]
-        out[k] = v.detach().cpu().contiguous()
-    return out
-
-
 def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str, in_channels: int, width: float,
                  member: int | None = None) -> tuple[str, str]:
     """A single-network ``.safetensors`` file for ``path`` (see the module doc) in ``work``, checked
     against ``arch`` / ``in_channels`` / ``width``; returns (file, one-line description)."""
-    import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -74,6 +56,7 @@ def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str,
         with safe_open(str(src), framework="pt") as f:
             meta = dict(f.metadata() or {})
             state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
         what = f"{src.name}" + (f" ({n}-member ensemble)" if n > 1 else "")
         if n > 1:
             m = 0 if member is None else int(member)
@@ -85,16 +68,11 @@ def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str,
         elif member not in (None, 0):
             raise ValueError(f"--init-member {member}: {src} is a single network")
     elif src.suffix.lower() in TORCH_SUFFIXES:
-        try:
-            obj = torch.load(str(src), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
-            raise ValueError(f"--init {src}: not a readable PyTorch state dict ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]})") from None
-        state = _unwrap(obj, str(src))
-        what = f"{src.name} (PyTorch state dict)"
+        raise ValueError(f"--init {src}: a pickled PyTorch checkpoint, and thyrofast never unpickles; convert "
+                         "your own, trusted file to .safetensors first (README, 'Fine-tuning from a pretrained "
+                         "file', or tools/state_dict_to_safetensors.py)")
     else:
-        raise ValueError(f"--init {src}: expected a bundle folder, a .safetensors file or a PyTorch state dict "
-                         f"({', '.join(TORCH_SUFFIXES)})")
+        raise ValueError(f"--init {src}: expected a bundle folder or a .safetensors file")
     probe = build_model(arch, in_channels=in_channels, width=width)
     own = probe.state_dict()
     state = {k: v for k, v in state.items() if k in own}  # heads of any class count stay (train picks)

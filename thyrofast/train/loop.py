@@ -366,10 +366,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     >= S.  ``check``: first run :func:`thyrofast.check.check_before_training`
     (``thyrofast check``): exact duplicates across patients refuse training
     (``InputError``) unless ``allow_duplicates``; near duplicates are warned about.
-    ``init``: fine-tune from any pretrained file (:mod:`thyrofast.train.init`):
-    a bundle folder, a ``.safetensors`` network or ensemble (member
-    ``init_member``, default 0), or a PyTorch / torchvision state dict; it is
-    checked against the architecture first and used as ``pretrained``.
+    ``init``: fine-tune from a pretrained file (:mod:`thyrofast.train.init`):
+    a bundle folder, or a ``.safetensors`` network or ensemble (member
+    ``init_member``, default 0), e.g. torchvision weights converted to
+    safetensors; it is checked against the architecture first and used as
+    ``pretrained``.
     ``endpoints``: named binary endpoints declared in the bundle
     (``["malignant=NMTN+MMTN"]``; :mod:`thyrofast.evaluate.endpoints`), which
     ``evaluate`` with the bundle reports by default.
