@@ -15,7 +15,7 @@ Output folder::
     cv.json                  the plan (settings, classes, data) and, when done, the summary
     labels.csv               every row of the data set (patient ids hashed): --labels for evaluate
     r1-f1/manifest.csv       the fold's rows: split train (training + validation) / test (held out)
-    r1-f1/bundle/            the fold's bundle (weights; --export adds ONNX)
+    r1-f1/bundle/            the fold's bundle (weights only unless export=True; --remove-bundles drops it)
     r1-f1/predictions.jsonl  the held-out images' prediction records (as ``thyrofast predict`` writes)
     r1-f1/result.json        the fold's metrics; written last, atomically: a fold with it is done
     oof-r1.jsonl             out-of-fold predictions of repeat 1: every image once
