@@ -14,6 +14,16 @@ Two rules, both pure NumPy so every consumer (``Classifier``, ``predict``,
   node image should raise MMTN even when a dozen nodule images look alike, which
   a mean cannot express and a max alone over-reacts to.  The weights are stored
   in the bundle as plain numbers.
+
+  Graceful degradation: the rule has only seen patients with as many images as
+  the fitting patients had; its order statistics of one image (max = min =
+  mean, share one-hot) lie far outside that, and a rule fitted on ~18 images
+  per patient turned one-image patients called MMTN at image level into BTN.
+  A fitted rule therefore states its range in the bundle,
+  ``"fallback": {"rule": "mean_log_prob", "below_images": m}`` with ``m`` the
+  10th percentile (lower) of the fitting patients' image counts: a patient
+  with fewer than ``m`` images gets the mean log-probability instead.  Rules
+  fitted before this field existed have none and are applied as they were.
 """
 from __future__ import annotations
 
@@ -73,6 +83,13 @@ def check_spec(spec: Any, n_classes: int = 3) -> str | dict:
                   and np.asarray(spec["scale"], dtype=np.float64).shape == (nf,))
         except (KeyError, TypeError, ValueError):
             ok = False
+        fb = spec.get("fallback")
+        if fb is not None:
+            m = fb.get("below_images") if isinstance(fb, Mapping) else None
+            if not (isinstance(fb, Mapping) and fb.get("rule") == MEAN_LOG_PROB and isinstance(m, int)
+                    and not isinstance(m, bool) and m >= 1):
+                raise ValueError(f"aggregation fallback must be {{'rule': {MEAN_LOG_PROB!r}, 'below_images': "
+                                 f"an integer >= 1}}, got {fb!r}")
         if ok and all(np.isfinite(np.asarray(spec[k], dtype=np.float64)).all()
                       for k in ("coef", "intercept", "mean", "scale")) \
                 and (np.asarray(spec["scale"], dtype=np.float64) > 0).all():
@@ -106,7 +123,11 @@ def aggregate(probs: np.ndarray, patient_ids: Sequence[Any], spec: Any = MEAN_LO
     b = np.asarray(spec["intercept"], dtype=np.float64)
     mu = np.asarray(spec["mean"], dtype=np.float64)
     sd = np.asarray(spec["scale"], dtype=np.float64)
+    below = int((spec.get("fallback") or {}).get("below_images", 0))
     for pid, idx in groups.items():
+        if len(idx) < below:  # fewer images than the rule was fitted on: the mean log-probability
+            out[pid] = (_softmax_rows(logp[idx].mean(axis=0)), len(idx))
+            continue
         f = (pooled_features(logp[idx]) - mu) / sd
         out[pid] = (_softmax_rows(coef @ f + b), len(idx))
     return out
@@ -148,7 +169,9 @@ def fit_pooled_logistic(log_probs: np.ndarray, patient_ids: Sequence[Any], label
     default it is chosen from ``L2_GRID`` by ``folds``-fold cross-validated
     log-loss over the patients (stratified, seeded), then refitted on all.
     Unweighted maximum likelihood, so probabilities reflect the class
-    frequencies of the fitting patients.
+    frequencies of the fitting patients.  The rule's ``fallback`` (module doc):
+    patients with fewer images than the 10th percentile of the fitting
+    patients' counts get the mean log-probability.
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     labels = np.asarray(labels)
@@ -188,7 +211,10 @@ def fit_pooled_logistic(log_probs: np.ndarray, patient_ids: Sequence[Any], label
         # too few patients to cross-validate: the strongest penalty of the grid
         l2 = min(cv, key=cv.get) if cv else max(L2_GRID)
     W, b, ok = _fit(Z, y, k, float(l2), w)
+    n_img = np.array([len(idx) for idx in groups.values()])
+    below = max(1, int(np.percentile(n_img, 10, method="lower")))
     return {"method": POOLED_LOGISTIC, "features": feature_names(classes),
+            "fallback": {"rule": MEAN_LOG_PROB, "below_images": below},
             "coef": W.tolist(), "intercept": b.tolist(), "mean": mu.tolist(), "scale": sd.tolist(),
             "l2": float(l2), "cv_log_loss": ({str(k_): round(v, 5) for k_, v in cv.items()} if cv else None),
             "n_patients": int(len(y)), "converged": ok}

@@ -142,6 +142,15 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
         except ValueError as exc:
             field("operating_point", str(exc))
 
+    if m.get("endpoints") is not None:  # named binary endpoints (thyrofast.evaluate.endpoints)
+        ep = m["endpoints"]
+        if not (isinstance(ep, dict) and all(
+                isinstance(k, str) and k.strip() and isinstance(v, list) and v
+                and all(isinstance(c, str) and c in classes for c in v) and len(set(v)) == len(v) < len(classes)
+                for k, v in ep.items())):
+            field("endpoints", f"must map names to lists of the classes {list(classes)} (not all of them), "
+                               f"got {ep!r:.80}")
+
     # the rest
     rd = m.get("read", {"crop": "auto"})
     from .bundle import READ_CROPS

@@ -22,6 +22,9 @@ Checks (each finding is a :class:`Problem` with severity ``error`` or ``warning`
   several labels (``thyrofast train`` refuses them), classes with no images,
   a patient in two splits.
 * **balance** — images and patients per class and split.
+* **findings** — finding columns (the auxiliary heads' ``echogenicity``,
+  ``margin``, ...) with values outside the accepted vocabulary, or without the
+  ``view`` / ``n_nodules`` columns they need (warnings: training ignores them).
 * **split screens** — images whose screenshot holds several B-mode panes
   (:func:`thyrofast.io.detect_panes`), each hashed on its own.
 """
@@ -37,7 +40,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["check_dataset", "CheckReport", "Problem", "dhash", "hamming", "NEAR_DUPLICATE_DISTANCE"]
+__all__ = ["check_dataset", "check_before_training", "CheckReport", "Problem", "dhash", "hamming", "NEAR_DUPLICATE_DISTANCE"]
 
 #: Two panes whose dHashes differ in at most this many of 64 bits are near duplicates.
 NEAR_DUPLICATE_DISTANCE = 6
@@ -50,7 +53,7 @@ _MAX_LISTED = 20  # examples printed per problem in the text report (the JSON ha
 @dataclasses.dataclass
 class Problem:
     kind: str  # exact_duplicate, near_duplicate, missing, unreadable, unlisted, listed_twice,
-    #            several_labels, empty_class, bad_split
+    #            several_labels, empty_class, bad_split, findings
     severity: str  # "error" (exit 1) or "warning"
     message: str
     items: list[Any] = dataclasses.field(default_factory=list)  # paths, or groups / pairs of paths
@@ -250,6 +253,13 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
             err(Problem("unlisted", "warning", f"{len(unlisted)} image file(s) in the data set's folder are "
                         "not in the manifest (unknown files: forgotten, or stray?)", unlisted))
 
+    # --- finding annotations (the auxiliary heads' columns) ----------------------------------
+    if layout == "manifest":
+        from .train.aux import finding_problems
+
+        for msg, items in finding_problems(records):
+            err(Problem("findings", "warning", msg, items))
+
     # --- balance ------------------------------------------------------------------------
     splits = sorted({r.split or "unsplit" for r in records}, key=lambda s: (["train", "val", "test",
                                                                              "unsplit"].index(s), s))
@@ -344,4 +354,35 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
                     f"(dHash distance <= {near_distance}: re-encoded, resized or re-exported copies?)"
                     + (f"; {leak} across splits" if leak else ""),
                     [[items[p][0], items[q][0], f"distance {d}"] for (p, q), d in sorted(seen_pairs.items())]))
+    return rep
+
+
+def check_before_training(data: str | os.PathLike, *, allow_duplicates: bool = False, say=print,
+                          progress: bool = False) -> CheckReport:
+    """The check ``thyrofast train`` and ``thyrofast cv`` run first.
+
+    Exact duplicates across patients (the same pixels filed under two case
+    numbers) are refused with ``InputError('duplicates')`` listing them: a
+    patient-level split would put one image in training and in validation /
+    test, which inflates every held-out number.  ``allow_duplicates=True``
+    turns the refusal into a warning (``say``).  Near duplicates (dHash) are
+    warned about only: the hash has a small false-positive rate
+    (:data:`NEAR_DUPLICATE_DISTANCE`), so they are for the user to look at
+    (``thyrofast check DATA``).  Other problems (missing or unreadable files,
+    several labels per patient) are left to training, which refuses them with
+    its own error.  Returns the report.
+    """
+    rep = check_dataset(data, progress=progress)
+    for p in rep.problems:
+        if p.kind not in ("exact_duplicate", "near_duplicate"):
+            continue
+        listed = "; ".join(" == ".join(map(str, it)) if isinstance(it, (list, tuple)) else str(it)
+                           for it in p.items[:5]) + (f"; ... {len(p.items) - 5} more" if len(p.items) > 5 else "")
+        if p.kind == "exact_duplicate" and not allow_duplicates:
+            raise InputError("bad_manifest", f"{p.message}: {listed}. Remove the copies (thyrofast check DATA lists "
+                             "them all) or pass --allow-duplicates / allow_duplicates=True", source=os.fspath(data))
+        say(f"warning: {p.kind.replace('_', ' ')}s: {p.message}: {listed}")
+    for p in rep.problems:
+        if p.kind == "findings":
+            say(f"warning: findings: {p.message}: {', '.join(map(str, p.items))}")
     return rep

@@ -66,6 +66,8 @@ class PatientPrediction:
     pred: str
     n_images: int
     provenance: dict
+    #: the class called at the bundle's operating point (the argmax, ``pred``, without one)
+    decision: str | None = None
 
 
 def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any], aggregation: Any = "mean_log_prob"
@@ -259,6 +261,8 @@ class Classifier:
 
         Without ``patient_ids`` all frames belong to one patient and one
         :class:`PatientPrediction` is returned; with them, a dict keyed by id.
+        Each carries ``pred`` (the argmax) and ``decision`` (the class called at
+        the bundle's operating point; the argmax without one).
         """
         probs = self.predict(frames)
         if len(probs) == 0:
@@ -267,7 +271,10 @@ class Classifier:
         ids = [None] * len(probs) if single else list(patient_ids)
         if len(ids) != len(probs):
             raise ValueError(f"{len(ids)} patient ids for {len(probs)} frames")
+        from .operating_point import decide
+
         out = {}
+        op = bundle_operating_point(self)
         for pid, (p, n) in aggregate_patients(np.asarray(probs), ids, self.bundle.aggregation).items():
             out[pid] = PatientPrediction(
                 patient_id=pid,
@@ -275,6 +282,7 @@ class Classifier:
                 pred=self.classes[int(np.argmax(p))],
                 n_images=n,
                 provenance=dict(self.provenance),
+                decision=decide(p, self.classes, op)[0],
             )
         return out[None] if single else out
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("thyrofast.synth.cli", "generate a synthetic thyroid ultrasound cohort"),
     "pretrain": ("thyrofast.train.pretrain_cli", "pretrain the CNN on many distinct phantom lesions (findings, diagnoses)"),
     "check": ("thyrofast.check_cli", "check a data set: duplicates across patients, manifest problems, class balance"),
+    "cv": ("thyrofast.train.cv_cli", "patient-level k-fold cross-validation with repeats (mean ± SD, out-of-fold predictions)"),
     "train": ("thyrofast.train.cli", "train a CNN and write a model bundle"),
     "export": ("thyrofast.export_cli", "(re)build a bundle's ONNX artifacts (FP32, FP16, INT8)"),
     "predict": ("thyrofast.predict_cli", "classify images/DICOM files with a bundle"),

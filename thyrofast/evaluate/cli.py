@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregation-from", metavar="BUNDLE", default=None,
                         help="with --predictions: aggregate images per patient by this bundle's rule "
                              "(default: mean log-probability) and report its operating point")
+    parser.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
+                        help="a named binary endpoint, e.g. malignant=NMTN+MMTN: its AUC (the summed probability "
+                             "of its classes) and sensitivity / specificity of the calls; repeatable")
     parser.add_argument("--report", metavar="OUT", required=True,
                         help="output folder for report.json, report.md and figures")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -45,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from . import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
 
-    opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level)
+    opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level, endpoints=args.endpoint)
     split = None if args.split == "all" else args.split
     try:
         if args.predictions or args.labels:
@@ -61,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
                 b = Bundle.load(args.aggregation_from, verify=False)
                 opts["aggregation"] = b.aggregation
                 opts["operating_point"] = b.operating_point  # its decision threshold too
+                if not args.endpoint:  # and the endpoints it declares
+                    opts["endpoints"] = b.manifest.get("endpoints")
             result = evaluate_predictions(args.predictions, args.labels, readers_csv=args.readers,
                                           level=args.level, split=split, **opts)
         else:

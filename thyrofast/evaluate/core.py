@@ -336,6 +336,7 @@ def evaluate_predictions(
     n_bins: int = 10,
     aggregation: Any = AGGREGATION,
     operating_point: Mapping | None = None,
+    endpoints=None,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -348,8 +349,12 @@ def evaluate_predictions(
     aggregated by ``aggregation``: a rule of :mod:`thyrofast.aggregation`,
     default mean log-probability, renormalized) or "image".
     Bootstrap intervals resample patients (``n_boot`` replicates, seeded,
-    stratified by class).  Returns a dict of plain numbers and arrays; pass
-    it to :func:`write_report`.
+    stratified by class).  ``endpoints``: named binary endpoints
+    (``["malignant=NMTN+MMTN"]`` or ``{"malignant": ["NMTN", "MMTN"]}``,
+    :mod:`thyrofast.evaluate.endpoints`), each reported with its AUC and the
+    sensitivity / specificity of the calls (at ``operating_point`` when given,
+    else the argmax).  Returns a dict of plain numbers and arrays; pass it to
+    :func:`write_report`.
     """
     if level not in ("patient", "image"):
         raise ValueError(f"level must be 'patient' or 'image', got {level!r}")
@@ -360,11 +365,15 @@ def evaluate_predictions(
     with I.using_classes(I.record_classes(records) or I.classes()):
         return _evaluate_records(records, predictions, labels, readers, level, split, ci_level=ci_level,
                                  n_boot=n_boot, seed=seed, stratified=stratified, n_bins=n_bins,
-                                 aggregation=aggregation, operating_point=operating_point)
+                                 aggregation=aggregation, operating_point=operating_point,
+                                 endpoints=endpoints)
 
 
 def _evaluate_records(records, predictions, labels, readers, level, split, *, ci_level, n_boot, seed,
-                      stratified, n_bins, aggregation, operating_point=None) -> dict:
+                      stratified, n_bins, aggregation, operating_point=None, endpoints=None) -> dict:
+    from .endpoints import parse_endpoints
+
+    endpoints = parse_endpoints(endpoints, _classes())  # a bad endpoint fails before any work
     lab = I.load_labels(labels, split)
     src = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "records"
     n_image_records = sum(1 for r in records if r.get("kind", "image") != "patient")
@@ -417,6 +426,15 @@ def _evaluate_records(records, predictions, labels, readers, level, split, *, ci
         result["binary"] = {"positive": pos, "auc": result["model"]["auc"][pos]}
     if operating_point and operating_point.get("positive") in _classes():
         result["operating_point"] = _at_operating_point(main.y, main.probs, operating_point)
+    if endpoints:
+        from ..operating_point import decide
+        from .endpoints import endpoint_metrics
+
+        op_ok = operating_point if (operating_point or {}).get("positive") in _classes() else None
+        calls = np.array([_classes().index(c) for c in decide(main.probs, _classes(), op_ok)], dtype=np.int64)
+        result["endpoints"] = {name: {**endpoint_metrics(main.y, main.probs, calls, _classes(), members, ci_level),
+                                      "calls": "operating point" if op_ok else "argmax"}
+                               for name, members in endpoints.items()}
     small = [c for k, c in enumerate(_classes()) if 0 < (pat.y == k).sum() < 10]
     if small:
         notes.append("few patients in " + ", ".join(
@@ -611,6 +629,9 @@ def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier
         from ..classifier import bundle_operating_point  # noqa: PLC0415
 
         kwargs["operating_point"] = bundle_operating_point(classifier)
+    if kwargs.get("endpoints") is None:  # the endpoints the bundle declares (train --endpoint)
+        card = getattr(getattr(classifier, "bundle", None), "manifest", None)
+        kwargs["endpoints"] = card.get("endpoints") if isinstance(card, dict) else None
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

@@ -153,6 +153,14 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         L += _table(["Call", "Accuracy", "Balanced accuracy", f"Sensitivity ({opr['positive']})", "Specificity"],
                     [[name, _f(r["accuracy"]), _f(r["balanced_accuracy"]), _f(r["sensitivity"]),
                       _f(r["specificity"])] for name, r in (("operating point", at), ("argmax", am))]) + [""]
+    eps = result.get("endpoints") or {}
+    if eps:
+        L += ["Named endpoints (probability = the sum of the member classes'; calls at the "
+              + next(iter(eps.values()))["calls"] + "):", ""]
+        L += _table(["Endpoint", "Classes", "AUC (95% CI, DeLong)", "Sensitivity (95% CI)", "Specificity (95% CI)",
+                     "n pos / neg"],
+                    [[name, " + ".join(e["members"]), _ci(e["auc"]), _ci(e["sensitivity"]), _ci(e["specificity"]),
+                      f"{e['n_pos']} / {e['n_neg']}"] for name, e in eps.items()]) + [""]
 
     # Table 2: raters side by side
     rs = raters(result)
@@ -288,6 +296,9 @@ def summary_lines(result: Mapping) -> list[str]:
         lines.append(f"operating point ({opr['rule']}): {opr['positive']} when P >= {opr['threshold']:.3f}: "
                      f"balanced accuracy {_f(at['balanced_accuracy'], 2)} (argmax {_f(am['balanced_accuracy'], 2)}), "
                      f"sensitivity {_f(at['sensitivity'], 2)}, specificity {_f(at['specificity'], 2)}")
+    for name, e in (result.get("endpoints") or {}).items():
+        lines.append(f"endpoint {name} = {'+'.join(e['members'])}: AUC {_ci(e['auc'], 2)}, sensitivity "
+                     f"{_ci(e['sensitivity'], 2)}, specificity {_ci(e['specificity'], 2)} ({e['calls']} calls)")
     for ref, cm in (result.get("comparisons") or {}).items():
         ps = ", ".join(f"{c} {_p_is(cm['delong'][c]['p'])}" for c in _classes())
         who = "model (patients)" if "model_patient" in result else "model"

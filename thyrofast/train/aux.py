@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = ["AuxTask", "AuxTargets", "read_aux_targets", "aux_targets_from_rows", "aux_targets_from_records",
-           "TASKS"]
+           "TASKS", "finding_problems"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,52 @@ def _parse(task: AuxTask, raw: str) -> float | None:
     if task.kind == "log_regression":
         return math.log(v) / task.scale if v > 0 else None
     return v / task.scale
+
+
+def _accepted(task: AuxTask) -> str:
+    if task.column == "view":
+        return "lymph_node, or any other view name"
+    if task.kind == "categorical":
+        return ", ".join(task.values)
+    if task.kind == "binary":
+        return "0 / 1"
+    return "a number" + (" > 0" if task.kind == "log_regression" else "")
+
+
+def finding_problems(records: Sequence[Any], max_examples: int = 5) -> list[tuple[str, list[str]]]:
+    """Why finding annotations of a data set would not train an auxiliary head: ``[(message, items)]``.
+
+    Values outside a finding's accepted vocabulary (e.g. ``echogenicity = hypoechogenicity``; the
+    message names the accepted ones), nodule / lymph-node findings without a ``view`` column (they
+    apply per view), and index-nodule findings without ``n_nodules`` (used only for single-nodule
+    patients).  Empty cells are "not annotated" and never a problem.
+    """
+    columns = {k for r in records for k in r.extra}
+    if any(getattr(r, "view", None) for r in records):
+        columns.add("view")
+    tasks = [t for t in TASKS if t.column in columns and t.column != "view"]
+    out: list[tuple[str, list[str]]] = []
+    for t in tasks:
+        bad: dict[str, int] = {}
+        for r in records:
+            raw = (r.extra.get(t.column) or "").strip()
+            if raw and _parse(t, raw) is None:
+                bad[raw] = bad.get(raw, 0) + 1
+        if bad:
+            shown = sorted(bad.items(), key=lambda kv: -kv[1])[:max_examples]
+            out.append((f"column {t.column!r}: {sum(bad.values())} value(s) outside the accepted vocabulary "
+                        f"({_accepted(t)}) are ignored by training",
+                        [f"{v!r} ({n} rows)" for v, n in shown]))
+    scoped = sorted(t.column for t in tasks if t.scope != "all")
+    if scoped and "view" not in columns:
+        out.append(("finding columns apply per view (nodule or lymph node) but the manifest has no 'view' column "
+                    "(lymph_node for lymph-node images, e.g. transverse / longitudinal for nodule images): they are "
+                    "ignored by training", scoped))
+    index = sorted(t.column for t in tasks if t.column in _INDEX_NODULE_COLUMNS)
+    if index and "n_nodules" not in columns:
+        out.append(("nodule finding columns describe the patient's index nodule and are used only on rows with "
+                    "n_nodules == 1, but the manifest has no 'n_nodules' column: they are ignored by training", index))
+    return out
 
 
 def read_aux_targets(manifest: str | os.PathLike, n_rows: int) -> AuxTargets | None:

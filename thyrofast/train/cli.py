@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=1, choices=(1, 3),
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune from a pretrained file: a bundle folder, or a .safetensors network or ensemble "
+                        "(one member, --init-member), e.g. torchvision weights converted to .safetensors (README); "
+                        "checked against --arch/--width first")
+    p.add_argument("--init-member", type=int, default=None, metavar="I",
+                   help="with an ensemble --init: the member to start from (default 0)")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale,
                    help="backbone learning rate / head learning rate, in [0, 1]; below 1 keeps the features of "
                         "a --pretrained backbone (default: %(default)s)")
@@ -57,6 +63,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: the highest threshold with validation sensitivity >= S for the "
                         "positive class (default: Youden's J, the maximum of sensitivity + specificity - 1)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="train although the data check finds pixel-identical images under different patients "
+                        "(refused by default: a split would put one image in training and validation)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the data check (thyrofast check: duplicates across patients) before training")
+    p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
+                   help="declare a named binary endpoint in the bundle, e.g. malignant=NMTN+MMTN; evaluate reports "
+                        "its AUC and sensitivity / specificity; repeatable")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -85,6 +99,8 @@ def main(args: argparse.Namespace) -> int:
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
+                       check=not args.no_check, allow_duplicates=args.allow_duplicates,
+                       init=args.init, init_member=args.init_member, endpoints=args.endpoint,
                        progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)

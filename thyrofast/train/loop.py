@@ -327,7 +327,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
           augment_config: AugmentConfig | Mapping | None = None,
           backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
-          target_sensitivity: float | None = None, log=None):
+          target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
+          init: str | os.PathLike | None = None, init_member: int | None = None, endpoints=None, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -362,7 +363,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     second in order (``malignant`` of benign/malignant), for more classes none
     (the argmax).  The threshold is chosen on the validation patients: Youden's
     J, or with ``target_sensitivity`` S the highest threshold with sensitivity
-    >= S.
+    >= S.  ``check``: first run :func:`thyrofast.check.check_before_training`
+    (``thyrofast check``): exact duplicates across patients refuse training
+    (``InputError``) unless ``allow_duplicates``; near duplicates are warned about.
+    ``init``: fine-tune from a pretrained file (:mod:`thyrofast.train.init`):
+    a bundle folder, or a ``.safetensors`` network or ensemble (member
+    ``init_member``, default 0), e.g. torchvision weights converted to
+    safetensors; it is checked against the architecture first and used as
+    ``pretrained``.
+    ``endpoints``: named binary endpoints declared in the bundle
+    (``["malignant=NMTN+MMTN"]``; :mod:`thyrofast.evaluate.endpoints`), which
+    ``evaluate`` with the bundle reports by default.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -374,6 +385,21 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
     if width is None:
         width = default_width(arch)
+    declared = None
+    if endpoints:  # checked against the data's classes before any work
+        from ..evaluate.endpoints import parse_endpoints
+        from ..io.manifest import read_dataset
+
+        recs = read_dataset(data, classes=None)
+        declared = {k: list(v) for k, v in parse_endpoints(endpoints, recs[0].classes if recs else ()).items()}
+    init_note = None
+    if init is not None:
+        if pretrained:
+            raise ValueError("give init (--init) or pretrained (--pretrained), not both")
+        from .init import prepare_init
+
+        pretrained, init_note = prepare_init(init, Path(out) / WORK_DIR / "init", arch=arch,
+                                             in_channels=in_channels, width=float(width), member=init_member)
     cfg = TrainConfig(arch=arch, width=float(width), in_channels=in_channels, image_size=int(image_size),
                       epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                       patience=int(patience), val_fraction=float(val_fraction),
@@ -401,6 +427,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
             raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has none for "
                              f"{cfg.arch} (a backbone pretrained with diagnosis_weight=0?): train for some epochs")
 
+    if check:  # every rank checks (same data, same answer): a refusal stops them all before any group forms
+        from ..check import check_before_training
+
+        quiet = int(os.environ.get("RANK", "0")) != 0
+        check_before_training(data, allow_duplicates=allow_duplicates, progress=False,
+                              say=(lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg))))
     world, rank, own_group = _dist_info()
     device = resolve_device(device)
     if own_group:
@@ -427,8 +459,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
     op_request = {"positive": positive, "target_sensitivity": target_sensitivity}
     try:
+        if init_note:
+            say(f"init: {init_note}")
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
                       int8, threads, say, t_start, op_request)
+        if result is not None and declared:
+            result.update(endpoints=declared)
+        if result is not None and init_note:
+            result.update(training={**result.manifest["training"],
+                                    "init": {"source": str(Path(init).resolve()), "loaded": init_note}})
     finally:
         torch.set_num_threads(old_threads)
         if own_group and dist.is_initialized():
@@ -746,7 +785,8 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
             say(f"aggregation: kept mean_log_prob ({exc})")
         else:
             final = _evaluate(logits, y_val, p_val, temperature, aggregation)
-            say(f"aggregation pooled_logistic (l2 {aggregation['l2']:g}): validation patient macro-AUC "
+            say(f"aggregation pooled_logistic (l2 {aggregation['l2']:g}; mean_log_prob for patients with fewer "
+                f"than {aggregation['fallback']['below_images']} images): validation patient macro-AUC "
                 f"{after['patient_macro_auc']:.4f} -> {final['patient_macro_auc']:.4f}, accuracy "
                 f"{after['patient_accuracy']:.4f} -> {final['patient_accuracy']:.4f} (vs mean_log_prob)")
 

@@ -1,0 +1,111 @@
+"""``thyrofast cv DATA --out FOLDER``: patient-level stratified k-fold cross-validation with repeats."""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from ..errors import InputError
+
+# training options passed through to every fold (name on the command line -> train() keyword)
+_TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "patience", "aggregation", "crop",
+               "positive", "target_sensitivity", "threads", "pretrained", "init", "aux_weight", "backbone_lr_scale")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..models import ARCHS
+    from .loop import DEFAULTS
+
+    p.add_argument("data", help="data set as thyrofast train takes it (manifest CSV, folder with manifest.csv, or "
+                                "class folders); every patient is used, the manifest's split column is not")
+    p.add_argument("--out", required=True, help="output folder (rerun with the same settings to resume)")
+    p.add_argument("--folds", type=int, default=5, help="folds per repeat (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=2, help="repeats, each with its own deal (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="repeat r deals and trains with seed + r (default 0)")
+    p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
+                   help="named binary endpoint reported per fold and pooled, e.g. malignant=NMTN+MMTN; repeatable")
+    p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
+    p.add_argument("--width", type=float, default=None, help="ResNet width multiplier (train's default)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="default: %(default)s")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="default: %(default)s")
+    p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"))
+    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"))
+    p.add_argument("--positive", default=None, metavar="CLASS", help="operating point class (as thyrofast train)")
+    p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
+                   help="operating point: sensitivity >= S on each fold's validation patients (default: Youden)")
+    p.add_argument("--denoise", default=None, choices=("srad", "median3", "median5", "none"),
+                   help="preprocessing noise reduction (default: srad)")
+    p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
+                   help="preprocessing gray-level normalization (default: percentile)")
+    p.add_argument("--pretrained", default=None, help="checkpoint every fold starts from")
+    p.add_argument("--init", default=None, metavar="PATH",
+                   help="fine-tune every fold from any pretrained file (as thyrofast train --init)")
+    p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight, help="default: %(default)s")
+    p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="bootstrap replicates of the pooled out-of-fold CIs (default: %(default)s)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="run although pixel-identical images sit under different patients")
+    p.add_argument("--no-check", action="store_true", help="skip the data check before the folds")
+    p.add_argument("--remove-bundles", action="store_true", help="delete each fold's bundle once it has predicted")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _ms(d) -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    sd = d.get("sd")
+    return f"{d['mean']:.3f} ± {sd:.3f}" if sd is not None and math.isfinite(sd) else f"{d['mean']:.3f}"
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The per-fold table and the mean ± SD / pooled CI lines."""
+    keys = [k for k in ("macro_auc", "auc", "balanced_accuracy", "sensitivity", "specificity")
+            if k in summary["over_folds"]]
+    if "balanced_accuracy" not in keys:  # no operating point (3+ classes): the argmax's
+        keys.append("balanced_accuracy_argmax")
+    names = {"macro_auc": "macro-AUC", "auc": "AUC", "balanced_accuracy": "bal. acc. (op)",
+             "balanced_accuracy_argmax": "bal. acc. (argmax)", "sensitivity": "sensitivity (op)",
+             "specificity": "specificity (op)"}
+    head = f"{'fold':<8}{'patients':>9}" + "".join(f"{names[k]:>19}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for f in summary["folds"]:
+        cells = ["n/a" if f.get(k) is None else f"{f[k]:.3f}" for k in keys]
+        lines.append(f"{'r%d-f%d' % (f['repeat'], f['fold']):<8}{f['n_patients']:>9}" + "".join(f"{c:>19}" for c in cells))
+    lines.append(f"{'mean±SD':<8}{'':>9}" + "".join(f"{_ms(summary['over_folds'][k]):>19}" for k in keys))
+    for key, name in (("pooled_macro_auc", "macro-AUC"), ("pooled_auc", "AUC")):
+        p = summary.get(key)
+        if p:
+            lines.append(f"pooled out-of-fold {name}: {p['value']:.3f} (95% CI {p['ci'][0]:.3f}–{p['ci'][1]:.3f}; "
+                         f"{p['ci_method']})")
+    for name, e in (summary.get("endpoints_over_folds") or {}).items():
+        lines.append(f"endpoint {name}: AUC {_ms(e['auc'])}, sensitivity {_ms(e['sensitivity'])}, "
+                     f"specificity {_ms(e['specificity'])} (mean ± SD over folds)")
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    from thyrofast._extras import require
+
+    from .cv import cross_validate
+
+    require("torch", "torchvision", needed_for="cross-validation")
+    kw = {k: getattr(args, k) for k in _TRAIN_OPTS}
+    kw["preprocess"] = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
+    try:
+        summary = cross_validate(args.data, args.out, folds=args.folds, repeats=args.repeats, seed=args.seed,
+                                 device=args.device, endpoints=args.endpoint, n_boot=args.bootstrap,
+                                 check=not args.no_check, allow_duplicates=args.allow_duplicates,
+                                 keep_bundles=not args.remove_bundles, progress=not args.no_progress, **kw)
+    except (InputError, ValueError, OSError) as exc:
+        print(f"thyrofast cv: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(summary)))
+    print(f"out-of-fold predictions: {', '.join(summary['out_of_fold'])} in {args.out} "
+          f"(thyrofast evaluate --predictions {args.out}/{summary['out_of_fold'][0]} --labels {args.out}/labels.csv)")
+    return 0
