@@ -64,9 +64,10 @@ TF_HOST_DEVICE static inline float bits_float(uint32_t u) {
 // (-ffp-contract=off; nvcc fuses a * b + c on its own, and spells these the
 // same), so the bits no longer depend on the compiler's tuning or on whether
 // the CPU has FMA.  Without hardware FMA the fused result is computed exactly
-// through double: a * b is exact there (24 + 24 bits), and the sum is taken
-// with round-to-odd (the TwoSum error decides the last bit), which makes the
-// final rounding to float correct (53 >= 24 + 2 bits).
+// through double: a * b is exact there (24 + 24 bits), and where rounding the
+// double sum to float could round twice the sum is taken with round-to-odd
+// (the TwoSum error decides the last bit), which makes the final rounding to
+// float correct (53 >= 24 + 2 bits).
 TF_HOST_DEVICE static inline float fma_f(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, b, c);
@@ -75,22 +76,27 @@ TF_HOST_DEVICE static inline float fma_f(float a, float b, float c) {
 #else
   const double p = static_cast<double>(a) * static_cast<double>(b);
   const double cd = static_cast<double>(c);
-  const double s = p + cd;
-  const double bb = s - p;
-  const double err = (p - (s - bb)) + (cd - bb);
+  double s = p + cd;
   uint64_t u;
   std::memcpy(&u, &s, sizeof u);
-  // inexact with an even last bit: step to the odd neighbour on err's side
-  // (err is NaN only for inf/NaN inputs, where s is already the answer)
-  if ((err > 0.0 || err < 0.0) && (u & 1u) == 0) u += ((err > 0.0) == (s > 0.0)) ? 1 : static_cast<uint64_t>(-1);
-  double r;
-  std::memcpy(&r, &u, sizeof r);
-  return static_cast<float>(r);
+  // Rounding s to float is already correct unless s fell exactly halfway
+  // between two floats (the 29 bits a float drops are 1000...0) or the
+  // result is tiny (subnormal floats keep fewer bits): a rare, predictable
+  // branch keeps the common path short.
+  if ((u & 0x1fffffffu) == 0x10000000u || (s < 0x1p-125 && s > -0x1p-125)) {
+    const double bb = s - p;
+    const double err = (p - (s - bb)) + (cd - bb);
+    // inexact with an even last bit: step to the odd neighbour on err's side
+    // (err is NaN only for inf/NaN inputs, where s is already the answer)
+    if ((err > 0.0 || err < 0.0) && (u & 1u) == 0) u += ((err > 0.0) == (s > 0.0)) ? 1 : static_cast<uint64_t>(-1);
+    std::memcpy(&s, &u, sizeof s);
+  }
+  return static_cast<float>(s);
 #endif
 }
 
 // The same in double (the z-score sums): the hardware instruction, or the C
-// library's exact fma (slow, but only the baseline variant's z-score uses it).
+// library's exact fma (slow without hardware FMA; used only on per-frame values).
 TF_HOST_DEVICE static inline double fma_d(double a, double b, double c) {
 #if defined(__CUDA_ARCH__)
   return __fma_rn(a, b, c);
