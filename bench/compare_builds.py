@@ -64,12 +64,12 @@ def main() -> int:
                 out.unlink()
     first = cont[0][0]
     summary = {}
-    print(f"{'row (median ms over runs)':46s}" + "".join(f"{n:>14s}" for n, _, _ in cont))
+    print(f"{'row (median ms over runs)':46s}" + "".join(f"{n:>18s}" for n, _, _ in cont))
     for case in times[first]:
         med = {n: statistics.median(times[n][case]) for n, _, _ in cont}
         summary[case] = {n: {"median_ms": med[n], "runs_ms": times[n][case], "ratio_to_" + first: med[n] / med[first]}
                          for n in med}
-        print(f"{case:46s}" + "".join(f"{med[n]:10.3f} {med[n] / med[first]:4.2f}x"[-14:].rjust(14) for n in med))
+        print(f"{case:46s}" + "".join(f"{med[n]:9.3f} {med[n] / med[first]:5.2f}x".rjust(18) for n in med))
     if args.json:
         args.json.write_text(json.dumps({"contenders": args.contenders, "rounds": args.rounds,
                                          "repeats": args.repeats, "rows": summary}, indent=2))
