@@ -76,7 +76,7 @@ TF_HOST_DEVICE static inline float fma_f(float a, float b, float c) {
 #else
   const double p = static_cast<double>(a) * static_cast<double>(b);
   const double cd = static_cast<double>(c);
-  double s = p + cd;
+  const double s = p + cd;
   uint64_t u;
   std::memcpy(&u, &s, sizeof u);
   // Rounding s to float is already correct unless s fell exactly halfway
@@ -88,8 +88,12 @@ TF_HOST_DEVICE static inline float fma_f(float a, float b, float c) {
     const double err = (p - (s - bb)) + (cd - bb);
     // inexact with an even last bit: step to the odd neighbour on err's side
     // (err is NaN only for inf/NaN inputs, where s is already the answer)
-    if ((err > 0.0 || err < 0.0) && (u & 1u) == 0) u += ((err > 0.0) == (s > 0.0)) ? 1 : static_cast<uint64_t>(-1);
-    std::memcpy(&s, &u, sizeof s);
+    if ((err > 0.0 || err < 0.0) && (u & 1u) == 0) {
+      u += ((err > 0.0) == (s > 0.0)) ? 1 : static_cast<uint64_t>(-1);
+      double odd;
+      std::memcpy(&odd, &u, sizeof odd);
+      return static_cast<float>(odd);
+    }
   }
   return static_cast<float>(s);
 #endif

@@ -13,6 +13,7 @@
 #endif
 
 #include "cpu_internal.h"
+#include "fma4_sse.h"
 
 namespace thyrofast {
 namespace cpu {
@@ -21,6 +22,16 @@ namespace {
 
 using detail::fma_f;
 using detail::LumaCoeffs;
+
+// acc[x] = fma(w, row[x], acc[x]) for x in [x0, n) (4 at a time without FMA hardware)
+inline void fma_row(float w, const float* row, float* acc, int64_t x0, int64_t n) {
+  int64_t x = x0;
+#if defined(__SSE4_1__) && !defined(__FMA__)
+  const __m128 vw = _mm_set1_ps(w);
+  for (; x + 4 <= n; x += 4) _mm_storeu_ps(acc + x, fma4(vw, _mm_loadu_ps(row + x), _mm_loadu_ps(acc + x)));
+#endif
+  for (; x < n; ++x) acc[x] = fma_f(w, row[x], acc[x]);
+}
 
 template <typename T>
 inline float luma3(const LumaCoeffs& k, const T* p, int64_t sc) {
@@ -194,7 +205,16 @@ void vertical_area_rows(const T* const* full_rows, int n_full, const T* const* e
   for (int e = 0; e < n_edge; ++e) {
     const T* row = edge_rows[e];
     const float we = edge_w[e];
+#if defined(__SSE4_1__) && !defined(__FMA__)
+    float conv[256];  // the row as floats, a block at a time, for the 4-wide fma
+    for (int64_t xb = x0; xb < rw; xb += 256) {
+      const int64_t n = std::min<int64_t>(256, rw - xb);
+      for (int64_t x = 0; x < n; ++x) conv[x] = static_cast<float>(row[xb + x]);
+      fma_row(we, conv, acc + xb, 0, n);
+    }
+#else
     for (int64_t x = x0; x < rw; ++x) acc[x] = fma_f(we, static_cast<float>(row[x]), acc[x]);
+#endif
   }
 }
 
@@ -302,7 +322,7 @@ void resize_frame(const T* frame, const FrameBatch& in, const PreprocessParams& 
           for (int64_t x = 0; x < rw; ++x) acc[x] = w * row[x];
           first = false;
         } else {
-          for (int64_t x = 0; x < rw; ++x) acc[x] = fma_f(w, row[x], acc[x]);
+          fma_row(w, row, acc, 0, rw);
         }
       }
       if (first)

@@ -13,9 +13,14 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define TF_SRAD_AVX2 1
+#elif defined(__SSE4_1__)
+#include <smmintrin.h>
+#define TF_SRAD_SSE4 1
 #endif
 
 #include "cpu_internal.h"
+#include "fma4_sse.h"
 
 namespace thyrofast {
 namespace cpu {
@@ -44,7 +49,7 @@ inline float srad_coeff_block(detail::SradQ2 q, float inv_den, float k) {
   return 1.0f < c ? 1.0f : c;
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
 struct SradQ2x8 {
   __m256 num, den;
 };
@@ -129,18 +134,106 @@ inline __m256 log8(__m256 x_in) {
 }
 #endif
 
+
+#if defined(TF_SRAD_SSE4)
+inline __m128 neg4(__m128 a) { return _mm_xor_ps(a, _mm_set1_ps(-0.0f)); }
+
+struct SradQ2x4 {
+  __m128 num, den;
+};
+
+// srad_q2_frac_block for 4 pixels
+inline SradQ2x4 srad_q2_frac4(__m128 jc, __m128 jn, __m128 js, __m128 jw, __m128 je, __m128* dn_out) {
+  const __m128 dn = _mm_sub_ps(jn, jc), ds = _mm_sub_ps(js, jc);
+  const __m128 dw = _mm_sub_ps(jw, jc), de = _mm_sub_ps(je, jc);
+  __m128 g = _mm_mul_ps(dn, dn);
+  g = fma4(ds, ds, g);
+  g = fma4(dw, dw, g);
+  g = fma4(de, de, g);
+  const __m128 s = _mm_add_ps(_mm_add_ps(_mm_add_ps(dn, ds), dw), de);
+  const __m128 m = fma4(_mm_set1_ps(4.0f), jc, s);
+  SradQ2x4 r;
+  r.num = fma4(_mm_set1_ps(8.0f), g, neg4(_mm_mul_ps(s, s)));
+  r.den = _mm_mul_ps(m, m);
+  if (dn_out) *dn_out = dn;
+  return r;
+}
+
+inline SradQ2x4 srad_q2_frac4(const float* rc, const float* rn, const float* rs, int64_t j) {
+  return srad_q2_frac4(_mm_loadu_ps(rc + j), _mm_loadu_ps(rn + j), _mm_loadu_ps(rs + j), _mm_loadu_ps(rc + j - 1),
+                       _mm_loadu_ps(rc + j + 1), nullptr);
+}
+
+// srad_coeff_block for 4 pixels (min_ps(1, c) keeps c unless 1 < c)
+inline __m128 srad_coeff4(SradQ2x4 q, __m128 inv_den, __m128 k) {
+  const __m128 c = _mm_div_ps(q.den, fma4(q.num, inv_den, _mm_mul_ps(q.den, k)));
+  return _mm_min_ps(_mm_set1_ps(1.0f), c);
+}
+
+// detail::exp_f / detail::log_f for 4 floats, operation for operation (exp8 / log8)
+inline __m128 exp4(__m128 x) {
+  x = _mm_min_ps(_mm_set1_ps(88.0f), _mm_max_ps(_mm_set1_ps(-87.0f), x));
+  const __m128 fx = fma4(x, _mm_set1_ps(1.44269504088896341f), _mm_set1_ps(0.5f));
+  const __m128 kf = _mm_floor_ps(fx);
+  const __m128i k = _mm_cvttps_epi32(kf);
+  __m128 r = fma4(neg4(kf), _mm_set1_ps(0.693359375f), x);
+  r = fma4(neg4(kf), _mm_set1_ps(-2.12194440e-4f), r);
+  __m128 p = _mm_set1_ps(1.9875691500e-4f);
+  p = fma4(p, r, _mm_set1_ps(1.3981999507e-3f));
+  p = fma4(p, r, _mm_set1_ps(8.3334519073e-3f));
+  p = fma4(p, r, _mm_set1_ps(4.1665795894e-2f));
+  p = fma4(p, r, _mm_set1_ps(1.6666665459e-1f));
+  p = fma4(p, r, _mm_set1_ps(5.0000001201e-1f));
+  const __m128 r2 = _mm_mul_ps(r, r);
+  const __m128 y = _mm_add_ps(fma4(p, r2, r), _mm_set1_ps(1.0f));
+  const __m128 scale = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k, _mm_set1_epi32(127)), 23));
+  return _mm_mul_ps(y, scale);
+}
+inline __m128 log4(__m128 x_in) {
+  const __m128 ok = _mm_cmpgt_ps(x_in, _mm_set1_ps(1.17549435e-38f));
+  const __m128i u = _mm_castps_si128(_mm_blendv_ps(_mm_set1_ps(1.0f), x_in, ok));
+  const __m128i mant = _mm_and_si128(u, _mm_set1_epi32(0x007fffff));
+  const __m128i small = _mm_srli_epi32(_mm_sub_epi32(mant, _mm_set1_epi32(0x003504f3)), 31);
+  const __m128i e = _mm_sub_epi32(
+      _mm_sub_epi32(_mm_and_si128(_mm_srli_epi32(u, 23), _mm_set1_epi32(0xff)), _mm_set1_epi32(126)), small);
+  const __m128 m = _mm_sub_ps(
+      _mm_castsi128_ps(_mm_add_epi32(_mm_or_si128(mant, _mm_set1_epi32(0x3f000000)), _mm_slli_epi32(small, 23))),
+      _mm_set1_ps(1.0f));
+  const __m128 z = _mm_mul_ps(m, m);
+  __m128 y = _mm_set1_ps(7.0376836292e-2f);
+  y = fma4(y, m, _mm_set1_ps(-1.1514610310e-1f));
+  y = fma4(y, m, _mm_set1_ps(1.1676998740e-1f));
+  y = fma4(y, m, _mm_set1_ps(-1.2420140846e-1f));
+  y = fma4(y, m, _mm_set1_ps(1.4249322787e-1f));
+  y = fma4(y, m, _mm_set1_ps(-1.6668057665e-1f));
+  y = fma4(y, m, _mm_set1_ps(2.0000714765e-1f));
+  y = fma4(y, m, _mm_set1_ps(-2.4999993993e-1f));
+  y = fma4(y, m, _mm_set1_ps(3.3333331174e-1f));
+  y = _mm_mul_ps(_mm_mul_ps(y, m), z);
+  const __m128 ef = _mm_cvtepi32_ps(e);
+  y = fma4(_mm_set1_ps(-2.12194440e-4f), ef, y);
+  y = fma4(_mm_set1_ps(-0.5f), z, y);
+  const __m128 r = fma4(_mm_set1_ps(0.693359375f), ef, _mm_add_ps(m, y));
+  return _mm_blendv_ps(_mm_set1_ps(-87.0f), r, ok);
+}
+#endif
+
 void exp_row(float* r, int64_t w) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
   for (; j + 8 <= w; j += 8) _mm256_storeu_ps(r + j, exp8(_mm256_loadu_ps(r + j)));
+#elif defined(TF_SRAD_SSE4)
+  for (; j + 4 <= w; j += 4) _mm_storeu_ps(r + j, exp4(_mm_loadu_ps(r + j)));
 #endif
   for (; j < w; ++j) r[j] = detail::exp_f(r[j]);
 }
 
 void log_row(float* r, int64_t w) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
   for (; j + 8 <= w; j += 8) _mm256_storeu_ps(r + j, log8(_mm256_loadu_ps(r + j)));
+#elif defined(TF_SRAD_SSE4)
+  for (; j + 4 <= w; j += 4) _mm_storeu_ps(r + j, log4(_mm_loadu_ps(r + j)));
 #endif
   for (; j < w; ++j) r[j] = detail::log_f(r[j]);
 }
@@ -151,13 +244,19 @@ void log_row(float* r, int64_t w) {
 // q2[j] = q^2 at (row rc, column j)
 void srad_q2_row(const float* rc, const float* rn, const float* rs, int64_t w, float* q2) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
   for (; j + 8 <= w; j += 8) {
     const SradQ2x8 q = srad_q2_frac8(rc, rn, rs, j);
     _mm256_storeu_ps(q2 + j, _mm256_div_ps(q.num, q.den));
   }
 #else
-  const int64_t wb = w - w % 8;
+  const int64_t wb = w - w % 8;  // the block formula covers the same columns as with AVX2
+#if defined(TF_SRAD_SSE4)
+  for (; j < wb; j += 4) {
+    const SradQ2x4 q = srad_q2_frac4(rc, rn, rs, j);
+    _mm_storeu_ps(q2 + j, _mm_div_ps(q.num, q.den));
+  }
+#endif
   for (; j < wb; ++j) {
     float dn;
     const detail::SradQ2 q = srad_q2_frac_block(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1], &dn);
@@ -171,11 +270,15 @@ void srad_q2_row(const float* rc, const float* rn, const float* rs, int64_t w, f
 // (replicated edge)
 void srad_coeff_row(const float* rc, const float* rn, const float* rs, int64_t w, detail::SradCoeffK k, float* c) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
   const __m256 vinv = _mm256_set1_ps(k.inv_den), vk = _mm256_set1_ps(k.k);
   for (; j + 8 <= w; j += 8) _mm256_storeu_ps(c + j, srad_coeff8(srad_q2_frac8(rc, rn, rs, j), vinv, vk));
 #else
   const int64_t wb = w - w % 8;
+#if defined(TF_SRAD_SSE4)
+  const __m128 vinv = _mm_set1_ps(k.inv_den), vk = _mm_set1_ps(k.k);
+  for (; j < wb; j += 4) _mm_storeu_ps(c + j, srad_coeff4(srad_q2_frac4(rc, rn, rs, j), vinv, vk));
+#endif
   for (; j < wb; ++j) {
     float dn;
     c[j] = srad_coeff_block(srad_q2_frac_block(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1], &dn), k.inv_den, k.k);
@@ -194,7 +297,7 @@ void srad_update_row(const float* rc, const float* rn, const float* rs, const fl
     out[j] = detail::srad_update(rc[j], rn[j], rs[j], rc[j - 1], rc[j + 1], cc[j], cs[j], cc[j + 1], quarter_lambda);
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
 // srad_step_row's body for U blocks of 8 pixels from column j, each phase
 // done for every block before the next: the blocks' long chains (q^2, then
 // the division) overlap instead of queueing one behind the other, which
@@ -243,12 +346,28 @@ inline void srad_step_blocks(const float* r0, const float* r1, const float* r2, 
 void srad_step_row(const float* r0, const float* r1, const float* r2, const float* r3, const float* cc, float* cn,
                    int64_t w, detail::SradCoeffK k, float quarter_lambda, float* out) {
   int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(TF_SRAD_AVX2)
   const __m256 vinv = _mm256_set1_ps(k.inv_den), vk = _mm256_set1_ps(k.k), ql = _mm256_set1_ps(quarter_lambda);
   for (; j + 16 <= w; j += 16) srad_step_blocks<2>(r0, r1, r2, r3, cc, cn, j, vinv, vk, ql, out);
   for (; j + 8 <= w; j += 8) srad_step_blocks<1>(r0, r1, r2, r3, cc, cn, j, vinv, vk, ql, out);
 #else
   const int64_t wb = w - w % 8;
+#if defined(TF_SRAD_SSE4)
+  const __m128 vinv = _mm_set1_ps(k.inv_den), vk = _mm_set1_ps(k.k), ql = _mm_set1_ps(quarter_lambda);
+  for (; j < wb; j += 4) {
+    __m128 dn;
+    const SradQ2x4 q = srad_q2_frac4(_mm_loadu_ps(r2 + j), _mm_loadu_ps(r1 + j), _mm_loadu_ps(r3 + j),
+                                     _mm_loadu_ps(r2 + j - 1), _mm_loadu_ps(r2 + j + 1), &dn);
+    const __m128 c_s = srad_coeff4(q, vinv, vk);
+    const __m128 up = _mm_loadu_ps(r1 + j);
+    __m128 t = _mm_mul_ps(_mm_loadu_ps(cc + j),
+                          _mm_add_ps(_mm_sub_ps(_mm_loadu_ps(r0 + j), up), _mm_sub_ps(_mm_loadu_ps(r1 + j - 1), up)));
+    t = fma4(neg4(c_s), dn, t);
+    t = fma4(_mm_loadu_ps(cc + j + 1), _mm_sub_ps(_mm_loadu_ps(r1 + j + 1), up), t);
+    _mm_storeu_ps(cn + j, c_s);
+    _mm_storeu_ps(out + j, fma4(ql, t, up));
+  }
+#endif
   for (; j < wb; ++j) {
     float dn;
     const float c_s = srad_coeff_block(srad_q2_frac_block(r2[j], r1[j], r3[j], r2[j - 1], r2[j + 1], &dn), k.inv_den, k.k);
