@@ -163,7 +163,8 @@ def test_params_round_trip_and_reuse():
 
 def test_build_info_reports_the_build():
     info = thyrofast.build_info()
-    for key in ("version", "compiler", "openmp", "cuda", "cuda_architectures", "cuda_devices", "cuda_last_kernel"):
+    for key in ("version", "compiler", "openmp", "cuda", "cuda_architectures", "cuda_devices", "cuda_last_kernel",
+                "cpu_variant", "cpu_variants_built", "cpu_variants_runnable"):
         assert key in info
     assert info["version"] == thyrofast.__version__
     if info["cuda"]:

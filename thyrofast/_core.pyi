@@ -95,6 +95,9 @@ class _BuildInfo(TypedDict):
     openmp: bool
     cuda: bool
     cuda_architectures: str
+    cpu_variant: str  # the CPU code variant preprocess_cpu runs: baseline, avx2 or native
+    cpu_variants_built: str  # comma-separated, lowest first
+    cpu_variants_runnable: str  # those this CPU can run
 
 def preprocess_cpu(
     frames: np.ndarray, params: Params, out: np.ndarray | None = None, threads: int = 0
@@ -132,7 +135,8 @@ def validate(arg0: np.ndarray, arg1: Params, /) -> None:
     """Raises ValueError (std::invalid_argument) if the frames or the parameters break the spec."""
 
 def build_info() -> _BuildInfo:
-    """version, compiler, openmp, cuda, cuda_architectures of this build."""
+    """version, compiler, openmp, cuda, cuda_architectures and the CPU variants of this build; raises
+    RuntimeError when THYROFAST_CPU_VARIANT names a variant this build lacks or this CPU cannot run."""
 
 def cuda_device_count() -> int:
     """0 without CUDA, a driver or a device."""

@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 not _extras.is_optional(exc.name) or _extras.importable(exc.name.partition(".")[0])):
             raise
         return _missing(name, exc)
+    except RuntimeError as exc:
+        if "THYROFAST_CPU_VARIANT" not in str(exc):
+            raise
+        print(f"thyrofast {name}: {exc}", file=sys.stderr)  # a forced CPU variant this machine cannot run
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -35,5 +35,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"  core: {core['compiler']}, OpenMP {'yes' if core['openmp'] else 'no'}, "
           f"CUDA {'compiled for ' + core['cuda_architectures'] if core['cuda'] else 'not compiled'}, "
           f"CUDA devices {core['cuda_devices']}")
+    print(f"  CPU code: {core['cpu_variant']} (built: {core['cpu_variants_built']}; "
+          f"this CPU runs: {core['cpu_variants_runnable']}; THYROFAST_CPU_VARIANT forces one)")
     print("  backends: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["backends"].items()))
     return 0

@@ -22,7 +22,7 @@ struct AxisGeometry {
   double scale;  // in / out
 };
 
-TF_HOST_DEVICE inline AxisGeometry axis_geometry(int64_t in_len, int64_t out_len) {
+TF_HOST_DEVICE static inline AxisGeometry axis_geometry(int64_t in_len, int64_t out_len) {
   AxisGeometry g;
   g.in_len = in_len;
   g.out_len = out_len;
@@ -45,7 +45,7 @@ TF_HOST_DEVICE inline AxisGeometry axis_geometry(int64_t in_len, int64_t out_len
   return g;
 }
 
-TF_HOST_DEVICE inline int64_t floor_to_i64(double v) {
+TF_HOST_DEVICE static inline int64_t floor_to_i64(double v) {
   int64_t k = static_cast<int64_t>(v);
   if (static_cast<double>(k) > v) k -= 1;
   return k;
@@ -58,14 +58,14 @@ TF_HOST_DEVICE inline int64_t floor_to_i64(double v) {
 // than its per-thread weight arrays): the first input index of output sample
 // i's window, shifted left so every tap index stays inside the axis (the
 // extra leading taps then get zero weight) ...
-TF_HOST_DEVICE inline int64_t area_window_start(const AxisGeometry& g, int64_t i) {
+TF_HOST_DEVICE static inline int64_t area_window_start(const AxisGeometry& g, int64_t i) {
   const int64_t start = floor_to_i64(static_cast<double>(i) * g.scale);
   return start > g.in_len - g.taps ? g.in_len - g.taps : start;
 }
 
 // ... and the weight of input sample k for output sample i: the overlap of
 // [k, k + 1) with the box [i * s, (i + 1) * s), divided by s.
-TF_HOST_DEVICE inline float area_weight(const AxisGeometry& g, int64_t i, int64_t k) {
+TF_HOST_DEVICE static inline float area_weight(const AxisGeometry& g, int64_t i, int64_t k) {
   const double lo = static_cast<double>(i) * g.scale;
   double hi = static_cast<double>(i + 1) * g.scale;
   if (hi > static_cast<double>(g.in_len)) hi = static_cast<double>(g.in_len);
@@ -74,7 +74,7 @@ TF_HOST_DEVICE inline float area_weight(const AxisGeometry& g, int64_t i, int64_
   return b > a ? static_cast<float>((b - a) / g.scale) : 0.0f;
 }
 
-TF_HOST_DEVICE inline int64_t axis_taps(const AxisGeometry& g, int64_t i, float* w) {
+TF_HOST_DEVICE static inline int64_t axis_taps(const AxisGeometry& g, int64_t i, float* w) {
   if (g.mode == 0) {
     w[0] = 1.0f;
     return i;
@@ -89,7 +89,7 @@ TF_HOST_DEVICE inline int64_t axis_taps(const AxisGeometry& g, int64_t i, float*
     w[0] = 1.0f;
     return 0;
   }
-  const double src = (static_cast<double>(i) + 0.5) * g.scale - 0.5;
+  const double src = fma_d(static_cast<double>(i) + 0.5, g.scale, -0.5);
   int64_t x0 = floor_to_i64(src);
   double f = src - static_cast<double>(x0);
   if (x0 < 0) {
@@ -113,7 +113,7 @@ struct LumaCoeffs {
   float gray;     // 1 / max_value
 };
 
-TF_HOST_DEVICE inline LumaCoeffs luma_coeffs(double max_value, bool bgr) {
+TF_HOST_DEVICE static inline LumaCoeffs luma_coeffs(double max_value, bool bgr) {
   LumaCoeffs k;
   const double inv = 1.0 / max_value;
   const double cr = 0.299 * inv, cg = 0.587 * inv, cb = 0.114 * inv;
@@ -131,7 +131,7 @@ TF_HOST_DEVICE inline LumaCoeffs luma_coeffs(double max_value, bool bgr) {
 // keeps the J^2-sized terms of srad_q2_frac finite when y is large (a
 // max_value far below the data's range); for the usual y <= 40 it is 0 and
 // changes nothing.
-TF_HOST_DEVICE inline float srad_log_shift(float ymax) {
+TF_HOST_DEVICE static inline float srad_log_shift(float ymax) {
   const float top = min_f(ymax, 88.0f);
   return top > 40.0f ? top - 40.0f : 0.0f;
 }
@@ -150,24 +150,24 @@ struct SradQ2 {
   float den;
 };
 
-TF_HOST_DEVICE inline SradQ2 srad_q2_frac(float jc, float jn, float js, float jw, float je) {
+TF_HOST_DEVICE static inline SradQ2 srad_q2_frac(float jc, float jn, float js, float jw, float je) {
   const float dn = jn - jc, ds = js - jc, dw = jw - jc, de = je - jc;
-  const float g = dn * dn + ds * ds + dw * dw + de * de;
+  const float g = fma_f(de, de, fma_f(dw, dw, fma_f(dn, dn, ds * ds)));
   const float s = dn + ds + dw + de;
-  const float m = 4.0f * jc + s;  // one rounding (4 jc is exact), fused or not
+  const float m = fma_f(4.0f, jc, s);  // one rounding (4 jc is exact), fused or not
   SradQ2 r;
-  r.num = 8.0f * g - s * s;
+  r.num = fma_f(8.0f, g, -(s * s));
   r.den = m * m;
   return r;
 }
 
-TF_HOST_DEVICE inline float srad_q2(float jc, float jn, float js, float jw, float je) {
+TF_HOST_DEVICE static inline float srad_q2(float jc, float jn, float js, float jw, float je) {
   const SradQ2 f = srad_q2_frac(jc, jn, js, jw, je);
   return f.num / f.den;
 }
 
 // q0^2 at iteration n from the first iteration's median q0^2(0).
-TF_HOST_DEVICE inline float srad_q0sq(float q0sq0, int n, float rho, float lambda) {
+TF_HOST_DEVICE static inline float srad_q0sq(float q0sq0, int n, float rho, float lambda) {
   const float v = q0sq0 * exp_f(-2.0f * rho * static_cast<float>(n) * lambda);
   return max_f(v, 1e-10f);
 }
@@ -178,7 +178,7 @@ struct SradCoeffK {
   float k;        // q0^2 / (1 + q0^2)
 };
 
-TF_HOST_DEVICE inline SradCoeffK srad_coeff_k(float q0sq) {
+TF_HOST_DEVICE static inline SradCoeffK srad_coeff_k(float q0sq) {
   SradCoeffK r;
   r.inv_den = 1.0f / (q0sq * (1.0f + q0sq));
   r.k = q0sq / (1.0f + q0sq);
@@ -193,17 +193,17 @@ TF_HOST_DEVICE inline SradCoeffK srad_coeff_k(float q0sq) {
 // 1 + (q^2 - q0^2) inv_den cancels towards zero for q^2 < q0^2).  So c >= 0,
 // c > 1 exactly when q^2 < q0^2 (clamped to 1), and c -> 0 when num inv_den
 // overflows, its limit.
-TF_HOST_DEVICE inline float srad_coeff(SradQ2 q, SradCoeffK k) {
-  const float c = q.den / (q.num * k.inv_den + q.den * k.k);
+TF_HOST_DEVICE static inline float srad_coeff(SradQ2 q, SradCoeffK k) {
+  const float c = q.den / fma_f(q.num, k.inv_den, q.den * k.k);
   return min_f(c, 1.0f);
 }
 
 // J after one step: jc + lambda / 4 (c_c dn + c_s ds + c_c dw + c_e de), the
 // two c_c terms summed first (one product fewer).
-TF_HOST_DEVICE inline float srad_update(float jc, float jn, float js, float jw, float je, float c_c,
+TF_HOST_DEVICE static inline float srad_update(float jc, float jn, float js, float jw, float je, float c_c,
                                         float c_s, float c_e, float quarter_lambda) {
   const float dn = jn - jc, ds = js - jc, dw = jw - jc, de = je - jc;
-  return jc + quarter_lambda * (c_c * (dn + dw) + c_s * ds + c_e * de);
+  return fma_f(quarter_lambda, fma_f(c_e, de, fma_f(c_c, dn + dw, c_s * ds)), jc);
 }
 
 // ------------------------------------------------------------ median k x k ---
@@ -217,7 +217,7 @@ constexpr int kMedian25Pairs = 113;
 
 // Apply a pruned network; v[K/2] is the median afterwards.
 template <int K>
-TF_HOST_DEVICE inline float median_of(float* v);
+TF_HOST_DEVICE static inline float median_of(float* v);
 
 template <>
 TF_HOST_DEVICE inline float median_of<9>(float* v) {
@@ -271,7 +271,7 @@ struct PercentilePos {
   double frac;
 };
 
-TF_HOST_DEVICE inline PercentilePos percentile_pos(int64_t n, double p) {
+TF_HOST_DEVICE static inline PercentilePos percentile_pos(int64_t n, double p) {
   const double pos = static_cast<double>(n - 1) * (p / 100.0);
   int64_t k = floor_to_i64(pos);
   if (k < 0) k = 0;
@@ -285,9 +285,9 @@ TF_HOST_DEVICE inline PercentilePos percentile_pos(int64_t n, double p) {
 
 // NumPy's _lerp: a + t (b - a), evaluated from b's side when t >= 0.5 so that
 // t = 1 gives b exactly.
-TF_HOST_DEVICE inline float lerp_numpy(float a, float b, double t) {
+TF_HOST_DEVICE static inline float lerp_numpy(float a, float b, double t) {
   const double d = static_cast<double>(b) - static_cast<double>(a);
-  const double v = t >= 0.5 ? static_cast<double>(b) - d * (1.0 - t) : static_cast<double>(a) + d * t;
+  const double v = t >= 0.5 ? fma_d(-d, 1.0 - t, static_cast<double>(b)) : fma_d(d, t, static_cast<double>(a));
   return static_cast<float>(v);
 }
 
@@ -296,7 +296,7 @@ TF_HOST_DEVICE inline float lerp_numpy(float a, float b, double t) {
 // where the histogram's running count passes r.
 constexpr int kSelectBins = 2048;
 
-TF_HOST_DEVICE inline int select_bin(float v, float vmin, float bin_scale) {
+TF_HOST_DEVICE static inline int select_bin(float v, float vmin, float bin_scale) {
   const float t = (v - vmin) * bin_scale;
   int b = static_cast<int>(t);
   b = b < 0 ? 0 : b;
@@ -313,7 +313,7 @@ struct FrameAffine {
   float inv_std;
 };
 
-TF_HOST_DEVICE inline float apply_affine(float v, const FrameAffine& f) {
+TF_HOST_DEVICE static inline float apply_affine(float v, const FrameAffine& f) {
   float t = (v - f.lo) * f.a;
   if (f.clip) t = clamp_f(t, 0.0f, 1.0f);
   return (t - f.mean) * f.inv_std;

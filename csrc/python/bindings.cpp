@@ -120,6 +120,9 @@ PYBIND11_MODULE(_core, m) {
     d["openmp"] = built_with_openmp();
     d["cuda"] = built_with_cuda();
     d["cuda_architectures"] = cuda_architectures();
+    d["cpu_variant"] = cpu_variant();  // raises for a bad THYROFAST_CPU_VARIANT
+    d["cpu_variants_built"] = cpu_variants_built();
+    d["cpu_variants_runnable"] = cpu_variants_runnable();
     return d;
   });
   m.def("cuda_device_count", &cuda_device_count, "0 without CUDA, a driver or a device");

@@ -133,4 +133,16 @@ std::string cuda_last_kernel();
 std::string version();
 std::string compiler();
 
+// CPU code variants.  The CPU stages are compiled for several instruction
+// sets and one is chosen at the first call from the CPU's features:
+// "baseline" (x86-64-v2: SSE4.2, POPCNT), "avx2" (x86-64-v3: AVX2, FMA,
+// F16C), or "native" in a THYROFAST_NATIVE build (-march=native, the only
+// one).  Every variant gives bit-identical results.  The environment
+// variable THYROFAST_CPU_VARIANT=<name> forces one (for tests and bug
+// reports); naming one this build lacks or this CPU cannot run makes
+// cpu_variant() and preprocess_cpu() throw std::runtime_error.
+std::string cpu_variant();            // the variant preprocess_cpu runs
+std::string cpu_variants_built();     // comma-separated, lowest first
+std::string cpu_variants_runnable();  // those of them this CPU can run
+
 }  // namespace thyrofast
