@@ -142,6 +142,22 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
         except ValueError as exc:
             field("operating_point", str(exc))
 
+    # clinical outputs (optional; bundles written before them have neither and load unchanged)
+    if m.get("conformal") is not None:  # prediction sets calibrated on validation patients (thyrofast.conformal)
+        from .conformal import check_conformal
+
+        try:
+            check_conformal(m["conformal"], classes)
+        except ValueError as exc:
+            field("conformal", str(exc))
+    if m.get("ood") is not None:  # the out-of-distribution gate fitted on training frames (thyrofast.ood)
+        from .ood import check_ood
+
+        try:
+            check_ood(m["ood"], classes)
+        except ValueError as exc:
+            field("ood", str(exc))
+
     # the rest
     rd = m.get("read", {"crop": "auto"})
     from .bundle import READ_CROPS
