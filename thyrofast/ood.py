@@ -64,12 +64,12 @@ def pre_gate(frame: np.ndarray) -> str | None:
         gray = rgb.mean(axis=-1)
     else:
         gray = f[..., 0].astype(np.float32) if f.ndim == 3 else f.astype(np.float32)
-    lo, hi = np.percentile(gray, [1, 99])
-    if hi - lo < BLANK_RANGE * full:
-        return "blank frame (no contrast)"
     sat = float(np.mean(gray >= 0.98 * full))
     if sat >= SATURATED_FRACTION:
         return f"saturated frame ({100 * sat:.0f}% of pixels at full scale)"
+    lo, hi = np.percentile(gray, [1, 99])
+    if hi - lo < BLANK_RANGE * full:
+        return "blank frame (no contrast)"
     return None
 
 
