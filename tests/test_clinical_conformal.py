@@ -3,6 +3,7 @@ promise holds on a fresh phantom cohort over 20 random calibration/test splits."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,24 @@ def test_patient_coverage_over_random_splits(tmp_path_factory):
     for c, v in per.items():  # class-conditional: each class covered too
         assert np.mean(v) >= 1 - ALPHA - 3 * math.sqrt(ALPHA * (1 - ALPHA) * (3 / n_test + 1 / (n_k + 2)) / SPLITS), c
     assert np.mean(size) < 3.0  # not the trivial all-classes set
+
+
+def test_evaluate_reports_coverage_and_set_size(tmp_path_factory, tmp_path):
+    """`evaluate` of a bundle with conformal calibration reports coverage, per-class coverage and set size."""
+    import _train_fixture as TF
+
+    from thyrofast.bundle import Bundle
+    from thyrofast.evaluate import evaluate_bundle
+    from thyrofast.evaluate.report import write_report
+
+    bundle, manifest = TF.load().trained_bundle(tmp_path_factory)
+    assert Bundle.load(bundle).conformal is not None
+    result = evaluate_bundle(bundle, manifest, split="test", backend="onnxruntime", device="cpu", progress=False,
+                             n_boot=100)
+    conf = result["conformal"]
+    for lvl in ("patient", "image"):
+        c = conf[lvl]
+        assert 0 <= c["coverage"] <= 1 and 0 <= c["mean_set_size"] <= 3 and set(c["per_class"]) == set(CLASSES)
+    paths = write_report(result, tmp_path / "rep", figures=False)
+    text = "".join(Path(p).read_text() for p in paths.values() if str(p).endswith(".md"))
+    assert "Conformal prediction sets" in text and "Mean set size" in text

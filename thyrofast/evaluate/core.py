@@ -336,6 +336,7 @@ def evaluate_predictions(
     n_bins: int = 10,
     aggregation: Any = AGGREGATION,
     operating_point: Mapping | None = None,
+    conformal: Mapping | None = None,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -360,11 +361,25 @@ def evaluate_predictions(
     with I.using_classes(I.record_classes(records) or I.classes()):
         return _evaluate_records(records, predictions, labels, readers, level, split, ci_level=ci_level,
                                  n_boot=n_boot, seed=seed, stratified=stratified, n_bins=n_bins,
-                                 aggregation=aggregation, operating_point=operating_point)
+                                 aggregation=aggregation, operating_point=operating_point, conformal=conformal)
+
+
+def _conformal_report(conformal: Mapping, tables: Mapping[str, Any]) -> dict:
+    """Coverage, per-class coverage, mean set size and refer rate of the bundle's prediction sets
+    (:mod:`thyrofast.conformal`) at each level whose table is given."""
+    from ..conformal import prediction_sets, set_coverage
+
+    out: dict = {"alpha": conformal.get("alpha"), "method": conformal.get("method")}
+    for lvl, t in tables.items():
+        if t is None or lvl not in conformal:
+            continue
+        sets = prediction_sets(t.probs, conformal[lvl], _classes())
+        out[lvl] = set_coverage(sets, [_classes()[int(k)] for k in t.y], _classes())
+    return out
 
 
 def _evaluate_records(records, predictions, labels, readers, level, split, *, ci_level, n_boot, seed,
-                      stratified, n_bins, aggregation, operating_point=None) -> dict:
+                      stratified, n_bins, aggregation, operating_point=None, conformal=None) -> dict:
     lab = I.load_labels(labels, split)
     src = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "records"
     n_image_records = sum(1 for r in records if r.get("kind", "image") != "patient")
@@ -417,6 +432,8 @@ def _evaluate_records(records, predictions, labels, readers, level, split, *, ci
         result["binary"] = {"positive": pos, "auc": result["model"]["auc"][pos]}
     if operating_point and operating_point.get("positive") in _classes():
         result["operating_point"] = _at_operating_point(main.y, main.probs, operating_point)
+    if conformal:  # the bundle's prediction sets: coverage and set size on these patients (and images)
+        result["conformal"] = _conformal_report(conformal, {"patient": pat, "image": img})
     small = [c for k, c in enumerate(_classes()) if 0 < (pat.y == k).sum() < 10]
     if small:
         notes.append("few patients in " + ", ".join(
@@ -611,6 +628,9 @@ def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier
         from ..classifier import bundle_operating_point  # noqa: PLC0415
 
         kwargs["operating_point"] = bundle_operating_point(classifier)
+    if "conformal" not in kwargs:
+        manifest_ = getattr(getattr(classifier, "bundle", None), "manifest", None)
+        kwargs["conformal"] = manifest_.get("conformal") if isinstance(manifest_, dict) else None
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:
