@@ -15,7 +15,7 @@ frames (``refer: true`` with a reason) in two stages:
    sigma_d)^2`` with per-class means ``mu_k`` and the pooled within-class
    standard deviation ``sigma`` of the *training* frames (Lee et al. 2018 use
    class-conditional Gaussians on intermediate features).  The threshold is the
-   ``quantile`` (default 0.99) of the training frames' scores, each scored by a
+   ``quantile`` (default 0.975: half a 5% false-refer budget) of the training frames' scores, each scored by a
    model of the other folds (5-fold cross-fitting, so the threshold is not
    fitted on scores the statistics have already seen).  Stored in the card's
    ``ood`` entry.
@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["pre_gate", "feature_stats", "fit_gate", "gate_scores", "check_ood", "OODGate", "DEFAULT_QUANTILE"]
 
-DEFAULT_QUANTILE = 0.99
+DEFAULT_QUANTILE = 0.975  # half the 5% in-distribution false-refer budget
 SCORE = "class-conditional diagonal Mahalanobis on first-stage channel mean/std"
 COLOR_SPREAD = 40 / 255  # a strongly coloured pixel: max - min channel > 40 (of 255)
 COLOR_FRACTION = 0.01

@@ -57,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: the highest threshold with validation sensitivity >= S for the "
                         "positive class (default: Youden's J, the maximum of sensitivity + specificity - 1)")
+    p.add_argument("--conformal-alpha", type=float, default=0.1, metavar="A",
+                   help="conformal prediction sets (thyrofast.conformal) calibrated on the validation patients at "
+                        "miscoverage A (default %(default)s: each true class covered >= 90%%)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -85,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
                        aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
-                       progress=not args.no_progress)
+                       conformal_alpha=args.conformal_alpha, progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
         return 2
