@@ -2,6 +2,7 @@
 promise holds on a fresh phantom cohort over 20 random calibration/test splits."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -135,3 +136,43 @@ def test_evaluate_reports_coverage_and_set_size(tmp_path_factory, tmp_path):
     paths = write_report(result, tmp_path / "rep", figures=False)
     text = "".join(Path(p).read_text() for p in paths.values() if str(p).endswith(".md"))
     assert "Conformal prediction sets" in text and "Mean set size" in text
+
+
+def test_card_entries_checked_and_older_bundles_unchanged(bundle_dir, tmp_path):
+    """A bundle without the clinical entries (written before them) predicts as before; bad entries are refused."""
+    import shutil
+
+    from thyrofast import Classifier
+    from thyrofast.bundle import Bundle
+    from thyrofast.conformal import calibrate
+    from thyrofast.errors import InputError
+    from thyrofast.predict import predict_files
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle_dir, copy)
+    b = Bundle.load(copy)
+    assert b.conformal is None and b.ood is None
+    frame = np.clip(np.random.default_rng(0).normal(110, 25, (128, 160)), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "f.npy", frame)
+    with Classifier.load(copy, backend="onnxruntime", device="cpu", precision="fp32") as clf:
+        predict_files(clf, [str(tmp_path / "f.npy")], tmp_path / "r.jsonl", progress=False)
+    rec = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
+    assert rec["status"] == "ok" and not {"prediction_set", "refer", "ood"} & set(rec)
+
+    classes = list(b.classes)
+    rng = np.random.default_rng(1)
+    p, y = _dirichlet(rng, 60)
+    good = calibrate(p, y, p, y, classes, 0.1)
+    b.update(conformal=good)
+    assert Bundle.load(copy).conformal["patient"]["n"] == good["patient"]["n"]
+    with Classifier.load(copy, backend="onnxruntime", device="cpu", precision="fp32") as clf:
+        predict_files(clf, [str(tmp_path / "f.npy")], tmp_path / "r2.jsonl", progress=False)
+    rec = json.loads((tmp_path / "r2.jsonl").read_text().splitlines()[0])
+    assert rec["set_level"] == "image" and rec["refer"] == (len(rec["prediction_set"]) != 1)
+    for bad in ({**good, "score": "aps"}, {**good, "patient": {**good["patient"], "alpha": 1.5}},
+                {**good, "image": {**good["image"], "thresholds": {"BTN": 0.1}}},
+                {**good, "image": {**good["image"], "thresholds": {c: float("nan") for c in classes}}}):
+        with pytest.raises(InputError, match="conformal"):
+            b.update(conformal=bad)
+    with pytest.raises(InputError, match="ood"):
+        b.update(ood={"threshold": -1, "means": [[0.0]], "scale": [1.0]})
