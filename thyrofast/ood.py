@@ -9,8 +9,9 @@ frames (``refer: true`` with a reason) in two stages:
    1% strongly coloured pixels: a colour / power Doppler overlay, the rule
    :func:`thyrofast.read` uses for its ``doppler`` flag).
 2. **Model score** (the trained network): per-channel mean and standard deviation
-   of the activations of the network's first stage (ResNet ``layer1``; the
-   texture statistics that the B-mode speckle of the training data fixes), as a
+   of the activations of the network's stem and first stage (ResNet ``relu`` and
+   ``layer1``; the texture statistics that the B-mode speckle of the training
+   data fixes), as a
    class-conditional diagonal Mahalanobis distance: ``min_k mean_d ((f_d - mu_kd) /
    sigma_d)^2`` with per-class means ``mu_k`` and the pooled within-class
    standard deviation ``sigma`` of the *training* frames (Lee et al. 2018 use
@@ -23,8 +24,8 @@ frames (``refer: true`` with a reason) in two stages:
 Why not the logits: energy, maximum softmax probability and Mahalanobis on the
 logits or on the last pooled features were measured on the test phantom model
 and refer 0-40% of photographs and 0-9% of non-thyroid ultrasound at a 1%
-training false-refer rate; the early-stage statistics refer most of them
-(tests/test_ood.py reports the numbers).
+training false-refer rate; the early statistics refer most of them
+(tests/test_clinical_ood.py reports the numbers).
 
 The model score needs torch (the features come from the bundle's network, not
 from an exported engine, which only returns logits).  Without torch the gate
@@ -40,7 +41,7 @@ import numpy as np
 __all__ = ["pre_gate", "feature_stats", "fit_gate", "gate_scores", "check_ood", "OODGate", "DEFAULT_QUANTILE"]
 
 DEFAULT_QUANTILE = 0.975  # half the 5% in-distribution false-refer budget
-SCORE = "class-conditional diagonal Mahalanobis on first-stage channel mean/std"
+SCORE = "class-conditional diagonal Mahalanobis on stem + first-stage channel mean/std"
 COLOR_SPREAD = 40 / 255  # a strongly coloured pixel: max - min channel > 40 (of 255)
 COLOR_FRACTION = 0.01
 BLANK_RANGE = 8 / 255  # a frame whose 1st..99th percentile span is under this share of its range
@@ -73,26 +74,27 @@ def pre_gate(frame: np.ndarray) -> str | None:
     return None
 
 
-def early_stage(model):
-    """The module whose output gives the statistics: the first stage after the stem."""
+def early_stages(model) -> tuple[list, str]:
+    """The modules whose outputs give the statistics: the stem's activation and the first stage after it."""
     members = getattr(model, "members", None)
     if members is not None:
         model = members[0]
-    if hasattr(model, "layer1"):  # ResNets
-        return model.layer1, "layer1"
+    if hasattr(model, "layer1") and hasattr(model, "relu"):  # ResNets: model.relu is used by the stem only
+        return [model.relu, model.layer1], "relu+layer1"
     feats = getattr(model, "features", None)
     if feats is not None and len(feats) > 2:  # EfficientNet / MobileNet: stem, then stages
-        return feats[2], "features.2"
+        return [feats[0], feats[2]], "features.0+features.2"
     raise ValueError(f"no first stage known for {type(model).__name__}")
 
 
 def feature_stats(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """``(N, 2C)``: per-channel mean and std of the first stage's activations for preprocessed ``x`` (N, C, H, W)."""
+    """``(N, D)``: per-channel mean and std of the stem's and the first stage's activations for
+    preprocessed ``x`` (N, C, H, W)."""
     import torch
 
-    stage, _ = early_stage(model)
+    stages, _ = early_stages(model)
     grabbed: list = []
-    hook = stage.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().float()))
+    hooks = [m.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().float())) for m in stages]
     out = []
     try:
         model.eval()
@@ -100,10 +102,13 @@ def feature_stats(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
             for i in range(0, len(x), batch):
                 grabbed.clear()
                 model(torch.as_tensor(np.asarray(x[i:i + batch], dtype=np.float32)))
-                a = grabbed[0]
-                out.append(torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3))], dim=1).numpy().astype(np.float64))
+                parts = []
+                for a in grabbed[:len(stages)]:  # in forward order: stem, then stage
+                    parts += [a.mean(dim=(2, 3)), a.std(dim=(2, 3))]
+                out.append(torch.cat(parts, dim=1).numpy().astype(np.float64))
     finally:
-        hook.remove()
+        for h in hooks:
+            h.remove()
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -122,7 +127,7 @@ def _scores(f: np.ndarray, mus: np.ndarray, sd: np.ndarray) -> np.ndarray:
 
 
 def fit_gate(features: np.ndarray, labels, classes: Sequence[str], *, quantile: float = DEFAULT_QUANTILE,
-             folds: int = 5, seed: int = 0, layer: str = "layer1") -> dict:
+             folds: int = 5, seed: int = 0, layer: str = "relu+layer1") -> dict:
     """The card's ``ood`` entry from training frames' :func:`feature_stats` and labels."""
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).astype(int).ravel()
