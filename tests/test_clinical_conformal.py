@@ -175,4 +175,6 @@ def test_card_entries_checked_and_older_bundles_unchanged(bundle_dir, tmp_path):
         with pytest.raises(InputError, match="conformal"):
             b.update(conformal=bad)
     with pytest.raises(InputError, match="ood"):
-        b.update(ood={"threshold": -1, "means": [[0.0]], "scale": [1.0]})
+        b.update(ood={"layer": "layer1", "threshold": -1, "means": [[0.0]], "scale": [1.0]})
+    with pytest.raises(InputError, match="ood"):
+        b.update(ood={"threshold": 1.0, "means": [[0.0]], "scale": [1.0]})  # no layer

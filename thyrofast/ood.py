@@ -74,25 +74,31 @@ def pre_gate(frame: np.ndarray) -> str | None:
     return None
 
 
-def early_stages(model) -> tuple[list, str]:
-    """The modules whose outputs give the statistics: the stem's activation and the first stage after it."""
+def early_stages(model, layer: str | None = None) -> tuple[list, str]:
+    """The modules whose outputs give the statistics, and their names joined by ``+``: ``layer`` (a card's
+    ``ood.layer``) or by default the stem's activation and the first stage after it."""
     members = getattr(model, "members", None)
     if members is not None:
         model = members[0]
-    if hasattr(model, "layer1") and hasattr(model, "relu"):  # ResNets: model.relu is used by the stem only
-        return [model.relu, model.layer1], "relu+layer1"
-    feats = getattr(model, "features", None)
-    if feats is not None and len(feats) > 2:  # EfficientNet / MobileNet: stem, then stages
-        return [feats[0], feats[2]], "features.0+features.2"
-    raise ValueError(f"no first stage known for {type(model).__name__}")
+    if layer is None:
+        if hasattr(model, "layer1") and hasattr(model, "relu"):  # ResNets: model.relu is used by the stem only
+            layer = "relu+layer1"
+        elif getattr(model, "features", None) is not None and len(model.features) > 2:  # EfficientNet / MobileNet
+            layer = "features.0+features.2"
+        else:
+            raise ValueError(f"no first stage known for {type(model).__name__}")
+    try:
+        return [model.get_submodule(n) for n in layer.split("+")], layer
+    except AttributeError:
+        raise ValueError(f"the network has no module {layer!r}") from None
 
 
-def feature_stats(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
+def feature_stats(model, x: np.ndarray, batch: int = 64, layer: str | None = None) -> np.ndarray:
     """``(N, D)``: per-channel mean and std of the stem's and the first stage's activations for
     preprocessed ``x`` (N, C, H, W)."""
     import torch
 
-    stages, _ = early_stages(model)
+    stages, _ = early_stages(model, layer)
     grabbed: list = []
     hooks = [m.register_forward_hook(lambda m, i, o: grabbed.append(o.detach().float())) for m in stages]
     out = []
@@ -156,6 +162,8 @@ def check_ood(entry: Any, classes: Sequence[str]) -> None:
     """ValueError unless ``entry`` is a valid ``ood`` card entry."""
     if not isinstance(entry, Mapping):
         raise ValueError(f"must be an object, got {type(entry).__name__}")
+    if not isinstance(entry.get("layer"), str) or not entry["layer"]:
+        raise ValueError(f"layer must name the network's module(s), got {entry.get('layer')!r}")
     t = entry.get("threshold")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
         raise ValueError(f"threshold must be a finite number >= 0, got {t!r}")
@@ -215,7 +223,15 @@ class OODGate:
                 f = np.asarray(frames[i])
                 f = f[..., :3] if f.ndim == 3 and f.shape[-1] == 4 else f
                 self._pre(np.ascontiguousarray(f), out=x[j:j + 1])
-            scores = gate_scores(feature_stats(self._model, x), self.entry)
+            feats = feature_stats(self._model, x, layer=self.entry.get("layer"))
+            if feats.shape[1] != len(self.entry["scale"]):
+                self.model_unavailable = (f"the card's OOD statistics have {len(self.entry['scale'])} features, "
+                                          f"the network gives {feats.shape[1]}")
+                self._model = None
+                todo = []
+                scores = []
+            else:
+                scores = gate_scores(feats, self.entry)
             for i, s in zip(todo, scores):
                 far = bool(s > self.entry["threshold"])
                 out[i].update(score=float(s), model_checked=True, refer=far,

@@ -109,6 +109,8 @@ class PredictSummary:
     error_codes: dict = dataclasses.field(default_factory=dict)
     #: settings (backend, precision, device) in which the resumed file's earlier records differ from this run
     mixed_settings: dict = dataclasses.field(default_factory=dict)
+    #: image records of this run flagged ``refer`` (prediction set not one class, or out of distribution)
+    n_referred_images: int = 0
 
     @property
     def frames_per_second(self) -> float:
@@ -578,6 +580,7 @@ def predict_files(
                         "provenance": dict(provenance),
                     }
                     rec.update(clinical_fields(p, classes, conformal, "image", ood))
+                    summary.n_referred_images += bool(rec.get("refer"))
                     if j in regions:
                         rec.update(regions[j])
                     if saliency_dir is not None:

@@ -76,6 +76,13 @@ def main(args: argparse.Namespace) -> int:
         f"({s.frames_per_second:.1f} frames/s); {s.n_patients} patients -> {args.out}",
         file=sys.stderr,
     )
+    manifest = clf.bundle.manifest if hasattr(clf, "bundle") else {}
+    if manifest.get("conformal") or manifest.get("ood"):
+        print(f"{s.n_referred_images} of {s.n_frames} frames referred for human review (prediction set not one "
+              "class, or out of distribution)", file=sys.stderr)
+        if str(args.out).lower().endswith(".csv"):
+            print("warning: CSV results hold no prediction sets, refer flags or OOD results; write .jsonl for "
+                  "them", file=sys.stderr)
     for k, seen in s.mixed_settings.items():
         print(f"warning: {args.out} also holds records made with {k} {', '.join(seen)} "
               f"(this run: {p[k]}); each record names its own", file=sys.stderr)

@@ -819,7 +819,7 @@ def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, 
     """The card's ``conformal`` (validation patients, :mod:`thyrofast.conformal`) and ``ood``
     (training frames, :mod:`thyrofast.ood`) entries; each left out, with a log line, when it cannot be fitted."""
     from ..conformal import calibrate, prediction_sets, set_coverage
-    from ..ood import feature_stats, fit_gate, gate_scores
+    from ..ood import early_stages, feature_stats, fit_gate, gate_scores
 
     out: dict = {}
     if alpha is not None:
@@ -834,14 +834,15 @@ def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, 
             + (f"; too few validation patients of {', '.join(small)} to ever rule them out "
                f"(needs n >= {math.floor(1 / alpha)} per class)" if small else ""))
     try:
-        feats = feature_stats(model, np.asarray(x_train, np.float32))
-        gate = fit_gate(feats, y_train, classes, seed=seed)
+        layer = early_stages(model)[1]
+        feats = feature_stats(model, np.asarray(x_train, np.float32), layer=layer)
+        gate = fit_gate(feats, y_train, classes, seed=seed, layer=layer)
     except ValueError as exc:
         say(f"OOD gate: none ({exc})")
         return out
     if len(x_val):  # the in-distribution false-refer rate, on frames the gate was not fitted on
-        gate["val_refer_rate"] = float(np.mean(gate_scores(feature_stats(model, np.asarray(x_val, np.float32)), gate)
-                                               > gate["threshold"]))
+        val_feats = feature_stats(model, np.asarray(x_val, np.float32), layer=layer)
+        gate["val_refer_rate"] = float(np.mean(gate_scores(val_feats, gate) > gate["threshold"]))
     out["ood"] = gate
     say(f"OOD gate: threshold {gate['threshold']:.3f} (training {gate['quantile']:g} quantile, cross-fitted)"
         + (f"; refers {100 * gate['val_refer_rate']:.1f}% of validation frames" if "val_refer_rate" in gate else ""))
