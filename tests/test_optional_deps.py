@@ -183,7 +183,7 @@ def test_all_extra_brings_the_bench_peers():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("opencv-python-headless") for req in extras["bench"])
     (all_,) = extras["all"]
-    assert set(all_.split("[")[1].rstrip("]").split(",")) == {"train", "openvino", "dicom", "bench"}
+    assert set(all_.split("[")[1].rstrip("]").split(",")) == {"train", "openvino", "dicom", "bench", "sr"}
     for extra, _ in _extras.EXTRAS.values():
         assert extra in extras, extra
 

@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "pylibjpeg": ("dicom", "pylibjpeg"),
     "openjpeg": ("dicom", "pylibjpeg-openjpeg"),
     "rle": ("dicom", "pylibjpeg-rle"),
+    "highdicom": ("sr", "highdicom"),
 }
 
 #: optional modules no extra installs (they depend on the GPU and its drivers)

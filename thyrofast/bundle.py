@@ -141,6 +141,18 @@ class Bundle:
         return dict(op) if op else None
 
     @property
+    def conformal(self) -> dict | None:
+        """Prediction-set calibration (:mod:`thyrofast.conformal`); None for bundles without one."""
+        c = self._manifest.get("conformal")
+        return json.loads(json.dumps(c)) if c else None
+
+    @property
+    def ood(self) -> dict | None:
+        """The out-of-distribution gate (:mod:`thyrofast.ood`); None for bundles without one."""
+        c = self._manifest.get("ood")
+        return json.loads(json.dumps(c)) if c else None
+
+    @property
     def arch(self) -> str:
         return self._manifest["arch"]
 

@@ -150,6 +150,21 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
                 for k, v in ep.items())):
             field("endpoints", f"must map names to lists of the classes {list(classes)} (not all of them), "
                                f"got {ep!r:.80}")
+    # clinical outputs (optional; bundles written before them have neither and load unchanged)
+    if m.get("conformal") is not None:  # prediction sets calibrated on validation patients (thyrofast.conformal)
+        from .conformal import check_conformal
+
+        try:
+            check_conformal(m["conformal"], classes)
+        except ValueError as exc:
+            field("conformal", str(exc))
+    if m.get("ood") is not None:  # the out-of-distribution gate fitted on training frames (thyrofast.ood)
+        from .ood import check_ood
+
+        try:
+            check_ood(m["ood"], classes)
+        except ValueError as exc:
+            field("ood", str(exc))
 
     # the rest
     rd = m.get("read", {"crop": "auto"})

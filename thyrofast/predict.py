@@ -44,6 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
+from .clinical import clinical_fields
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
 from .io.schema import DEFAULT_CLASSES
@@ -108,6 +109,8 @@ class PredictSummary:
     error_codes: dict = dataclasses.field(default_factory=dict)
     #: settings (backend, precision, device) in which the resumed file's earlier records differ from this run
     mixed_settings: dict = dataclasses.field(default_factory=dict)
+    #: image records of this run flagged ``refer`` (prediction set not one class, or out of distribution)
+    n_referred_images: int = 0
 
     @property
     def frames_per_second(self) -> float:
@@ -452,7 +455,8 @@ def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance:
 
 
 def _patient_records(records: list[dict], classes: Sequence[str], provenance: dict,
-                     aggregation: Any = "mean_log_prob", operating_point: dict | None = None) -> list[dict]:
+                     aggregation: Any = "mean_log_prob", operating_point: dict | None = None,
+                     conformal: dict | None = None) -> list[dict]:
     from .classifier import aggregate_patients
 
     ok = [r for r in records if r.get("kind") == "image" and r.get("status") == "ok" and r.get("patient_id")]
@@ -460,6 +464,9 @@ def _patient_records(records: list[dict], classes: Sequence[str], provenance: di
         return []
     probs = np.array([[r["probs"][c] for c in classes] for r in ok], dtype=np.float64)
     agg = aggregate_patients(probs, [r["patient_id"] for r in ok], aggregation)
+    n_ood: dict = {}  # images of each patient the OOD gate referred (counted once per image record)
+    for r in {(r["input"], r.get("frame_index"), r["patient_id"]): r for r in ok}.values():
+        n_ood[r["patient_id"]] = n_ood.get(r["patient_id"], 0) + bool((r.get("ood") or {}).get("refer"))
     last = {r["patient_id"]: r for r in records if r.get("kind") == "patient"}
     out = []
     for pid, (p, n) in agg.items():
@@ -467,6 +474,7 @@ def _patient_records(records: list[dict], classes: Sequence[str], provenance: di
                "probs": {c: float(v) for c, v in zip(classes, p)}, "pred": classes[int(np.argmax(p))],
                "decision": decide(p, classes, operating_point)[0],
                "n_images": int(n), "provenance": dict(provenance)}
+        rec.update(clinical_fields(p, classes, conformal, "patient", n_ood=n_ood.get(pid, 0)))
         prev = last.get(pid)
         if prev and prev.get("n_images") == rec["n_images"] and prev.get("probs") and all(
             abs(prev["probs"][c] - rec["probs"][c]) < 1e-9 for c in classes
@@ -501,6 +509,13 @@ def predict_files(
     op = bundle_operating_point(classifier)  # the bundle's decision threshold (None: argmax)
     # files are read as the model was trained (the bundle's tissue crop)
     crop = bundle_crop(classifier)
+    # clinical outputs: prediction sets + refer, and the OOD gate (when the bundle is calibrated for them)
+    conformal = _bundle_field(classifier, "conformal")
+    gate = None
+    if _bundle_field(classifier, "ood"):
+        from .ood import OODGate
+
+        gate = OODGate.for_classifier(classifier)
     summary = PredictSummary(n_inputs=len(items))
     if saliency_dir is not None:
         _prepare_saliency_dir(Path(saliency_dir))  # before the results file is created or locked
@@ -553,7 +568,8 @@ def predict_files(
                 else:
                     item_probs = probs
                 recs = []
-                for j, f in fs:
+                oods = gate.check([f for _, f in fs]) if gate is not None else [None] * len(fs)
+                for (j, f), ood in zip(fs, oods):
                     p = item_probs[k]
                     k += 1
                     rec = {
@@ -563,6 +579,8 @@ def predict_files(
                         "pred": classes[int(np.argmax(p))], "decision": decide(p, classes, op)[0],
                         "provenance": dict(provenance),
                     }
+                    rec.update(clinical_fields(p, classes, conformal, "image", ood))
+                    summary.n_referred_images += bool(rec.get("refer"))
                     if j in regions:
                         rec.update(regions[j])
                     if saliency_dir is not None:
@@ -622,11 +640,19 @@ def predict_files(
                 flush()
                 n_pending_frames = 0
         flush()
-        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier), op)
+        patients = _patient_records(writer.records, classes, provenance, bundle_aggregation(classifier), op,
+                                    conformal)
         writer.write(patients)
         summary.n_patients = len({r["patient_id"] for r in writer.records if r.get("kind") == "patient"})
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _bundle_field(classifier, name: str) -> dict | None:
+    """A card entry of the classifier's bundle (None for stand-ins and bundles without it)."""
+    manifest = getattr(getattr(classifier, "bundle", None), "manifest", None)
+    v = manifest.get(name) if isinstance(manifest, dict) else None
+    return v if isinstance(v, dict) else None
 
 
 def _check_resume_provenance(writer: "RecordWriter", provenance: dict) -> dict:

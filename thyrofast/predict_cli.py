@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="frames per inference batch (default 16)")
     parser.add_argument("--saliency", metavar="DIR", default=None,
                         help="also write Grad-CAM overlays (PNG) into DIR (needs torch)")
+    parser.add_argument("--sr", metavar="DIR", default=None,
+                        help="also write a DICOM Structured Report (TID 1500) per study of the DICOM inputs into DIR "
+                             "(needs the sr extra)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -36,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
             return 2
     if args.saliency is not None:
         require("torch", "torchvision", needed_for="--saliency (Grad-CAM)")
+    if args.sr is not None:
+        require("highdicom", needed_for="--sr (DICOM Structured Report)")
     try:
         clf = Classifier.load(args.bundle, backend=args.backend, device=args.device, precision=args.precision,
                               threads=args.threads, max_batch=args.batch)
@@ -56,6 +61,12 @@ def main(args: argparse.Namespace) -> int:
     except InputError as exc:  # e.g. an unreadable manifest given on the command line
         print(f"thyrofast predict: {exc}", file=sys.stderr)
         return 2
+    else:
+        if args.sr is not None:
+            n_sr = _write_sr(clf, args.out, args.sr)
+            if n_sr is None:
+                return EXIT_OUTPUT_ERROR
+            print(f"{n_sr} DICOM SR (one per study) -> {args.sr}", file=sys.stderr)
     finally:
         clf.close()
     codes = ", ".join(f"{k}: {v}" for k, v in sorted(s.error_codes.items()))
@@ -65,9 +76,35 @@ def main(args: argparse.Namespace) -> int:
         f"({s.frames_per_second:.1f} frames/s); {s.n_patients} patients -> {args.out}",
         file=sys.stderr,
     )
+    manifest = clf.bundle.manifest if hasattr(clf, "bundle") else {}
+    if manifest.get("conformal") or manifest.get("ood"):
+        print(f"{s.n_referred_images} of {s.n_frames} frames referred for human review (prediction set not one "
+              "class, or out of distribution)", file=sys.stderr)
+        if str(args.out).lower().endswith(".csv"):
+            print("warning: CSV results hold no prediction sets, refer flags or OOD results; write .jsonl for "
+                  "them", file=sys.stderr)
     for k, seen in s.mixed_settings.items():
         print(f"warning: {args.out} also holds records made with {k} {', '.join(seen)} "
               f"(this run: {p[k]}); each record names its own", file=sys.stderr)
     if s.n_error_recorded:
         print(f"{s.n_error_recorded} skipped inputs had failed in an earlier run", file=sys.stderr)
     return EXIT_INPUT_ERRORS if (s.n_error or s.n_error_recorded) else 0
+
+
+def _write_sr(clf, results: str, directory: str) -> int | None:
+    """One SR per study from the records in ``results`` (this run's and earlier ones'); None on a write error."""
+    from .classifier import bundle_aggregation, bundle_operating_point
+    from .predict import RecordWriter
+    from .sr import write_study_reports
+
+    with RecordWriter(results, None, clf.classes) as w:
+        records = list(w.records)
+    manifest = clf.bundle.manifest
+    try:
+        paths = write_study_reports(records, directory, classes=clf.classes, provenance=clf.provenance,
+                                    aggregation=bundle_aggregation(clf), operating_point=bundle_operating_point(clf),
+                                    conformal=manifest.get("conformal"))
+    except OSError as exc:
+        print(f"thyrofast predict: cannot write the SR into {directory}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    return len(paths)

@@ -11,7 +11,7 @@ a missing package to ``find_spec``).  Used by tests/test_optional_deps.py.
 import os
 import sys
 
-DEFAULT = "torch,torchvision,cv2,openvino,cupy,tensorrt,gdcm,pylibjpeg,openjpeg,rle,onnxscript"
+DEFAULT = "torch,torchvision,cv2,openvino,cupy,tensorrt,gdcm,pylibjpeg,openjpeg,rle,onnxscript,highdicom"
 HIDDEN = frozenset(m for m in os.environ.get("THYROFAST_HIDE", DEFAULT).split(",") if m)
 
 

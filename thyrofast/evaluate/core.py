@@ -337,6 +337,7 @@ def evaluate_predictions(
     aggregation: Any = AGGREGATION,
     operating_point: Mapping | None = None,
     endpoints=None,
+    conformal: Mapping | None = None,
 ) -> dict:
     """Evaluate prediction records against a labels manifest.
 
@@ -366,11 +367,25 @@ def evaluate_predictions(
         return _evaluate_records(records, predictions, labels, readers, level, split, ci_level=ci_level,
                                  n_boot=n_boot, seed=seed, stratified=stratified, n_bins=n_bins,
                                  aggregation=aggregation, operating_point=operating_point,
-                                 endpoints=endpoints)
+                                 endpoints=endpoints, conformal=conformal)
+
+
+def _conformal_report(conformal: Mapping, tables: Mapping[str, Any]) -> dict:
+    """Coverage, per-class coverage, mean set size and refer rate of the bundle's prediction sets
+    (:mod:`thyrofast.conformal`) at each level whose table is given."""
+    from ..conformal import prediction_sets, set_coverage
+
+    out: dict = {"alpha": conformal.get("alpha"), "method": conformal.get("method")}
+    for lvl, t in tables.items():
+        if t is None or lvl not in conformal:
+            continue
+        sets = prediction_sets(t.probs, conformal[lvl], _classes())
+        out[lvl] = set_coverage(sets, [_classes()[int(k)] for k in t.y], _classes())
+    return out
 
 
 def _evaluate_records(records, predictions, labels, readers, level, split, *, ci_level, n_boot, seed,
-                      stratified, n_bins, aggregation, operating_point=None, endpoints=None) -> dict:
+                      stratified, n_bins, aggregation, operating_point=None, endpoints=None, conformal=None) -> dict:
     from .endpoints import parse_endpoints
 
     endpoints = parse_endpoints(endpoints, _classes())  # a bad endpoint fails before any work
@@ -435,6 +450,8 @@ def _evaluate_records(records, predictions, labels, readers, level, split, *, ci
         result["endpoints"] = {name: {**endpoint_metrics(main.y, main.probs, calls, _classes(), members, ci_level),
                                       "calls": "operating point" if op_ok else "argmax"}
                                for name, members in endpoints.items()}
+    if conformal:  # the bundle's prediction sets: coverage and set size on these patients (and images)
+        result["conformal"] = _conformal_report(conformal, {"patient": pat, "image": img})
     small = [c for k, c in enumerate(_classes()) if 0 < (pat.y == k).sum() < 10]
     if small:
         notes.append("few patients in " + ", ".join(
@@ -632,6 +649,9 @@ def _evaluate_bundle(bundle, manifest, split, readers, level, report, classifier
     if kwargs.get("endpoints") is None:  # the endpoints the bundle declares (train --endpoint)
         card = getattr(getattr(classifier, "bundle", None), "manifest", None)
         kwargs["endpoints"] = card.get("endpoints") if isinstance(card, dict) else None
+    if "conformal" not in kwargs:
+        manifest_ = getattr(getattr(classifier, "bundle", None), "manifest", None)
+        kwargs["conformal"] = manifest_.get("conformal") if isinstance(manifest_, dict) else None
     result = evaluate_predictions(records, manifest, readers=readers, level=level, split=split, **kwargs)
     result["predictions"] = f"bundle {os.fspath(bundle)}" if bundle is not None else "classifier"
     if report is not None:

@@ -145,6 +145,14 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
           f"accuracy {_pct(m['accuracy'])}{bal}; Cohen's κ {_ci(m['kappa'])}"
           + (f"; ECE {_ci(m['calibration']['ece'])}, Brier {_f(m['calibration']['brier'])}"
              if "calibration" in m else "") + ".", ""]
+    conf = result.get("conformal")
+    if conf:
+        L += [f"Conformal prediction sets ({conf.get('method')}, alpha {conf['alpha']:g}, calibrated on the "
+              "validation patients); refer = the set is not exactly one class.", ""]
+        L += _table(["Level", "Coverage", *[f"Coverage {c}" for c in _classes()], "Mean set size", "Refer", "n"],
+                    [[lvl, _f(cf["coverage"]), *[_f(cf["per_class"][c]["coverage"]) for c in _classes()],
+                      _f(cf["mean_set_size"]), _pct_plain(cf["refer_rate"]), str(cf["n"])]
+                     for lvl in ("patient", "image") if (cf := conf.get(lvl))]) + [""]
     opr = result.get("operating_point")
     if opr:
         at, am = opr["at_threshold"], opr["argmax"]
@@ -290,6 +298,13 @@ def summary_lines(result: Mapping) -> list[str]:
     bal = result["model"].get("balanced_accuracy")
     if bal:
         lines.append(f"model balanced accuracy (argmax) {_ci(bal, 2)}")
+    for lvl in ("patient", "image"):
+        cf = (result.get("conformal") or {}).get(lvl)
+        if cf:
+            lines.append(f"conformal sets ({lvl} level, alpha {result['conformal']['alpha']:g}): coverage "
+                         f"{_f(cf['coverage'], 3)} (" + ", ".join(f"{c} {_f(v['coverage'], 3)}"
+                                                        for c, v in cf["per_class"].items())
+                         + f"), mean set size {_f(cf['mean_set_size'], 2)}, refer {_pct_plain(cf['refer_rate'])}")
     opr = result.get("operating_point")
     if opr:
         at, am = opr["at_threshold"], opr["argmax"]

@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
                    help="declare a named binary endpoint in the bundle, e.g. malignant=NMTN+MMTN; evaluate reports "
                         "its AUC and sensitivity / specificity; repeatable")
+    p.add_argument("--conformal-alpha", type=float, default=0.1, metavar="A",
+                   help="conformal prediction sets (thyrofast.conformal) calibrated on the validation patients at "
+                        "miscoverage A (default %(default)s: each true class covered >= 90%%)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
@@ -101,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
                        check=not args.no_check, allow_duplicates=args.allow_duplicates,
                        init=args.init, init_member=args.init_member, endpoints=args.endpoint,
-                       progress=not args.no_progress)
+                       conformal_alpha=args.conformal_alpha, progress=not args.no_progress)
     except (InputError, ValueError, OSError) as exc:
         print(f"thyrofast train: error: {exc}", file=sys.stderr)
         return 2

@@ -328,7 +328,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
           augment_config: AugmentConfig | Mapping | None = None,
           backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
           target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
-          init: str | os.PathLike | None = None, init_member: int | None = None, endpoints=None, log=None):
+          init: str | os.PathLike | None = None, init_member: int | None = None, endpoints=None,
+          conformal_alpha: float | None = 0.1, log=None):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -457,7 +458,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         torch.set_num_threads(int(threads))
     if target_sensitivity is not None and not 0.0 < float(target_sensitivity) <= 1.0:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity!r}")
-    op_request = {"positive": positive, "target_sensitivity": target_sensitivity}
+    if conformal_alpha is not None and not 0.0 < float(conformal_alpha) < 1.0:
+        raise ValueError(f"conformal_alpha must be in (0, 1), got {conformal_alpha!r}")
+    op_request = {"positive": positive, "target_sensitivity": target_sensitivity,
+                  "conformal_alpha": conformal_alpha}
     try:
         if init_note:
             say(f"init: {init_note}")
@@ -806,6 +810,9 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                 f"P({positive}) >= {operating_point['threshold']:.3f}; validation sensitivity "
                 f"{operating_point['val_sensitivity']:.3f}, specificity {operating_point['val_specificity']:.3f}")
 
+    clinical = _clinical_outputs(model, x_train, y_train.numpy(), x_val, logits, y_val, p_val, temperature, aggregation,
+                                 CLASSES, op_request.get("conformal_alpha"), cfg.seed, say)
+
     training = {
         "config": cfg_json,
         "data": {"manifest": str(Path(data).resolve()), "fingerprint": fingerprint,
@@ -843,8 +850,44 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                                val_labels=y_val, seed=cfg.seed, log=say)
         training["export"] = json.loads(json.dumps(report, default=str))
     training["seconds"] = time.perf_counter() - t_start
-    bundle.update(training=training, **({"operating_point": operating_point} if operating_point else {}))
+    bundle.update(training=training, **({"operating_point": operating_point} if operating_point else {}),
+                  **clinical)
     return bundle
+
+
+def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, temperature, aggregation, classes,
+                      alpha, seed, say) -> dict:
+    """The card's ``conformal`` (validation patients, :mod:`thyrofast.conformal`) and ``ood``
+    (training frames, :mod:`thyrofast.ood`) entries; each left out, with a log line, when it cannot be fitted."""
+    from ..conformal import calibrate, prediction_sets, set_coverage
+    from ..ood import early_stages, feature_stats, fit_gate, gate_scores
+
+    out: dict = {}
+    if alpha is not None:
+        probs, pl, pp, _ = _patient_probs(logits_val, y_val, p_val, temperature, aggregation)  # as deployed
+        conf = calibrate(probs, y_val, pp, pl, classes, alpha)
+        out["conformal"] = conf
+        small = [c for c, q in conf["patient"]["thresholds"].items() if q is None]
+        sets = prediction_sets(pp, conf["patient"], classes)
+        cov = set_coverage(sets, [classes[int(k)] for k in pl], classes)
+        say(f"conformal sets (alpha {alpha:g}, {len(pl)} validation patients): in-sample patient coverage "
+            f"{cov['coverage']:.3f}, mean set size {cov['mean_set_size']:.2f}"
+            + (f"; too few validation patients of {', '.join(small)} to ever rule them out "
+               f"(needs n >= {math.floor(1 / alpha)} per class)" if small else ""))
+    try:
+        layer = early_stages(model)[1]
+        feats = feature_stats(model, np.asarray(x_train, np.float32), layer=layer)
+        gate = fit_gate(feats, y_train, classes, seed=seed, layer=layer)
+    except ValueError as exc:
+        say(f"OOD gate: none ({exc})")
+        return out
+    if len(x_val):  # the in-distribution false-refer rate, on frames the gate was not fitted on
+        val_feats = feature_stats(model, np.asarray(x_val, np.float32), layer=layer)
+        gate["val_refer_rate"] = float(np.mean(gate_scores(val_feats, gate) > gate["threshold"]))
+    out["ood"] = gate
+    say(f"OOD gate: threshold {gate['threshold']:.3f} (training {gate['quantile']:g} quantile, cross-fitted)"
+        + (f"; refers {100 * gate['val_refer_rate']:.1f}% of validation frames" if "val_refer_rate" in gate else ""))
+    return out
 
 
 def _pretraining_provenance(path: str | None) -> dict | None:
