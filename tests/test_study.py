@@ -77,7 +77,7 @@ def test_pooled_difference_and_holm():
 @pytest.mark.slow
 def test_quick_study_runs_resumes_and_reports(tmp_path):
     out = tmp_path / "study"
-    rep = run_study(out=out, quick=True, workers=1, device="cpu", progress=False, log=lambda m: None)
+    rep = run_study(out=out, quick=True, workers=2, device="cpu", progress=False, log=lambda m: None)
     proto = load_protocol("quick")
     n_units = len(proto["replicates"]) * len(proto["rungs"])
     assert len(rep["units_done"]) == n_units and rep["units_missing"] == []
