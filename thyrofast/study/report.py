@@ -374,7 +374,13 @@ def render_markdown(rep: dict, proto: dict) -> str:
 def write_report(study) -> dict:
     from ..evaluate.report import to_jsonable
 
+    from .figures import draw
+
     rep = to_jsonable(build_report(study))
+    rep["figures"] = draw(rep, study.out)
     atomic_write_text(study.out / "report.json", json.dumps(rep, indent=2))
-    atomic_write_text(study.out / "report.md", render_markdown(rep, study.proto))
+    md = render_markdown(rep, study.proto)
+    for name, file in rep["figures"].items():
+        md += f"\n![{name}]({file})\n"
+    atomic_write_text(study.out / "report.md", md)
     return rep

@@ -230,7 +230,10 @@ class Study:
 
     @staticmethod
     def _bundle_ok(bundle: Path) -> bool:
-        if not (bundle / "thyrofast.json").is_file() or (bundle / ".train").exists():
+        if not (bundle / "thyrofast.json").is_file() or (bundle / ".train").exists() \
+                or not (bundle / "model.onnx").is_file():  # interrupted before or during its export: redo
+            if (bundle / "thyrofast.json").is_file() and not (bundle / ".train").exists():
+                shutil.rmtree(bundle, ignore_errors=True)
             return False
         try:
             from ..bundle import Bundle
