@@ -103,11 +103,15 @@ def test_quick_study_runs_resumes_and_reports(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in results} == stamps
     # a lost result is redone from the unit's kept bundle, and only it
     lost = results[0]
+    rep_id, rung = lost.stem.split("__")
+    card = out / "units" / rep_id / rung / "bundle" / "thyrofast.json"
+    card_stamp = card.stat().st_mtime_ns
     lost.unlink()
     msgs = []
     rep2 = run_study(out=out, quick=True, workers=1, device="cpu", progress=False, log=msgs.append)
     assert [m for m in msgs if m.endswith("...")] == [f"study: {lost.stem.replace('__', ' / ')} ..."]
     assert len(rep2["units_done"]) == n_units
+    assert card.stat().st_mtime_ns == card_stamp  # the finished bundle was used, not trained again
     # another protocol in the same folder is refused
     other = json.loads(json.dumps(proto))
     other["n_boot"] = 300

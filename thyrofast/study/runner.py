@@ -230,10 +230,13 @@ class Study:
 
     @staticmethod
     def _bundle_ok(bundle: Path) -> bool:
-        if not (bundle / "thyrofast.json").is_file() or (bundle / ".train").exists() \
-                or not (bundle / "model.onnx").is_file():  # interrupted before or during its export: redo
-            if (bundle / "thyrofast.json").is_file() and not (bundle / ".train").exists():
-                shutil.rmtree(bundle, ignore_errors=True)
+        # train writes thyrofast.json when training ends, then the ONNX graphs (export); its checkpoints
+        # (.train) stay.  No card: training was interrupted (train resumes from .train).  A card without
+        # model.onnx: the export was interrupted; the bundle is redone.
+        if not (bundle / "thyrofast.json").is_file():
+            return False
+        if not (bundle / "model.onnx").is_file():
+            shutil.rmtree(bundle, ignore_errors=True)
             return False
         try:
             from ..bundle import Bundle
