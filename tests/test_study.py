@@ -126,3 +126,24 @@ def test_cli_bad_protocol_exits_2(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no protocol file" in err and err.count("\n") == 1
+
+
+def test_cohort_tables_follow_refitted_readers(tmp_path):
+    from thyrofast.study import Study
+
+    msgs = []
+    s = Study("quick", tmp_path / "s", workers=1, progress=False, log=msgs.append)
+    folder, table = s.cohort(977, 6)
+    assert len(table["ids"]) == 6 and set(table["readers"]) == {"junior", "senior"}
+    assert len(table["reader_draws"]["senior"]["accuracy"]) == s.proto["readers"]["draws"]
+    # a cohort made with other reader constants (e.g. before the fit) gets its reader calls redone
+    path = tmp_path / "s" / "cohorts" / "seed977_n6.table.json"
+    stale = json.loads(path.read_text())
+    current = stale["reader_models"]
+    stale["reader_models"] = {"junior": {"eps": 0.28, "decision_noise": 1.0}, "senior": {"eps": 0.09,
+                                                                                       "decision_noise": 0.5}}
+    path.write_text(json.dumps(stale))
+    (folder / "readers.csv").write_text("reader,patient_id,call\n")
+    _, again = s.cohort(977, 6)
+    assert any("reader constants changed" in m for m in msgs)
+    assert again["reader_models"] == current and again["readers"] == table["readers"]

@@ -361,12 +361,13 @@ def render_markdown(rep: dict, proto: dict) -> str:
               "| model | " + " | ".join(_f(v) for v in dc["model_mean"]) + " |",
               "| Bayes | " + " | ".join(_f(v) for v in dc["bayes"]) + " |",
               "| treat all | " + " | ".join(_f(v) for v in dc["treat_all"]) + " |", ""]
-    L += ["## Every unit", "", "| unit | large: macro-AUC | accuracy | balanced | NMTN recall | ECE | "
+    L += ["## Every unit", "", "| unit | large: macro-AUC | accuracy | balanced | NMTN recall | ECE (95% CI) | "
           "test: macro-AUC | test accuracy | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, u in sorted(rep["units"].items()):
         g, t = u["large"]["model"], u["test"]["model"]
         L.append(f"| {name} | {_f(g['macro_auc'])} | {_f(g['accuracy'])} | {_f(g['balanced_accuracy'])} | "
-                 f"{_f(g['nmtn_recall'])} | {_f(g.get('ece'))} | {_f(t['macro_auc'])} | {_f(t['accuracy'])} | "
+                 f"{_f(g['nmtn_recall'])} | {_f(g.get('ece'))} ({_f((g.get('ece_ci') or [None])[0])}–"
+                 f"{_f((g.get('ece_ci') or [None, None])[1])}) | {_f(t['macro_auc'])} | {_f(t['accuracy'])} | "
                  f"{u['seconds']:.0f} |")
     return "\n".join(L) + "\n"
 

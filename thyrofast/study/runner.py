@@ -119,8 +119,22 @@ def cohort_table(cohort_dir: Path, preset: str, seed: int, patients: int | None,
             bal.append(float(np.mean([np.mean(c[y == k] == k) for k in range(len(CLASSES)) if (y == k).any()])))
         draws_acc[name] = {"accuracy": acc, "balanced_accuracy": bal}
     return {"ids": sorted(pat), "patients": pat, "readers": readers, "reader_draws": draws_acc,
-            "reader_models": {n: {"eps": m.eps, "decision_noise": m.decision_noise} for n, m in R.READERS.items()},
+            "reader_models": _reader_models(),
             "reader_description": R.READER_DESCRIPTION, "seed": seed, "patients_requested": patients}
+
+
+def _reader_models() -> dict:
+    from ..synth import readers as R
+
+    return {n: {"eps": m.eps, "decision_noise": m.decision_noise} for n, m in R.READERS.items()}
+
+
+def _rewrite_readers(folder: Path, preset: str, seed: int, patients: int | None) -> None:
+    """readers.csv of a generated cohort, made again with the current reader constants."""
+    from ..synth import cohort as C
+
+    plans = C.plan_cohort(preset, seed, patients)
+    C._write_csv(folder / "readers.csv", C.readers_rows(plans, seed, C.cohort_prior(plans)))
 
 
 class Study:
@@ -170,12 +184,18 @@ class Study:
         name = _cohort_name(seed, patients)
         folder = self.out / "cohorts" / name
         table_path = self.out / "cohorts" / f"{name}.table.json"
-        if table_path.is_file():
-            return folder, json.loads(table_path.read_text())
         t0 = time.perf_counter()
-        self.log(f"study: cohort {name} ...")
-        generate_cohort(folder, preset=self.proto["preset"], seed=seed, patients=patients, workers=self.workers,
-                        progress=self.progress)
+        if table_path.is_file():
+            table = json.loads(table_path.read_text())
+            if table.get("reader_models") == _reader_models():
+                return folder, table
+            # the readers were refitted since: their calls (readers.csv) and the table are redone
+            self.log(f"study: cohort {name}: reader constants changed, re-reading its patients")
+            _rewrite_readers(folder, self.proto["preset"], seed, patients)
+        else:
+            self.log(f"study: cohort {name} ...")
+            generate_cohort(folder, preset=self.proto["preset"], seed=seed, patients=patients,
+                            workers=self.workers, progress=self.progress)
         table = cohort_table(folder, self.proto["preset"], seed, patients, int(self.proto["readers"]["draws"]))
         atomic_write_text(table_path, json.dumps(table))
         self._mark(f"cohort {name}", time.perf_counter() - t0)
