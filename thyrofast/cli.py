@@ -15,6 +15,7 @@ from . import _extras
 # name -> (module, one-line help).  Keep in the order a newcomer meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("thyrofast.demo.cli", "reproduce the paper's study end to end on the phantom cohort"),
+    "study": ("thyrofast.study.cli", "run a pre-specified study protocol (replicates x information ladder), resumably"),
     "synth": ("thyrofast.synth.cli", "generate a synthetic thyroid ultrasound cohort"),
     "pretrain": ("thyrofast.train.pretrain_cli", "pretrain the CNN on many distinct phantom lesions (findings, diagnoses)"),
     "check": ("thyrofast.check_cli", "check a data set: duplicates across patients, manifest problems, class balance"),

@@ -6,9 +6,13 @@ misjudges capsule contact and lymph-node findings with probability ``eps``.  Bei
 an expert who knows how often each finding occurs per class, the reader scores the
 classes by the posterior of the findings *as perceived*, blurred by decision noise;
 the call is the top score.  The perceived TI-RADS points of the index nodule are
-reported too.  ``eps`` and the decision noise of the junior and senior readers are
-set so that on the paper preset their 3-class accuracies sit near the paper's 73%
-and 84% (``calibrate`` finds ``eps`` for a target).
+reported too.  They are noisy-Bayes raters on latent findings: they see no pixels.
+Each reader has one noise level ``eps`` (decision noise ``DECISION_NOISE_PER_EPS *
+eps``), **fitted** (:func:`fit_reader`, provenance in ``READER_FIT``) so that their
+mean 3-class accuracy over reader draws on a large paper-preset cohort is the
+paper's 73 % (junior) and 84 % (senior); :func:`verify` checks it on a fresh
+cohort.  ``reader_rng(..., draw=d)`` gives further draws of the same reader (a
+multi-reader view); draw 0 is what ``readers.csv`` holds.
 """
 from __future__ import annotations
 
@@ -31,12 +35,33 @@ class ReaderModel:
     decision_noise: float  # SD of Gaussian noise on the reader's log class scores
 
 
-#: Checked on 12 paper-preset cohorts (2,340 patients): mean accuracy junior 0.72, senior 0.80
-#: (seed 0: 0.75 and 0.84).  The Bayes accuracy is ~0.85: the senior leaves headroom below it.
-READERS = {
-    "junior": ReaderModel("junior", eps=0.28, decision_noise=1.0),
-    "senior": ReaderModel("senior", eps=0.09, decision_noise=0.5),
-}
+#: Decision noise (SD on the log class scores) per unit of perception error rate: one noise level per reader
+#: (``eps``), the decision noise following it (a modelling choice: the hand-set readers before the fit had
+#: ratios 3.6 (junior) and 5.6 (senior)).
+DECISION_NOISE_PER_EPS = 4.0
+
+#: Fitted, not hand-set (``fit_reader``; ``python -m thyrofast.synth.readers --fit`` redoes it): ``eps`` is the
+#: perception error rate whose mean 3-class accuracy over ``draws`` reader draws on a ``patients``-patient
+#: paper-preset cohort (``plan_cohort("paper", seed, patients)``, the cohort's own prior) is the paper's
+#: clinical reader accuracy; decision noise = DECISION_NOISE_PER_EPS * eps.  Verified on another
+#: 10,000-patient cohort over 20 draws (tests/test_synth_readers.py; docs/synth.md has the numbers).
+READER_FIT = {"method": "bisection on eps (14 steps), common random numbers per patient and draw",
+              "targets": {"junior": 0.73, "senior": 0.84}, "cohort": {"preset": "paper", "seed": 7001,
+                                                                      "patients": 20000},
+              "draws": 4, "decision_noise_per_eps": DECISION_NOISE_PER_EPS,
+              "source": "Zhao et al. 2025: junior 73 %, senior 84 % accuracy (clinical)"}
+
+_FITTED_EPS = {"junior": 0.25256, "senior": 0.02558}  # fit_reader, READER_FIT (2026-12-04)
+
+
+def _model(name: str, eps: float) -> "ReaderModel":
+    return ReaderModel(name, eps=float(eps), decision_noise=float(DECISION_NOISE_PER_EPS * eps))
+
+
+READERS = {name: _model(name, eps) for name, eps in _FITTED_EPS.items()}
+
+#: What the readers are, in one line (reports use it).
+READER_DESCRIPTION = "noisy-Bayes raters on latent findings; they see no pixels"
 
 
 def _adjacent(rng: np.random.Generator, order: tuple, value: str) -> str:
@@ -104,30 +129,103 @@ def read_patient(patient: Patient, reader: ReaderModel | str, rng: np.random.Gen
     return call, scores, seen.index_nodule.tirads_points
 
 
-def reader_rng(seed: int, patient_index: int, reader: str) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, 3, patient_index, list(READERS).index(reader)]))
+def reader_rng(seed: int, patient_index: int, reader: str, draw: int = 0) -> np.random.Generator:
+    """The random stream of one reader's read of one patient; ``draw`` > 0: another draw of the same reader."""
+    key = [seed, 3, patient_index, list(READERS).index(reader)] + ([int(draw)] if draw else [])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def calibrate(target: float, *, n: int = 20000, seed: int = 12345, decision_noise: float = 0.5,
-              prior: dict | None = None) -> float:
-    """Find the ``eps`` giving 3-class accuracy ``target`` on simulated patients (bisection)."""
-    from .features import PAPER_PRIOR, sample_patient
+def reader_accuracies(patients, model: ReaderModel, prior: dict, *, seed: int, draws: int,
+                      reader_index: int = 0) -> np.ndarray:
+    """3-class accuracy of ``model`` in each of ``draws`` draws (per patient and draw its own random stream,
+    the same for every ``model``: common random numbers, so accuracy moves smoothly with the noise)."""
+    out = np.empty(draws)
+    for d in range(draws):
+        hits = 0
+        for i, p in enumerate(patients):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 3, i, reader_index, 1000 + d]))
+            hits += read_patient(p, model, rng, prior)[0] == p.label
+        out[d] = hits / len(patients)
+    return out
 
-    prior = prior or PAPER_PRIOR
-    rng = np.random.default_rng(seed)
-    labels = rng.choice(3, size=n, p=[prior[c] for c in CLASSES])
-    pats = [sample_patient(rng, CLASSES[k]) for k in labels]
+
+def _cohort(preset: str, seed: int, patients: int):
+    from .cohort import cohort_prior, plan_cohort
+
+    plans = plan_cohort(preset, seed, patients)
+    return [pl.patient for pl in plans], cohort_prior(plans)
+
+
+def fit_reader(target: float, *, preset: str = "paper", seed: int = 7001, patients: int = 20000, draws: int = 4,
+               steps: int = 14, name: str = "reader") -> ReaderModel:
+    """The reader whose mean accuracy over ``draws`` draws on a ``patients``-patient cohort is ``target``.
+
+    One noise level: perception error rate ``eps`` (decision noise ``DECISION_NOISE_PER_EPS * eps``),
+    found by bisection (accuracy falls as the noise grows).  Raises ValueError for a target above the
+    noiseless reader's accuracy (the Bayes accuracy of the cohort) or below the noisiest's.
+    """
+    pats, prior = _cohort(preset, seed, patients)
 
     def acc(eps: float) -> float:
-        r = np.random.default_rng(seed + 1)
-        m = ReaderModel("x", eps, decision_noise)
-        return float(np.mean([read_patient(p, m, r)[0] == p.label for p in pats]))
+        return float(reader_accuracies(pats, _model(name, eps), prior, seed=seed, draws=draws).mean())
 
     lo, hi = 0.0, 0.6
-    for _ in range(12):
+    if not acc(hi) < target < acc(lo):
+        raise ValueError(f"target accuracy {target} is outside what this reader family reaches on the cohort")
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
         if acc(mid) > target:
             lo = mid
         else:
             hi = mid
-    return 0.5 * (lo + hi)
+    return _model(name, 0.5 * (lo + hi))
+
+
+def calibrate(target: float, *, n: int = 20000, seed: int = 7001, decision_noise: float | None = None,
+              prior: dict | None = None) -> float:
+    """``eps`` for 3-class accuracy ``target`` (the older interface of :func:`fit_reader`)."""
+    if decision_noise is not None or prior is not None:
+        raise ValueError("decision noise follows eps (DECISION_NOISE_PER_EPS) and the prior is the cohort's")
+    return fit_reader(target, seed=seed, patients=n).eps
+
+
+def verify(*, preset: str = "paper", seed: int = 7002, patients: int = 10000, draws: int = 20) -> dict:
+    """Each reader's accuracy in ``draws`` draws on a fresh cohort: ``{reader: {mean, sd, min, max, draws}}``,
+    with the cohort's Bayes accuracy."""
+    from .features import CLASSES, posterior
+
+    pats, prior = _cohort(preset, seed, patients)
+    out = {}
+    for k, (name, model) in enumerate(READERS.items()):
+        a = reader_accuracies(pats, model, prior, seed=seed, draws=draws, reader_index=k)
+        out[name] = {"eps": model.eps, "decision_noise": model.decision_noise, "mean": float(a.mean()),
+                     "sd": float(a.std(ddof=1)) if draws > 1 else 0.0, "min": float(a.min()),
+                     "max": float(a.max()), "draws": [float(x) for x in a]}
+    bayes = np.mean([max(CLASSES, key=posterior(p, prior).get) == p.label for p in pats])
+    out["bayes_accuracy"] = float(bayes)
+    out["cohort"] = {"preset": preset, "seed": seed, "patients": patients, "draws": draws}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m thyrofast.synth.readers --fit | --verify``: refit the constants or check them."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m thyrofast.synth.readers")
+    ap.add_argument("--fit", action="store_true", help="refit eps for the targets in READER_FIT and print them")
+    ap.add_argument("--verify", action="store_true", help="accuracy over 20 draws on a fresh 10,000-patient cohort")
+    a = ap.parse_args(argv)
+    if a.fit:
+        fit = {name: fit_reader(t, seed=READER_FIT["cohort"]["seed"], patients=READER_FIT["cohort"]["patients"],
+                                draws=READER_FIT["draws"], name=name).eps
+               for name, t in READER_FIT["targets"].items()}
+        print(json.dumps(fit, indent=2))
+    if a.verify or not a.fit:
+        print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "draws"} if isinstance(v, dict) and "mean" in v
+                              else v) for k, v in verify().items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
