@@ -391,4 +391,7 @@ def build_info() -> dict[str, Any]:
     info = dict(_core.build_info())
     info["package_version"] = __version__
     info["cuda_devices"] = _core.cuda_device_count() if info["cuda"] else 0
+    from .runtime import status  # the C++ runtime (thyrofast._runtime): built and loadable, or why not
+
+    info.update(status())
     return info
