@@ -1,0 +1,106 @@
+"""Python on the C++ runtime (issue 26): ``Classifier.load(backend="openvino")`` runs frames
+through ``thyrofast._runtime`` when the build has it, with the Python engine's numbers, and
+``thyrofast.runtime.Stream`` keeps its queue bounded.  Skipped where this install has no
+runtime (``thyrofast.build_info()["runtime"]`` says why); tests/test_runtime.py checks the
+C++ library itself on every machine with cmake and the openvino wheel."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+import thyrofast
+from thyrofast import runtime as rt
+
+pytestmark = pytest.mark.skipif(not rt.available(), reason=f"no C++ runtime: {rt.status()['runtime_reason']}")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    import _bundle_fixture
+
+    return np.ascontiguousarray(_bundle_fixture.phantom(40, seed=5)[0])
+
+
+def test_openvino_backend_runs_on_the_runtime_with_the_python_engines_numbers(bundle_dir, frames):
+    with thyrofast.Classifier.load(bundle_dir, backend="openvino", precision="fp32") as c, \
+            thyrofast.Classifier.load(bundle_dir, backend="openvino", precision="fp32", runtime=False) as py:
+        assert isinstance(c.engine, rt.RuntimeEngine) and not isinstance(py.engine, rt.RuntimeEngine)
+        p, q = c.predict(frames), py.predict(frames)
+        assert np.abs(np.asarray(p) - np.asarray(q)).max() <= 1e-5
+        assert p.pred == q.pred and p.provenance == q.provenance
+        # one frame, a list of frames of different sizes, a strided view, RGB
+        assert np.abs(np.asarray(c.predict(frames[0])) - np.asarray(py.predict(frames[0]))).max() <= 1e-5
+        mixed = [frames[1], frames[2][:100, :120], frames[3][::-1, ::2]]
+        assert np.abs(np.asarray(c.predict(mixed)) - np.asarray(py.predict(mixed))).max() <= 1e-5
+        rgb = np.repeat(frames[:4, ..., None], 3, axis=-1)
+        assert np.abs(np.asarray(c.predict(rgb)) - np.asarray(py.predict(rgb))).max() <= 1e-5
+        a, b = c.predict_patient(frames), py.predict_patient(frames)
+        assert a.pred == b.pred and all(abs(a.probs[k] - b.probs[k]) <= 1e-5 for k in a.probs)
+        with pytest.raises(TypeError):
+            c.predict(frames.astype(np.float32))
+
+
+def test_runtime_false_and_true(bundle_dir):
+    with thyrofast.Classifier.load(bundle_dir, backend="openvino", runtime=True) as c:
+        assert c.engine.runs_frames
+    with pytest.raises(ValueError, match="runtime=True"):
+        thyrofast.Classifier.load(bundle_dir, backend="onnxruntime", runtime=True)
+
+
+def test_a_tampered_bundle_is_refused_by_the_runtime_with_the_python_code(bundle_dir, tmp_path):
+    """The runtime re-reads and re-hashes what it loads: a file swapped after Python's check is refused."""
+    from thyrofast.bundle import Bundle
+    from thyrofast.errors import InputError
+
+    t = tmp_path / "b"
+    shutil.copytree(bundle_dir, t)
+    bundle = Bundle.load(t)  # passes Python's check
+    onnx = t / json.loads((t / "thyrofast.json").read_text())["artifacts"]["onnx_fp32"]["path"]
+    data = bytearray(onnx.read_bytes())
+    data[-10] ^= 1
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256") as exc:
+        rt.RuntimeEngine(bundle, precision="fp32")
+    assert exc.value.code == "unreadable"
+
+
+def test_stream_queue_never_exceeds_capacity_and_counts_drops(bundle_dir, frames):
+    with thyrofast.Classifier.load(bundle_dir, backend="openvino", threads=1) as c:
+        h, w = frames.shape[1:]
+        with rt.Stream(c, height=h, width=w, capacity=3, workers=2, smoothing=0.3) as s:
+            for i in range(200):  # far faster than 2 workers classify
+                s.push(frames[i % len(frames)])
+            s.flush()
+            st = s.stats()
+            seq, dec, probs, lat = s.results()
+            assert st["max_queue_depth"] <= 3 and s.capacity == 3
+            assert st["pushed"] == 200 and st["processed"] + st["dropped"] == 200 and st["dropped"] > 0
+            assert len(seq) == st["processed"] and np.all(np.diff(seq) > 0)
+            assert np.allclose(probs.sum(axis=1), 1.0) and set(dec) <= {0, 1, 2}
+            for i in range(20):  # paced: nothing dropped
+                s.push(frames[i])
+                s.flush()
+            assert s.stats()["dropped"] == st["dropped"]
+            assert s.stats()["p99_ms"] >= s.stats()["p50_ms"] > 0
+
+
+def test_stream_smoothing_zero_gives_the_classifiers_probabilities(bundle_dir, frames):
+    with thyrofast.Classifier.load(bundle_dir, backend="openvino", threads=1) as c:
+        ref = np.asarray(c.predict(frames[:10]))
+        with rt.Stream(c, height=frames.shape[1], width=frames.shape[2], capacity=16, workers=1) as s:
+            for f in frames[:10]:
+                s.push(f)
+                time.sleep(0)
+            s.flush()
+            seq, _, probs, _ = s.results()
+        assert list(seq) == list(range(10))
+        assert np.abs(probs - ref).max() <= 1e-5
+
+
+def test_build_info_says_whether_the_runtime_is_there():
+    info = thyrofast.build_info()
+    assert info["runtime"] is True and info["runtime_version"] == thyrofast.__version__
