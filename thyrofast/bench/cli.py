@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads for inference backends and peers (default 2)")
     p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed (for CI gates)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="stream: the OpenVINO graph the C++ runtime runs (default fp32)")
 
 #: fewest timed rounds that give a median and a p99 worth printing
 MIN_ROUNDS = 5
@@ -62,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="thyrofast-bench-stream-") as tmp:
-                results.append(("stream", stream_bench.run(_stream_bundle(args, tmp))))
+                results.append(("stream", stream_bench.run(_stream_bundle(args, tmp), precision=args.precision)))
     except RuntimeError as exc:  # e.g. --device cuda without a GPU, or a build without CUDA / the runtime
         return _usage_error(str(exc))
     meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
