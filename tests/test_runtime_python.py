@@ -104,3 +104,16 @@ def test_stream_smoothing_zero_gives_the_classifiers_probabilities(bundle_dir, f
 def test_build_info_says_whether_the_runtime_is_there():
     info = thyrofast.build_info()
     assert info["runtime"] is True and info["runtime_version"] == thyrofast.__version__
+
+
+def test_bench_stream_reports_latency_and_drops(bundle_dir):
+    """`thyrofast bench stream`'s measurement, shortened (60 frames at 120 fps) on the test bundle."""
+    from thyrofast.bench import stream_bench
+
+    res = stream_bench.run(bundle_dir, frames=60, fps=120.0, capacity=2)
+    (row,) = res["rows"]
+    assert row["frames"] == 60 and row["classified"] + row["dropped"] == 60
+    assert row["max_queue_depth"] <= 2 and row["pass"] is True
+    o = row["ours"]
+    assert 0 < o["median_ms"] <= o["p99_ms"] <= o["p99.9_ms"] <= o["max_ms"]
+    assert "p99.9" in stream_bench.format_stream(res)
