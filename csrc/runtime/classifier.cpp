@@ -138,8 +138,8 @@ struct Classifier::Impl {
     }
     req->infer();
     const ov::Tensor y = req->get_output_tensor(0);
-    const ov::Shape shape = y.get_shape();
-    const size_t per = shape.size() >= 1 && shape[0] == n ? y.get_size() / n : 0;
+    // (get_size, not get_shape: a Shape is a std::vector, i.e. an allocation per call)
+    const size_t per = y.get_size() % n == 0 ? y.get_size() / n : 0;
     if (per != k || y.get_element_type() != ov::element::f32)
       unreadable("the model gives " + std::to_string(per) + " logits per frame but its card names " + std::to_string(k) +
                      " classes: the bundle is inconsistent", "");

@@ -14,14 +14,28 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <openvino/openvino.hpp>
+
 #include "../../csrc/runtime/sha256.h"
 #include "thyrofast/runtime.hpp"
 #include "thyrofast/thyrofast.h"
+
+// Every operator new in the process (ours, OpenVINO's, the standard library's) is counted, to
+// check that a steady-state call allocates nothing.
+static std::atomic<long> g_news{0};
+void* operator new(size_t n) {
+  ++g_news;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 int failures = 0;
@@ -161,6 +175,37 @@ void equals_python(const Data& d) {
   const std::vector<double> ref(p32.begin(), p32.begin() + m * d.k);
   std::printf("max |dp| rgb: %.3g, uint16: %.3g\n", max_abs_diff(prgb, ref), max_abs_diff(p16, ref));
   check(max_abs_diff(prgb, ref) <= 1e-4 && max_abs_diff(p16, ref) <= 1e-4, "RGB and uint16 frames of the same image agree");
+
+  // steady state: after a warm-up call, 50 batch-1 and 50 batch-32 calls allocate nothing (operator new)
+  {
+    std::vector<double> p1(size_t(32 * d.k));
+    std::vector<int32_t> d1(32);
+    c->predict(gray(d.frames.data(), 1, d.h, d.w), p1.data(), d1.data());
+    c->predict(gray(d.frames.data(), 32, d.h, d.w), p1.data(), d1.data());
+    // the same graph compiled the way the runtime compiles it, run bare: what OpenVINO itself allocates
+    ov::Core core;
+    auto model = core.read_model(d.bundle + "/model.onnx");
+    model->reshape({{model->input(0).get_any_name(), ov::PartialShape{1, 1, 64, 64}}});
+    auto compiled = core.compile_model(model, "CPU", ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY),
+                                       ov::inference_num_threads(c->options().threads), ov::hint::num_requests(1),
+                                       ov::hint::inference_precision(ov::element::f32));
+    auto req = compiled.create_infer_request();
+    std::vector<float> x(64 * 64, 0.5f);
+    req.set_input_tensor(ov::Tensor(ov::element::f32, ov::Shape{1, 1, 64, 64}, x.data()));
+    req.infer();
+    long ours = 0, bare = 0;
+    for (int r = 0; r < 50; ++r) {
+      const long a = g_news.load();
+      c->predict(gray(d.frames.data() + (r % 100) * d.h * d.w, 1, d.h, d.w), p1.data(), d1.data());
+      const long b = g_news.load();
+      req.infer();
+      ours += b - a;
+      bare += g_news.load() - b;
+    }
+    std::printf("operator new calls in 50 batch-1 calls: %ld (runtime predict), %ld (bare OpenVINO infer)\n", ours, bare);
+    check(ours <= bare, "steady state: a batch-1 predict allocates no more than OpenVINO's infer() alone "
+                        "(thyrofast's own code: nothing)");
+  }
 
   // patient aggregation (mean_log_prob: the fixture's card has no fitted rule)
   std::vector<double> pat(size_t(4 * d.k));
