@@ -23,6 +23,7 @@ import pytest
 from conftest import REPO
 
 pytestmark = [
+    pytest.mark.slow,  # a CMake build of the runtime (~1.5 min on 2 cores) before the first test
     pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None, reason="needs cmake and g++"),
 ]
 ov = pytest.importorskip("openvino")
@@ -217,7 +218,6 @@ def test_example_refuses_a_tampered_bundle_with_exit_2(runtime_build, runtime_da
     assert res.returncode == 2 and "[unreadable]" in res.stderr and "SHA-256" in res.stderr
 
 
-@pytest.mark.slow
 def test_cpp_runtime_clean_under_asan_ubsan(runtime_data, tmp_path):
     """The whole C++ runtime test under AddressSanitizer (leaks included) + UndefinedBehaviorSanitizer: any
     report fails it.  (OpenVINO's own libraries are not instrumented; their calls into ours are.)"""
