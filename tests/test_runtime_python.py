@@ -117,3 +117,23 @@ def test_bench_stream_reports_latency_and_drops(bundle_dir):
     o = row["ours"]
     assert 0 < o["median_ms"] <= o["p99_ms"] <= o["p99.9_ms"] <= o["max_ms"]
     assert "p99.9" in stream_bench.format_stream(res)
+
+
+def test_stream_smoothing_is_an_exponential_average_of_logits(bundle_dir, frames):
+    """s_t = a s_(t-1) + (1 - a) z_t over delivered frames, then softmax(s_t / T): a float64 reference."""
+    from thyrofast.classifier import softmax
+
+    a = 0.6
+    with thyrofast.Classifier.load(bundle_dir, backend="openvino", threads=1) as c:
+        z = c.logits(frames[:12]).astype(np.float64)
+        with rt.Stream(c, height=frames.shape[1], width=frames.shape[2], capacity=16, workers=2, smoothing=a) as s:
+            for f in frames[:12]:
+                s.push(f)
+            s.flush()
+            seq, _, probs, _ = s.results()
+        assert list(seq) == list(range(12))  # nothing dropped: capacity 16
+        ref, state = [], z[0]
+        for t in range(12):
+            state = z[0] if t == 0 else a * state + (1 - a) * z[t]
+            ref.append(softmax(state[None], c.temperature)[0])
+        assert np.abs(probs - np.array(ref)).max() <= 1e-5

@@ -294,7 +294,7 @@ void Classifier::calibrate(const float* logits, size_t n, double* probs_out, int
 
 void Classifier::predict(const FrameBatch& frames, double* probs_out, int32_t* decisions_out) const {
   if (frames.n > 0 && !probs_out) throw Error(ErrorCode::invalid_argument, "probs_out is null");
-  // logits go to the tail of probs_out's memory? no: a small per-thread buffer, reused
+  // the logits go to a per-thread buffer, grown to the largest batch this thread has seen, then reused
   thread_local std::vector<float> logits;
   const size_t need = size_t(std::max<int64_t>(frames.n, 0)) * impl_->k;
   if (logits.size() < need) logits.resize(need);  // grows once per thread, then reused

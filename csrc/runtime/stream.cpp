@@ -92,7 +92,7 @@ struct Stream::Impl {
 
   // The ring holds queued frames only: a worker copies its frame out (into its own buffer,
   // made once) before it lets go of the lock, so push() may reuse the slot at once.
-  void worker_loop(size_t w) {
+  void worker_loop() {
     std::vector<uint8_t> frame(frame_elems * elem_bytes);  // this worker's copy, made once
     std::vector<float> logits(k);
     for (;;) {
@@ -111,17 +111,13 @@ struct Stream::Impl {
         ++busy;
         take = next_take++;
       }
-      (void)w;
-      bool ok = true;
       try {
         FrameBatch f{frame.data(), opt.type, 1, opt.height, opt.width, opt.channels,
                      opt.height * opt.width * opt.channels, opt.width * opt.channels, opt.channels, 1};
         clf.logits(f, logits.data());
-      } catch (...) {
-        ok = false;  // delivered with decision -1 and NaN probabilities
+      } catch (...) {  // delivered with decision -1 and NaN probabilities
         std::fill(logits.begin(), logits.end(), NAN);
       }
-      (void)ok;
       std::unique_lock<std::mutex> lock(mu);
       // wait for our turn in the reorder buffer (at most `workers` frames are in flight)
       // (the entry is ours once every take before take - workers was delivered)
@@ -141,22 +137,28 @@ struct Stream::Impl {
     for (;;) {
       Pending& p = pending[next_deliver % pending.size()];
       if (!p.ready || p.take != next_deliver) break;
-      if (opt.smoothing > 0.0 && have_smoothed) {
-        for (size_t j = 0; j < k; ++j) smoothed[j] = float(opt.smoothing * smoothed[j] + (1.0 - opt.smoothing) * p.logits[j]);
-      } else {
-        std::copy(p.logits.begin(), p.logits.end(), smoothed.begin());
-        have_smoothed = true;
+      const bool failed = std::isnan(p.logits[0]);  // a frame inference failed on: NaN, state untouched
+      const float* z = p.logits.data();
+      if (!failed) {
+        if (opt.smoothing > 0.0 && have_smoothed) {
+          for (size_t j = 0; j < k; ++j)
+            smoothed[j] = float(opt.smoothing * smoothed[j] + (1.0 - opt.smoothing) * p.logits[j]);
+        } else {
+          std::copy(p.logits.begin(), p.logits.end(), smoothed.begin());
+          have_smoothed = true;
+        }
+        z = smoothed.data();
       }
       int32_t decision = -1;
-      clf.calibrate(smoothed.data(), 1, probs.data(), &decision);
-      if (std::isnan(probs[0])) decision = -1;
+      clf.calibrate(z, 1, probs.data(), &decision);
+      if (failed) decision = -1;
       const double ms = std::chrono::duration<double, std::milli>(Clock::now() - p.pushed).count();
       latencies[lat_next] = ms;
       lat_next = (lat_next + 1) % latencies.size();
       lat_count = std::min(lat_count + 1, latencies.size());
       ++processed;
       if (on_result) {
-        StreamResult r{p.seq, decision, probs.data(), smoothed.data(), ms};
+        StreamResult r{p.seq, decision, probs.data(), z, ms};
         try {
           on_result(r);
         } catch (...) {  // a throwing callback must not kill a worker thread
@@ -172,7 +174,7 @@ struct Stream::Impl {
 
 Stream::Stream(const Classifier& classifier, const StreamOptions& options, Callback on_result)
     : impl_(std::make_unique<Impl>(classifier, options, std::move(on_result))) {
-  for (int w = 0; w < options.workers; ++w) impl_->threads.emplace_back([this, w] { impl_->worker_loop(size_t(w)); });
+  for (int w = 0; w < options.workers; ++w) impl_->threads.emplace_back([this] { impl_->worker_loop(); });
 }
 
 Stream::~Stream() { close(); }

@@ -116,7 +116,7 @@ class THYROFAST_API Classifier {
   void logits(const FrameBatch& frames, float* logits_out) const;
   // probs: n x K float64 (softmax(logits / T)); decisions: n class indices (may be null).
   void predict(const FrameBatch& frames, double* probs_out, int32_t* decisions_out = nullptr) const;
-  // probs (n x K) -> probabilities (n x K) and decisions from logits already computed.
+  // logits (n x K, as logits() gives them) -> probabilities (n x K) and decisions (may be null).
   void calibrate(const float* logits, size_t n, double* probs_out, int32_t* decisions_out) const;
   // The class called for one row of probabilities (operating point, else argmax).
   int32_t decide(const double* probs_row) const;
