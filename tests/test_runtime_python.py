@@ -137,3 +137,22 @@ def test_stream_smoothing_is_an_exponential_average_of_logits(bundle_dir, frames
             state = z[0] if t == 0 else a * state + (1 - a) * z[t]
             ref.append(softmax(state[None], c.temperature)[0])
         assert np.abs(probs - np.array(ref)).max() <= 1e-5
+
+
+def test_without_openvino_core_imports_and_build_info_says_runtime_absent():
+    """_core never links OpenVINO: with the openvino package hidden (tests/_hide_optional) thyrofast
+    imports, preprocesses, and build_info() reports the runtime absent with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "_hide_optional"), str(REPO)]),
+           "THYROFAST_HIDE": "openvino"}
+    code = ("import numpy as np, thyrofast; i = thyrofast.build_info(); "
+            "x = thyrofast.preprocess(np.zeros((1, 32, 32), np.uint8), size=(8, 8)); "
+            "print(i['runtime'], x.shape, i['runtime_reason'])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(REPO.parent))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("False (1, 1, 8, 8)") and "openvino" in res.stdout
