@@ -1,8 +1,9 @@
 # ctest: run examples/cpp/classify_cine on the data tests/test_runtime.py wrote
-# ($THYROFAST_RUNTIME_TEST_DATA: bundle.txt, frames.u8, meta.txt); skipped (77) without it.
+# ($THYROFAST_RUNTIME_TEST_DATA: bundle.txt, frames.u8, meta.txt); skipped without it.
+# ($ENV unset: the message below makes ctest count the test as skipped, SKIP_REGULAR_EXPRESSION)
 if(NOT DEFINED ENV{THYROFAST_RUNTIME_TEST_DATA})
   message("THYROFAST_RUNTIME_TEST_DATA not set: example not run")
-  cmake_language(EXIT 77)
+  return()
 endif()
 set(d "$ENV{THYROFAST_RUNTIME_TEST_DATA}")
 file(READ "${d}/bundle.txt" bundle)
