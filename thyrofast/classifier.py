@@ -154,6 +154,7 @@ class Classifier:
         *,
         threads: int | None = None,
         max_batch: int = 32,
+        runtime: bool | None = None,
         **engine_options,
     ) -> "Classifier":
         """Open ``bundle`` (a folder or a :class:`thyrofast.bundle.Bundle`) and load an engine.
@@ -163,6 +164,9 @@ class Classifier:
         ``fp32``, ``fp16``, ``int8`` (see :mod:`thyrofast.engines.select`).
         ``threads``: CPU threads for preprocessing and CPU engines (default: all
         this process may use).
+        ``runtime``: the ``openvino`` backend runs on the C++ runtime
+        (:mod:`thyrofast.runtime`) when this build has it (None: if built; True:
+        required; False: the Python engine).
         """
         from .engines import engine_class, resolve
         from .preprocess import PreprocessParams, Preprocessor
@@ -178,9 +182,21 @@ class Classifier:
         options = dict(engine_options, max_batch=max_batch)
         if choice.device == "cpu" and threads is not None:
             options["threads"] = threads
-        engine = engine_class(choice.backend).from_bundle(
-            bundle, precision=choice.precision, device=choice.device, **options
-        )
+        engine = None
+        if choice.backend == "openvino" and runtime is not False and not engine_options:
+            from . import runtime as _rt
+
+            if _rt.available():
+                engine = _rt.RuntimeEngine.from_bundle(bundle, precision=choice.precision, device=choice.device,
+                                                       **options)
+            elif runtime:
+                raise RuntimeError(f"runtime=True but the C++ runtime is not available: {_rt.status()['runtime_reason']}")
+        elif runtime:
+            raise ValueError(f"runtime=True needs backend 'openvino' on the CPU, got {choice.backend!r}")
+        if engine is None:
+            engine = engine_class(choice.backend).from_bundle(
+                bundle, precision=choice.precision, device=choice.device, **options
+            )
         params = PreprocessParams.from_dict(bundle.manifest["preprocess"])
         # Preprocess straight into the engine's input dtype (fp16 engines get fp16).
         try:
@@ -313,6 +329,11 @@ class Classifier:
     def _run_chunk_unlocked(self, chunk) -> np.ndarray:
         # The buffer is this thread's own (concurrent engines) or held under
         # the lock from here to run(): no other call can write it in between.
+        if getattr(self.engine, "runs_frames", False):
+            # the C++ runtime: frames in, logits out (its own preprocessing, buffers and requests)
+            if isinstance(chunk, list):
+                return np.concatenate([self._runtime_frames(f) for f in chunk], axis=0)
+            return self._runtime_frames(chunk)
         n = self._n_frames(chunk)
         buf = self.engine.input_buffer(n)
         stream = self.engine.stream
@@ -323,6 +344,14 @@ class Classifier:
         else:
             self._preprocess_into(chunk, buf, stream)
         return self.engine.run(buf)
+
+    def _runtime_frames(self, frames) -> np.ndarray:
+        from .preprocessing import _host_frames
+
+        if hasattr(frames, "__cuda_array_interface__") or not isinstance(frames, np.ndarray):
+            frames = np.asarray(frames)
+        # byte order / dtype as the core reads them (big-endian uint16 converted, others refused)
+        return self.engine.run_frames(_host_frames(frames))
 
     def _preprocess_into(self, frames, out, stream) -> None:
         if self.engine.device == "cuda":

@@ -401,4 +401,7 @@ def build_info() -> dict[str, Any]:
     info["cuda_devices"] = _core.cuda_device_count() if info["cuda"] else 0
     # "cluster:S" (sm_90+, S CTAs per frame) or "block" once a CUDA call ran in this process, else ""
     info["cuda_last_kernel"] = _core.cuda_last_kernel() if info["cuda"] else ""
+    from .runtime import status  # the C++ runtime (thyrofast._runtime): built and loadable, or why not
+
+    info.update(status())
     return info

@@ -1,4 +1,4 @@
-"""``thyrofast bench [preprocess|infer|e2e|all] [--device cpu|cuda] [--json OUT]``."""
+"""``thyrofast bench [preprocess|infer|e2e|stream|all] [--device cpu|cuda] [--json OUT]``."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +11,15 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="preprocess", choices=["preprocess", "infer", "e2e", "all"])
+    p.add_argument("what", nargs="?", default="preprocess", choices=["preprocess", "infer", "e2e", "stream", "all"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=60, help="timed rounds per contender (default 60)")
     p.add_argument("--bundle", help="model bundle for infer/e2e (default: a freshly exported demo-sized model)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for inference backends and peers (default 2)")
     p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed (for CI gates)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                   help="stream: the OpenVINO graph the C++ runtime runs (default fp32)")
 
 #: fewest timed rounds that give a median and a p99 worth printing
 MIN_ROUNDS = 5
@@ -56,19 +58,42 @@ def main(args: argparse.Namespace) -> int:
             res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
                                       threads=args.threads)
             results.extend(res)
-    except RuntimeError as exc:  # e.g. --device cuda without a GPU, or a build without CUDA
+        if args.what == "stream":  # live cine through the C++ runtime (not part of "all": it takes 20 s)
+            from . import stream_bench
+
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="thyrofast-bench-stream-") as tmp:
+                results.append(("stream", stream_bench.run(_stream_bundle(args, tmp), precision=args.precision)))
+    except RuntimeError as exc:  # e.g. --device cuda without a GPU, or a build without CUDA / the runtime
         return _usage_error(str(exc))
     meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit()}
     for name, res in results:
         print(f"== {name} ==")
-        print(format_rows(res))
+        if name == "stream":
+            from .stream_bench import format_stream
+
+            print(format_stream(res))
+        else:
+            print(format_rows(res))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": dict(results)}, indent=2))
     failed = [r for _, res in results for r in res["rows"] if r.get("pass") is False or r.get("limit_pass") is False]
     if failed:
         print(f"{len(failed)} target(s) missed: " + ", ".join(r["case"] for r in failed))
     return 1 if failed and args.check else 0
+
+
+def _stream_bundle(args: argparse.Namespace, tmp: str):
+    """--bundle, or the timing bundle (ResNet-18 at 224 x 224) built into ``tmp``."""
+    if args.bundle is not None:
+        return args.bundle
+    from pathlib import Path
+
+    from .inference_bench import timing_bundle
+
+    return timing_bundle(Path(tmp))
 
 
 def _usage_error(message: str) -> int:

@@ -150,6 +150,8 @@ def run(what: str, device: str = "cpu", rounds: int = 40, bundle: str | None = N
                              "target": 1.3, "kind": "x_floor", "pass": r <= 1.3})
             for c in clfs.values():
                 c.close()
+            if device == "cpu" and _artifact_ok(b, ("openvino", "fp32")):
+                rows.extend(_runtime_rows(b, frame, rounds))
             results.append(("e2e", {"device": device, "rows": rows, "bundle": str(bundle),
                                     "skipped_peers": [skipped] if skipped else []}))
     finally:
@@ -187,3 +189,42 @@ def _opencv_torch_peer(b, threads: int):
         return torch.softmax(logits, 1).numpy()
 
     return run
+
+
+#: issue 26: the C++ runtime end to end within this factor of OpenVINO inference alone (same graph, threads)
+RUNTIME_OVER_INFERENCE = 1.1
+
+
+def _runtime_rows(b, frame: np.ndarray, rounds: int) -> list[dict[str, Any]]:
+    """The C++ runtime beside the Python path (OpenVINO FP32, batch 1, 1 and 2 threads), and beside
+    OpenVINO inference alone on the same graph with the same threads.  Rows only where the build has
+    the runtime (``thyrofast.build_info()["runtime"]``)."""
+    from .. import Classifier
+    from .. import runtime as rt
+
+    if not rt.available():  # build_info()["runtime_reason"] says why
+        return []
+    rows = []
+    x = np.zeros((1, *b.input_shape), np.float32)
+    for threads in (1, 2):
+        cpp = Classifier.load(b, backend="openvino", precision="fp32", threads=threads, max_batch=1, runtime=True)
+        py = Classifier.load(b, backend="openvino", precision="fp32", threads=threads, max_batch=1, runtime=False)
+        try:
+            eng = py.engine
+            s = interleaved({"cpp": lambda c=cpp: c.predict(frame), "py": lambda c=py: c.predict(frame),
+                             "infer": lambda e=eng: e.run(x)}, rounds=rounds)
+        finally:
+            cpp.close()
+            py.close()
+        med = {k: float(np.median(v)) for k, v in s.items()}
+        tag = f"batch 1, {threads} thread{'s' if threads > 1 else ''}"
+        rows.append({"case": f"e2e openvino fp32 C++ runtime, {tag}", "ours": summarize(s["cpp"]),
+                     "peer": "the Python path (Python preprocessing call + Python OpenVINO engine)",
+                     "peer_timing": summarize(s["py"]), "ratio": med["cpp"] / med["py"], "target": 1.0,
+                     "kind": "x_floor", "pass": med["cpp"] <= med["py"]})
+        rows.append({"case": f"e2e openvino fp32 C++ runtime / inference alone, {tag}", "ours": summarize(s["cpp"]),
+                     "peer": "OpenVINO FP32 inference alone (same graph and threads)",
+                     "peer_timing": summarize(s["infer"]), "ratio": med["cpp"] / med["infer"],
+                     "target": RUNTIME_OVER_INFERENCE, "kind": "x_floor",
+                     "pass": med["cpp"] / med["infer"] <= RUNTIME_OVER_INFERENCE})
+    return rows
