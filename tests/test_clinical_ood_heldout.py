@@ -300,7 +300,9 @@ def _model_scores(gate: OODGate, frames) -> np.ndarray:
     return gate_scores(feature_stats(gate._model, x, layer=gate.entry.get("layer")), gate.entry)
 
 
-def test_gate_on_heldout_inputs(heldout):
+@pytest.fixture(scope="module")
+def scored(heldout):
+    """Scores every held-out input once: {category: (gate rate, model-alone rate, pre-gate rate)}."""
     bundle, fresh, sets, crop, tmp = heldout
     gate = OODGate(bundle, bundle.ood)
     assert gate.model_unavailable is None
@@ -330,5 +332,38 @@ def test_gate_on_heldout_inputs(heldout):
     lines.append(f"all held-out OOD inputs: {total}, gate refers {caught}/{total} = {100 * caught / total:.1f}%; "
                  f"model score alone {caught_model}/{total} = {100 * caught_model / total:.1f}%")
     print("\n" + "\n".join(lines))
-    assert false_refer <= 0.05
-    assert caught / total >= 0.95
+    return {"false_refer": false_refer, "total": caught / total, "model_total": caught_model / total,
+            "rates": rates}
+
+
+# Scored once (commit 3811d17 holds these inputs as built before any score was seen), fixture model, CPU:
+# fresh in-distribution 1/180 referred (0.6%); all 315 held-out OOD inputs: gate 307 (97.5%), model score
+# alone 261 (82.9%).  Below 95%: whole natural images 21/23 (grass, gravel: texture close to speckle),
+# generated images 11/13 (uniform and salt-and-pepper noise), blank variants 14/17 (three low-gain frames:
+# the percentile normalisation undoes the gain, so the model sees a normal frame, and their faint trace
+# has more than the pre-gate's blank contrast).  Convex 59/60; the model alone refers 21/60 Doppler
+# frames (the pre-gate's colour rule refers all 60).
+
+
+def test_heldout_meets_the_issue_targets_in_total(scored):
+    """Issue 27's targets, on inputs not used to choose the gate: >= 95% of OOD inputs referred, <= 5% of
+    in-distribution frames."""
+    assert scored["false_refer"] <= 0.05
+    assert scored["total"] >= 0.95
+
+
+def test_heldout_categories_that_reach_95_percent(scored):
+    """What holds per category (measured once): every category but the three named below is >= 95%, and
+    the three are still referred mostly (>= 80%)."""
+    weak = {"natural images, whole (skimage/matplotlib)", "generated images (gradients, gratings, noise, text)",
+            "blank variants"}
+    for name, (gate_rate, _, _) in scored["rates"].items():
+        assert gate_rate >= (0.80 if name in weak else 0.95), name
+
+
+@pytest.mark.xfail(strict=True, reason="held-out, scored once: whole natural images 21/23 (91.3%), generated "
+                   "images 11/13 (84.6%), blank variants 14/17 (82.4%) are referred less than 95%; "
+                   "the development test asks for >= 95% in every listed kind")
+def test_heldout_every_category_at_least_95_percent(scored):
+    low = [name for name, (gate_rate, _, _) in scored["rates"].items() if gate_rate < 0.95]
+    assert low == []
