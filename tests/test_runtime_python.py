@@ -143,12 +143,16 @@ def test_without_openvino_core_imports_and_build_info_says_runtime_absent():
     """_core never links OpenVINO: with the openvino package hidden (tests/_hide_optional) thyrofast
     imports, preprocesses, and build_info() reports the runtime absent with the reason."""
     import os
+    import pathlib
     import subprocess
     import sys
 
+    import thyrofast
     from conftest import REPO
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "_hide_optional"), str(REPO)]),
+    # the thyrofast under test (installed, or the dev tree with a built _core), not the bare source tree
+    pkg_root = pathlib.Path(thyrofast.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "_hide_optional"), str(pkg_root)]),
            "THYROFAST_HIDE": "openvino"}
     code = ("import numpy as np, thyrofast; i = thyrofast.build_info(); "
             "x = thyrofast.preprocess(np.zeros((1, 32, 32), np.uint8), size=(8, 8)); "
