@@ -407,17 +407,11 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
     const float v3 = block_select(img, h, w, wp, hi.k + 1 < n ? hi.k + 1 : n - 1, s);
     const float vlo = detail::lerp_numpy(v0, v1, lo.frac);
     const float vhi = detail::lerp_numpy(v2, v3, hi.frac);
-    fa.clip = 1;
-    fa.lo = vlo;
-    fa.a = (vhi - vlo) < 1e-6f ? 0.0f : 1.0f / (vhi - vlo);
-    if (fa.a == 0.0f) fa.lo = 0.0f;
+    detail::set_range_affine(fa, vlo, vhi);
   } else if (a.p.normalize == Normalize::minmax) {
     float mn, mx;
     frame_min_max(img, n, w, wp, mn, mx, s);
-    fa.clip = 1;
-    fa.lo = mn;
-    fa.a = (mx - mn) < 1e-6f ? 0.0f : 1.0f / (mx - mn);
-    if (fa.a == 0.0f) fa.lo = 0.0f;
+    detail::set_range_affine(fa, mn, mx);
   } else if (a.p.normalize == Normalize::zscore) {
     double sum = 0.0;
     for (int64_t q = threadIdx.x; q < n; q += kThreads) sum += px(img, q, w, wp);
@@ -427,14 +421,7 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(const KernelArgs a
       const double d = px(img, q, w, wp) - mean;
       ss += d * d;
     }
-    const double sd = sqrt(block_sum(ss, s) / static_cast<double>(n));
-    if (sd < 1e-6) {
-      fa.lo = 0.0f;
-      fa.a = 0.0f;
-    } else {
-      fa.lo = static_cast<float>(mean);
-      fa.a = static_cast<float>(1.0 / sd);
-    }
+    detail::set_zscore_affine(fa, mean, sqrt(block_sum(ss, s) / static_cast<double>(n)));
   }
 
   // 4. output, NCHW, channels replicated
@@ -533,26 +520,36 @@ DeviceInfo& device_info(int dev) {
   return d;
 }
 
+// Launch configuration of `frames` clusters of S CTAs; the cluster attribute
+// lives beside the config that points at it, so the pair is never copied.
+struct ClusterLaunch {
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  ClusterLaunch(int64_t frames, int S, size_t smem, cudaStream_t stream) {
+    cfg.gridDim = dim3(static_cast<unsigned>(frames * S), 1, 1);
+    cfg.blockDim = dim3(kCThreads, 1, 1);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(S);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
 // Most clusters of S CTAs with `smem` dynamic bytes resident at once (0: none fits).
 template <typename T>
 int max_active_clusters(DeviceInfo& d, int S, size_t smem, cudaStream_t stream) {
   const auto key = std::make_tuple(S, smem, static_cast<int>(sizeof(T)));
   const auto it = d.active.find(key);
   if (it != d.active.end()) return it->second;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(S), 1, 1);
-  cfg.blockDim = dim3(kCThreads, 1, 1);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = static_cast<unsigned>(S);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  const ClusterLaunch one(1, S, smem, stream);
   int nc = 0;
-  if (cudaOccupancyMaxActiveClusters(&nc, preprocess_cluster_kernel<T>, &cfg) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&nc, preprocess_cluster_kernel<T>, &one.cfg) != cudaSuccess) {
     cudaGetLastError();
     nc = 0;
   }
@@ -636,19 +633,8 @@ bool launch_cluster(const KernelArgs& a, void* out, cudaStream_t stream, DeviceI
   for (int64_t f0 = 0; f0 < a.in.n; f0 += per_launch) {
     ca.frame0 = f0;
     const int64_t frames = a.in.n - f0 < per_launch ? a.in.n - f0 : per_launch;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(frames * S), 1, 1);
-    cfg.blockDim = dim3(kCThreads, 1, 1);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(S);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    const cudaError_t err = cudaLaunchKernelEx(&cfg, preprocess_cluster_kernel<T>, ca);
+    const ClusterLaunch launch(frames, S, smem, stream);
+    const cudaError_t err = cudaLaunchKernelEx(&launch.cfg, preprocess_cluster_kernel<T>, ca);
     if (err != cudaSuccess) throw_cuda(err, "preprocess_cluster_kernel launch", __FILE__, __LINE__);
   }
   g_last_kernel.store(S);

@@ -532,10 +532,7 @@ __global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const 
     cluster_select(cl, s, sctr, mine, cnt, rk, 4, v);
     const float vlo = detail::lerp_numpy(v[0], v[1], lo.frac);
     const float vhi = detail::lerp_numpy(v[2], v[3], hi.frac);
-    fa.clip = 1;
-    fa.lo = vlo;
-    fa.a = (vhi - vlo) < 1e-6f ? 0.0f : 1.0f / (vhi - vlo);
-    if (fa.a == 0.0f) fa.lo = 0.0f;
+    detail::set_range_affine(fa, vlo, vhi);
   } else if (a.p.normalize == Normalize::minmax) {
     float mn = 3.4e38f, mx = -3.4e38f;
     for (int i = threadIdx.x; i < cnt; i += kCThreads) {
@@ -543,10 +540,7 @@ __global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const 
       mx = detail::max_f(mx, mine[i]);
     }
     cluster_min_max(cl, s, rctr, mn, mx);
-    fa.clip = 1;
-    fa.lo = mn;
-    fa.a = (mx - mn) < 1e-6f ? 0.0f : 1.0f / (mx - mn);
-    if (fa.a == 0.0f) fa.lo = 0.0f;
+    detail::set_range_affine(fa, mn, mx);
   } else if (a.p.normalize == Normalize::zscore) {
     double sum = 0.0;
     for (int i = threadIdx.x; i < cnt; i += kCThreads) sum += mine[i];
@@ -556,14 +550,7 @@ __global__ void __launch_bounds__(kCThreads, 2) preprocess_cluster_kernel(const 
       const double d = mine[i] - mean;
       ss += d * d;
     }
-    const double sd = sqrt(cluster_sum(cl, s, rctr, ss) / static_cast<double>(n));
-    if (sd < 1e-6) {
-      fa.lo = 0.0f;
-      fa.a = 0.0f;
-    } else {
-      fa.lo = static_cast<float>(mean);
-      fa.a = static_cast<float>(1.0 / sd);
-    }
+    detail::set_zscore_affine(fa, mean, sqrt(cluster_sum(cl, s, rctr, ss) / static_cast<double>(n)));
   }
 
   // 4. output, NCHW, channels replicated: the strip's rows

@@ -313,6 +313,27 @@ struct FrameAffine {
   float inv_std;
 };
 
+// The clipped affine mapping [lo, hi] onto [0, 1] (percentile, minmax); a
+// range narrower than 1e-6 maps the whole frame to 0.
+TF_HOST_DEVICE static inline void set_range_affine(FrameAffine& f, float lo, float hi) {
+  f.clip = 1;
+  f.lo = lo;
+  f.a = (hi - lo) < 1e-6f ? 0.0f : 1.0f / (hi - lo);
+  if (f.a == 0.0f) f.lo = 0.0f;
+}
+
+// The unclipped z-score affine; a frame with sd < 1e-6 maps to 0.
+TF_HOST_DEVICE static inline void set_zscore_affine(FrameAffine& f, double mean, double sd) {
+  f.clip = 0;
+  if (sd < 1e-6) {
+    f.lo = 0.0f;
+    f.a = 0.0f;
+  } else {
+    f.lo = static_cast<float>(mean);
+    f.a = static_cast<float>(1.0 / sd);
+  }
+}
+
 TF_HOST_DEVICE static inline float apply_affine(float v, const FrameAffine& f) {
   float t = (v - f.lo) * f.a;
   if (f.clip) t = clamp_f(t, 0.0f, 1.0f);

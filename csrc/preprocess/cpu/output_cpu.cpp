@@ -34,10 +34,7 @@ detail::FrameAffine frame_affine(const float* img, float* spare, int64_t h, int6
       select_ranks_in(spare, n, vmin, vmax, ranks, 4, vals, ws);
       const float vlo = detail::lerp_numpy(vals[0], vals[1], lo.frac);
       const float vhi = detail::lerp_numpy(vals[2], vals[3], hi.frac);
-      f.clip = 1;
-      f.lo = vlo;
-      f.a = (vhi - vlo) < 1e-6f ? 0.0f : 1.0f / (vhi - vlo);
-      if (f.a == 0.0f) f.lo = 0.0f;
+      detail::set_range_affine(f, vlo, vhi);
       return f;
     }
     case Normalize::minmax: {
@@ -48,10 +45,7 @@ detail::FrameAffine frame_affine(const float* img, float* spare, int64_t h, int6
         vmin = std::min(vmin, a);
         vmax = std::max(vmax, b);
       }
-      f.clip = 1;
-      f.lo = vmin;
-      f.a = (vmax - vmin) < 1e-6f ? 0.0f : 1.0f / (vmax - vmin);
-      if (f.a == 0.0f) f.lo = 0.0f;
+      detail::set_range_affine(f, vmin, vmax);
       return f;
     }
     case Normalize::zscore: {
@@ -74,15 +68,7 @@ detail::FrameAffine frame_affine(const float* img, float* spare, int64_t h, int6
         }
         ss += s;
       }
-      const double sd = std::sqrt(ss / static_cast<double>(n));
-      f.clip = 0;
-      if (sd < 1e-6) {
-        f.lo = 0.0f;
-        f.a = 0.0f;
-      } else {
-        f.lo = static_cast<float>(mean);
-        f.a = static_cast<float>(1.0 / sd);
-      }
+      detail::set_zscore_affine(f, mean, std::sqrt(ss / static_cast<double>(n)));
       return f;
     }
   }
