@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from thyrofast.synth import reader_fit as fit
 from thyrofast.synth import readers as R
 
 
@@ -25,21 +26,21 @@ def test_draw_zero_is_the_cohorts_stream():
 
 def test_fit_recovers_a_known_reader():
     # a reader with a known noise level sets the target; the fit finds that level again
-    pats, prior = R._cohort("paper", 11, 1500)
-    known = R._model("x", 0.15)
+    pats, prior = fit.cohort_patients("paper", 11, 1500)
+    known = R.model_for("x", 0.15)
     target = float(R.reader_accuracies(pats, known, prior, seed=11, draws=2).mean())
-    fitted = R.fit_reader(target, seed=11, patients=1500, draws=2, steps=12)
+    fitted = fit.fit_reader(target, seed=11, patients=1500, draws=2, steps=12)
     got = float(R.reader_accuracies(pats, fitted, prior, seed=11, draws=2).mean())
     assert got == pytest.approx(target, abs=0.005)
     assert fitted.eps == pytest.approx(0.15, abs=0.03)
     with pytest.raises(ValueError, match="outside"):
-        R.fit_reader(0.99, seed=11, patients=300, draws=1, steps=2)  # above the Bayes accuracy
+        fit.fit_reader(0.99, seed=11, patients=300, draws=1, steps=2)  # above the Bayes accuracy
 
 
 @pytest.mark.slow
 def test_fitted_readers_reach_the_papers_accuracy_on_10000_patients():
     # a cohort the fit never saw (the fit used seed 7001); 20 reader draws each (a multi-reader view)
-    v = R.verify(seed=7003, patients=10000, draws=20)
+    v = fit.verify(seed=7003, patients=10000, draws=20)
     assert abs(v["junior"]["mean"] - 0.73) <= 0.01, v["junior"]
     assert abs(v["senior"]["mean"] - 0.84) <= 0.01, v["senior"]
     assert v["junior"]["sd"] < 0.01 and v["senior"]["sd"] < 0.01  # 10,000 patients: draws agree closely

@@ -168,7 +168,7 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
 
     # the rest
     rd = m.get("read", {"crop": "auto"})
-    from .bundle import READ_CROPS
+    from .io.schema import CROP_MODES as READ_CROPS
 
     if not (isinstance(rd, dict) and set(rd) <= {"crop"} and isinstance(rd.get("crop", "auto"), str)
             and rd.get("crop", "auto") in READ_CROPS):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import peers
-from .preprocess_bench import _frame
+from .preprocess_bench import synthetic_frame
 from .timing import interleaved, summarize
 
 #: GPU target (issue "GPU verification"): one host frame -> probabilities, batch 1, torch FP16 + CUDA graphs
@@ -49,7 +49,7 @@ def timing_bundle(root: Path, arch: str = "resnet18", size: int = 224, width: fl
     tmp = path / "model.onnx.tmp"
     export_onnx(model, tmp, (1, size, size))
     b.add_artifact("onnx_fp32", tmp)
-    calib = Preprocessor(params)(np.stack([_frame(seed=i) for i in range(16)]))
+    calib = Preprocessor(params)(np.stack([synthetic_frame(seed=i) for i in range(16)]))
     for name, mode in (("onnx_int8_cpu", "u8s8"), ("onnx_int8_trt", "s8s8")):
         out = path / f"{name}.tmp"
         quantize_int8(b.artifact_path("onnx_fp32"), out, calib, mode=mode)
@@ -87,7 +87,7 @@ def run(what: str, device: str = "cpu", rounds: int = 40, bundle: str | None = N
         tmpdir = tempfile.TemporaryDirectory(prefix="thyrofast-bench-")
         bundle = timing_bundle(Path(tmpdir.name))
     b = Bundle.load(bundle)
-    frame = _frame()
+    frame = synthetic_frame()
     results = []
     try:
         cands = [c for c in _candidates(device)
@@ -177,7 +177,7 @@ def _opencv_torch_peer(b, threads: int):
     model = b.build_model()
     torch.set_num_threads(threads)
     _, h, w = b.input_shape
-    frame = _frame()
+    frame = synthetic_frame()
 
     def run():
         small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)

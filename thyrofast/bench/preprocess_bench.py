@@ -18,7 +18,7 @@ from . import peers
 from .timing import copy_bandwidth, interleaved, summarize
 
 
-def _frame(h: int = 768, w: int = 1024, seed: int = 0) -> np.ndarray:
+def synthetic_frame(h: int = 768, w: int = 1024, seed: int = 0) -> np.ndarray:
     """A speckle-like uint8 frame (Rayleigh amplitude, log compressed)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -30,7 +30,7 @@ def _frame(h: int = 768, w: int = 1024, seed: int = 0) -> np.ndarray:
 def bench_preprocess_cpu(rounds: int = 60, batch: int = 64) -> dict[str, Any]:
     import thyrofast
 
-    frame = _frame()
+    frame = synthetic_frame()
     out = np.empty((1, 1, 224, 224), np.float32)
     ours = {
         d: thyrofast.Preprocessor(size=(224, 224), denoise=d, threads=1) for d in ("median5", "srad", "none")
@@ -82,7 +82,7 @@ def bench_preprocess_cpu(rounds: int = 60, batch: int = 64) -> dict[str, Any]:
                  "peer": f"memory floor {nbytes / 1e6:.2f} MB / {bw / 1e9:.1f} GB/s = {floor_s * 1e6:.0f} us",
                  "ratio": r_floor, "target": 4.0, "kind": "x_floor", "pass": r_floor <= 4.0})
     # 4. batch scaling: 64 frames, 2 threads vs 1
-    frames = np.stack([_frame(seed=i) for i in range(batch)])
+    frames = np.stack([synthetic_frame(seed=i) for i in range(batch)])
     outb = np.empty((batch, 1, 224, 224), np.float32)
     one = thyrofast.Preprocessor(size=(224, 224), threads=1)
     two = thyrofast.Preprocessor(size=(224, 224), threads=2)
@@ -103,7 +103,7 @@ def bench_preprocess_cuda(rounds: int = 50, batch: int = 64) -> dict[str, Any]:
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
-    frames = torch.from_numpy(np.stack([_frame(seed=i) for i in range(batch)])).cuda()
+    frames = torch.from_numpy(np.stack([synthetic_frame(seed=i) for i in range(batch)])).cuda()
     out = torch.empty((batch, 1, 224, 224), dtype=torch.float16, device="cuda")
     pre = {d: thyrofast.Preprocessor(size=(224, 224), denoise=d, dtype="float16") for d in ("srad", "none")}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .preprocess_bench import _frame
+from .preprocess_bench import synthetic_frame
 
 FRAMES = 600
 FPS = 30.0
@@ -23,7 +23,7 @@ WORKERS = 2
 
 def cine(n: int = FRAMES, distinct: int = 8) -> np.ndarray:
     """``n`` frames: ``distinct`` speckle frames, each shown shifted a little (a slow probe sweep)."""
-    base = [_frame(seed=i) for i in range(distinct)]
+    base = [synthetic_frame(seed=i) for i in range(distinct)]
     return np.stack([np.roll(base[i % distinct], 3 * i, axis=1) for i in range(n)])
 
 

@@ -78,7 +78,8 @@ def scaled_counts(preset: Preset, patients: int | None) -> tuple[dict, dict, int
     return {c: int(n) for c, n in zip(F.CLASSES, counts)}, test, images
 
 
-def _ss(seed: int, *key: int) -> np.random.SeedSequence:
+def seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
+    """The random stream of one part of cohort ``seed`` (``key``: what it draws, and for whom)."""
     return np.random.SeedSequence([int(seed), *key])
 
 
@@ -133,7 +134,7 @@ def plan_cohort(preset: str | Preset = "paper", seed: int = 0, patients: int | N
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     counts, test, total_images = scaled_counts(preset, patients)
     n = sum(counts.values())
-    rng = np.random.default_rng(_ss(seed, 0))
+    rng = np.random.default_rng(seed_sequence(seed, 0))
     labels = np.array(sum(([c] * counts[c] for c in F.CLASSES), []))
     labels = labels[rng.permutation(n)]
     split = np.array(["train"] * n, dtype=object)
@@ -141,7 +142,7 @@ def plan_cohort(preset: str | Preset = "paper", seed: int = 0, patients: int | N
         idx = np.flatnonzero(labels == c)
         split[rng.choice(idx, size=test[c], replace=False)] = "test"
     prior = {c: counts[c] / n for c in F.CLASSES}
-    pats = [F.sample_patient(np.random.default_rng(_ss(seed, 1, i)), str(labels[i])) for i in range(n)]
+    pats = [F.sample_patient(np.random.default_rng(seed_sequence(seed, 1, i)), str(labels[i])) for i in range(n)]
     # images per patient: a minimum (each nodule in two planes, each node once) plus a
     # class-independent share of the rest
     minimum = np.array([2 * len(p.nodules) + len(p.nodes) for p in pats])
@@ -149,7 +150,7 @@ def plan_cohort(preset: str | Preset = "paper", seed: int = 0, patients: int | N
     extra = _largest_remainder(w, max(total_images - int(minimum.sum()), 0))
     plans = []
     for i, p in enumerate(pats):
-        img_rng = np.random.default_rng(_ss(seed, 4, i))
+        img_rng = np.random.default_rng(seed_sequence(seed, 4, i))
         plans.append(PatientPlan(i, patient_id_for(seed, i), p.label, str(split[i]), p,
                                  _image_list(img_rng, p, int(minimum[i] + extra[i])), F.posterior(p, prior)))
     return plans
@@ -158,7 +159,8 @@ def plan_cohort(preset: str | Preset = "paper", seed: int = 0, patients: int | N
 # ------------------------------------------------------------------ tables
 
 
-def _fmt(v):
+def csv_value(v):
+    """A manifest/readers CSV cell: booleans as 0/1, floats to 6 significant digits."""
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, float):
@@ -232,10 +234,10 @@ def _render_patient(args) -> tuple[int, list[dict]]:
     from .imaging import Device, render
 
     root = Path(root)
-    device = Device.sample(np.random.default_rng(_ss(seed, 5, pl.index)))
+    device = Device.sample(np.random.default_rng(seed_sequence(seed, 5, pl.index)))
     meta = []
     for spec in pl.images:
-        r = render(pl.patient, _ss(seed, 2, pl.index, spec.index), view=spec.view, target=spec.target,
+        r = render(pl.patient, seed_sequence(seed, 2, pl.index, spec.index), view=spec.view, target=spec.target,
                    device=device)
         rel = "images/" + _image_name(pl, spec, "png")
         out = root / rel
@@ -269,7 +271,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: _fmt(r.get(k, "")) for k in cols})
+        w.writerow({k: csv_value(r.get(k, "")) for k in cols})
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"), fsync=False)
 
 

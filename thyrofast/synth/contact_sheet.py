@@ -33,7 +33,7 @@ def make_contact_sheet(path: str, seed: int = 0, per_class: int = 4, patients: i
     import matplotlib.pyplot as plt
 
     from .imaging import Device, render
-    from .cohort import _ss
+    from .cohort import seed_sequence
 
     plans = plan_cohort("paper", seed, patients)
     fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(4.2 * per_class, 3.6 * len(CLASSES)), dpi=110)
@@ -56,8 +56,8 @@ def make_contact_sheet(path: str, seed: int = 0, per_class: int = 4, patients: i
             if col >= len(chosen):
                 continue
             pl, spec = chosen[col]
-            device = Device.sample(np.random.default_rng(_ss(seed, 5, pl.index)))
-            r = render(pl.patient, _ss(seed, 2, pl.index, spec.index), view=spec.view, target=spec.target,
+            device = Device.sample(np.random.default_rng(seed_sequence(seed, 5, pl.index)))
+            r = render(pl.patient, seed_sequence(seed, 2, pl.index, spec.index), view=spec.view, target=spec.target,
                        device=device)
             ax.imshow(r.image, cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{cls}  |  " + _label(pl, spec), fontsize=7.5, loc="left")

@@ -26,9 +26,7 @@ import numpy as np
 
 from ..io.schema import RENDER_CROPS, crop_mode
 from . import features as F
-from .cohort import _fmt as cohort_fmt
-from .cohort import _ss as cohort_ss
-from .cohort import node_findings
+from .cohort import csv_value, node_findings, seed_sequence
 
 __all__ = ["lexicon_images", "lexicon_item", "lesion_posterior", "ANNOTATION_COLUMNS", "NODE_VIEW_SHARE"]
 
@@ -44,11 +42,11 @@ _PURPOSE = 90  # SeedSequence purpose keys 90..93 (the cohort uses 0..5)
 
 
 def _ss(seed: int, purpose: int, i: int) -> np.random.SeedSequence:
-    return cohort_ss(seed, _PURPOSE + purpose, i)
+    return seed_sequence(seed, _PURPOSE + purpose, i)
 
 
 def _s(v: Any) -> str:
-    return str(cohort_fmt(v))  # as the cohort writes its manifest
+    return str(csv_value(v))  # as the cohort writes its manifest
 
 
 def lexicon_item(seed: int, i: int) -> tuple[F.Patient, str, int]:

@@ -8,7 +8,7 @@ classes by the posterior of the findings *as perceived*, blurred by decision noi
 the call is the top score.  The perceived TI-RADS points of the index nodule are
 reported too.  They are noisy-Bayes raters on latent findings: they see no pixels.
 Each reader has one noise level ``eps`` (decision noise ``DECISION_NOISE_PER_EPS *
-eps``), **fitted** (:func:`fit_reader`, provenance in ``READER_FIT``) so that their
+eps``), **fitted** (:func:`thyrofast.synth.reader_fit.fit_reader`, provenance in ``READER_FIT``) so that their
 mean 3-class accuracy over reader draws on a large paper-preset cohort is the
 paper's 73 % (junior) and 84 % (senior); :func:`verify` checks it on a fresh
 cohort.  ``reader_rng(..., draw=d)`` gives further draws of the same reader (a
@@ -40,7 +40,7 @@ class ReaderModel:
 #: ratios 3.6 (junior) and 5.6 (senior)).
 DECISION_NOISE_PER_EPS = 4.0
 
-#: Fitted, not hand-set (``fit_reader``; ``python -m thyrofast.synth.readers --fit`` redoes it): ``eps`` is the
+#: Fitted, not hand-set (``reader_fit.fit_reader``; ``python -m thyrofast.synth.reader_fit --fit`` redoes it): ``eps`` is the
 #: perception error rate whose mean 3-class accuracy over ``draws`` reader draws on a ``patients``-patient
 #: paper-preset cohort (``plan_cohort("paper", seed, patients)``, the cohort's own prior) is the paper's
 #: clinical reader accuracy; decision noise = DECISION_NOISE_PER_EPS * eps.  Verified on another
@@ -51,14 +51,14 @@ READER_FIT = {"method": "bisection on eps (14 steps), common random numbers per 
               "draws": 4, "decision_noise_per_eps": DECISION_NOISE_PER_EPS,
               "source": "Zhao et al. 2025: junior 73 %, senior 84 % accuracy (clinical)"}
 
-_FITTED_EPS = {"junior": 0.25256, "senior": 0.02558}  # fit_reader, READER_FIT (2026-12-04)
+_FITTED_EPS = {"junior": 0.25256, "senior": 0.02558}  # reader_fit.fit_reader, READER_FIT (2026-12-04)
 
 
-def _model(name: str, eps: float) -> "ReaderModel":
+def model_for(name: str, eps: float) -> "ReaderModel":
     return ReaderModel(name, eps=float(eps), decision_noise=float(DECISION_NOISE_PER_EPS * eps))
 
 
-READERS = {name: _model(name, eps) for name, eps in _FITTED_EPS.items()}
+READERS = {name: model_for(name, eps) for name, eps in _FITTED_EPS.items()}
 
 #: What the readers are, in one line (reports use it).
 READER_DESCRIPTION = "noisy-Bayes raters on latent findings; they see no pixels"
@@ -147,85 +147,3 @@ def reader_accuracies(patients, model: ReaderModel, prior: dict, *, seed: int, d
             hits += read_patient(p, model, rng, prior)[0] == p.label
         out[d] = hits / len(patients)
     return out
-
-
-def _cohort(preset: str, seed: int, patients: int):
-    from .cohort import cohort_prior, plan_cohort
-
-    plans = plan_cohort(preset, seed, patients)
-    return [pl.patient for pl in plans], cohort_prior(plans)
-
-
-def fit_reader(target: float, *, preset: str = "paper", seed: int = 7001, patients: int = 20000, draws: int = 4,
-               steps: int = 14, name: str = "reader") -> ReaderModel:
-    """The reader whose mean accuracy over ``draws`` draws on a ``patients``-patient cohort is ``target``.
-
-    One noise level: perception error rate ``eps`` (decision noise ``DECISION_NOISE_PER_EPS * eps``),
-    found by bisection (accuracy falls as the noise grows).  Raises ValueError for a target above the
-    noiseless reader's accuracy (the Bayes accuracy of the cohort) or below the noisiest's.
-    """
-    pats, prior = _cohort(preset, seed, patients)
-
-    def acc(eps: float) -> float:
-        return float(reader_accuracies(pats, _model(name, eps), prior, seed=seed, draws=draws).mean())
-
-    lo, hi = 0.0, 0.6
-    if not acc(hi) < target < acc(lo):
-        raise ValueError(f"target accuracy {target} is outside what this reader family reaches on the cohort")
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        if acc(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return _model(name, 0.5 * (lo + hi))
-
-
-def calibrate(target: float, *, n: int = 20000, seed: int = 7001, decision_noise: float | None = None,
-              prior: dict | None = None) -> float:
-    """``eps`` for 3-class accuracy ``target`` (the older interface of :func:`fit_reader`)."""
-    if decision_noise is not None or prior is not None:
-        raise ValueError("decision noise follows eps (DECISION_NOISE_PER_EPS) and the prior is the cohort's")
-    return fit_reader(target, seed=seed, patients=n).eps
-
-
-def verify(*, preset: str = "paper", seed: int = 7002, patients: int = 10000, draws: int = 20) -> dict:
-    """Each reader's accuracy in ``draws`` draws on a fresh cohort: ``{reader: {mean, sd, min, max, draws}}``,
-    with the cohort's Bayes accuracy."""
-    from .features import CLASSES, posterior
-
-    pats, prior = _cohort(preset, seed, patients)
-    out = {}
-    for k, (name, model) in enumerate(READERS.items()):
-        a = reader_accuracies(pats, model, prior, seed=seed, draws=draws, reader_index=k)
-        out[name] = {"eps": model.eps, "decision_noise": model.decision_noise, "mean": float(a.mean()),
-                     "sd": float(a.std(ddof=1)) if draws > 1 else 0.0, "min": float(a.min()),
-                     "max": float(a.max()), "draws": [float(x) for x in a]}
-    bayes = np.mean([max(CLASSES, key=posterior(p, prior).get) == p.label for p in pats])
-    out["bayes_accuracy"] = float(bayes)
-    out["cohort"] = {"preset": preset, "seed": seed, "patients": patients, "draws": draws}
-    return out
-
-
-def main(argv=None) -> int:
-    """``python -m thyrofast.synth.readers --fit | --verify``: refit the constants or check them."""
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="python -m thyrofast.synth.readers")
-    ap.add_argument("--fit", action="store_true", help="refit eps for the targets in READER_FIT and print them")
-    ap.add_argument("--verify", action="store_true", help="accuracy over 20 draws on a fresh 10,000-patient cohort")
-    a = ap.parse_args(argv)
-    if a.fit:
-        fit = {name: fit_reader(t, seed=READER_FIT["cohort"]["seed"], patients=READER_FIT["cohort"]["patients"],
-                                draws=READER_FIT["draws"], name=name).eps
-               for name, t in READER_FIT["targets"].items()}
-        print(json.dumps(fit, indent=2))
-    if a.verify or not a.fit:
-        print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "draws"} if isinstance(v, dict) and "mean" in v
-                              else v) for k, v in verify().items()}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
