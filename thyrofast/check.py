@@ -15,7 +15,7 @@ Checks (each finding is a :class:`Problem` with severity ``error`` or ``warning`
   256,036 pairs of distinct images of different patients (closest pair: 7),
   and caught 100% of JPEG q60 re-encodes, 99% of x0.75 and 92% of x0.5
   resizes, 99% of +25 brightness shifts, 63% of -25 ones
-  (``tools/near_duplicate_threshold.py``; README, "Training on your own data").
+  (``tools/near_duplicate_threshold.py``; docs/own-data.md).
   Duplicates within one patient are fine (cine frames, repeated views).
 * **manifest** — listed files that are missing or unreadable, image files
   beside the manifest it does not list, a file listed twice, patients with
