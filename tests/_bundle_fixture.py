@@ -7,8 +7,9 @@ ResNet-18 at 64x64 learns it in a few seconds on one core, which gives the
 backends something real to agree (or disagree) on and Grad-CAM a lesion to find.
 
 Built once per test session (module-level cache) with thyrofast's own
-Bundle writer; the ONNX artifacts are exported here (FP32, FP16 with FP32 I/O,
-U8S8 and S8S8 Q/DQ INT8) so these tests do not depend on the export command.
+Bundle writer; the ONNX artifacts are made here (FP32, FP16 with FP32 I/O; U8S8 and
+S8S8 Q/DQ INT8 by the export's quantizer, ``thyrofast.export.quantize_int8``), not by
+the export command, whose own tests cover it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ FRAME_HW = (128, 160)
 INPUT_HW = (64, 64)
 WIDTH = 0.25
 TEMPERATURE = 1.5
+EPOCHS = 12  # see _train
 
 _CACHE: dict[str, Path] = {}
 
@@ -107,10 +109,17 @@ def _train(seed: int = 0):
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
         g = torch.Generator().manual_seed(seed)
         model.train()
-        # 10 epochs: at 6 the model was right on 0.95-0.97 of the test phantoms
+        # 12 epochs.  At 6 the model was right on 0.95-0.97 of the test phantoms
         # with AVX2 kernels but on 0.91-0.95 with the AVX-512 kernels torch picks
-        # on a Zen 4 CI machine (1.00 at 10 on both)
-        for _ in range(10):
+        # on a Zen 4 CI machine (1.00 at 10 on both).  At 10, trained with AVX2
+        # kernels (2026-12-05), its INT8 graphs agreed with FP32 on only 0.96-0.97
+        # of clean phantoms (tests/test_classifier_e2e.py and test_engines_cpu.py
+        # ask 0.98).  Measured that day, AVX2: INT8 agreement 1.00 at 12, 14 and 16
+        # epochs; the share of frames whose Grad-CAM favours the lesion
+        # (test_classifier_saliency.py asks 0.9 at layer2, 0.8 at layer3) was
+        # 0.96/0.96 at 12, 0.83/0.88 at 14, 0.79/0.96 at 16: a sharper network is
+        # not a better-explained one, and that test is the fixture's most fragile.
+        for _ in range(EPOCHS):
             perm = torch.randperm(len(x), generator=g)
             for i in range(0, len(x), 24):
                 idx = perm[i:i + 24]
@@ -134,28 +143,6 @@ def _export_onnx(model, path: Path) -> None:
                           opset_version=17, dynamo=False)
 
 
-def _quantize(src: Path, dst: Path, calib: np.ndarray, signed_activations: bool) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if signed_activations else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8 if signed_activations else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, extra_options=extra,
-                        # 7-bit weights for the U8S8 CPU graph: on AVX2 CPUs without VNNI
-                        # (this machine) ONNX Runtime's u8*s8 kernels saturate int16
-                        # pair sums; measured here: 1-3% top-1 flips without it, 0 with it.
-                        reduce_range=not signed_activations)
-
-
 def _fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -168,6 +155,7 @@ def _fp16(src: Path, dst: Path) -> None:
 
 def build_bundle(path: Path) -> Path:
     from thyrofast.bundle import Bundle
+    from thyrofast.export import quantize_int8
 
     model = _train()
     bundle = Bundle.create(
@@ -181,8 +169,10 @@ def build_bundle(path: Path) -> Path:
     tmp.mkdir()
     _export_onnx(model, tmp / "fp32.onnx")
     _fp16(tmp / "fp32.onnx", tmp / "fp16.onnx")
-    _quantize(tmp / "fp32.onnx", tmp / "u8s8.onnx", calib, signed_activations=False)
-    _quantize(tmp / "fp32.onnx", tmp / "s8s8.onnx", calib, signed_activations=True)
+    # INT8 as thyrofast's export makes it (per-channel symmetric weights, MinMax activations), not by a
+    # second quantizer of the fixture's own
+    quantize_int8(tmp / "fp32.onnx", tmp / "u8s8.onnx", calib, mode="u8s8")
+    quantize_int8(tmp / "fp32.onnx", tmp / "s8s8.onnx", calib, mode="s8s8")
     for name, f in (("onnx_fp32", "fp32.onnx"), ("onnx_fp16", "fp16.onnx"),
                     ("onnx_int8_cpu", "u8s8.onnx"), ("onnx_int8_trt", "s8s8.onnx")):
         final = path / f".{f}.part"
