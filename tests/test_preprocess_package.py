@@ -1,0 +1,84 @@
+"""The shape of the package ``thyrofast/preprocessing/`` (issue 23).
+
+Its modules import one direction only (each only those before it in ``ORDER``: no cycle),
+never a private (``_name``) name of another module, and ``thyrofast.preprocess`` is a plain
+function, not a module.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import types
+from pathlib import Path
+
+import thyrofast
+
+PKG = Path(thyrofast.__file__).resolve().parent
+#: the modules of thyrofast.preprocessing; each may import only those before it
+ORDER = ["params", "layout", "device", "preprocessor", "info"]
+
+
+def _absolute(node: ast.ImportFrom, module: str) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")[: -node.level]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(name: str) -> list[tuple[str, str]]:
+    """(module, imported name) of every ``from X import Y`` in thyrofast.preprocessing.<name>, functions' too."""
+    module = f"thyrofast.preprocessing.{name}"
+    tree = ast.parse((PKG / "preprocessing" / f"{name}.py").read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            out += [(_absolute(node, module), a.name) for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(a.name, "") for a in node.names]
+    return out
+
+
+def test_the_package_has_exactly_these_modules():
+    got = {p.stem for p in (PKG / "preprocessing").glob("*.py")} - {"__init__"}
+    assert got == set(ORDER)
+    for old in ("preprocess.py", "preprocessing.py", "_cuda_arrays.py"):
+        assert not (PKG / old).exists(), old
+
+
+def test_modules_import_only_earlier_ones():
+    bad = []
+    for i, name in enumerate(ORDER):
+        for mod, item in _imports(name):
+            target = f"{mod}.{item}" if mod == "thyrofast.preprocessing" else mod
+            if not target.startswith("thyrofast.preprocessing"):
+                continue
+            sub = target.removeprefix("thyrofast.preprocessing").lstrip(".").split(".")[0]
+            if sub not in ORDER[:i]:
+                bad.append(f"{name} imports {target}")
+    assert not bad, "imports against the order " + " < ".join(ORDER) + ":\n" + "\n".join(bad)
+
+
+def test_no_private_name_crosses_a_module():
+    bad = [f"{name}: from {mod} import {item}" for name in ORDER for mod, item in _imports(name)
+           if mod.startswith("thyrofast") and item.startswith("_") and not item.startswith("__") and item != "_core"]
+    # _core is the compiled module itself (a private module, imported by name)
+    assert not bad, "\n".join(bad)
+    users = [p for p in PKG.rglob("*.py") if "preprocessing" not in p.relative_to(PKG).parts]
+    for path in users:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and "preprocessing" in (node.module or ""):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.relative_to(PKG.parent)} imports {private} from {node.module}"
+
+
+def test_preprocess_is_a_plain_function_and_the_public_names_stay():
+    import thyrofast.preprocessing as pp
+
+    assert inspect.isfunction(thyrofast.preprocess) and not isinstance(thyrofast.preprocess, types.ModuleType)
+    assert thyrofast.preprocess is pp.preprocess
+    assert thyrofast.Preprocessor is pp.Preprocessor
+    assert thyrofast.PreprocessParams is pp.PreprocessParams
+    assert thyrofast.build_info is pp.build_info
+    for name in ("preprocess", "Preprocessor", "PreprocessParams", "build_info"):
+        assert name in thyrofast.__all__
