@@ -82,3 +82,25 @@ def test_preprocess_is_a_plain_function_and_the_public_names_stay():
     assert thyrofast.build_info is pp.build_info
     for name in ("preprocess", "Preprocessor", "PreprocessParams", "build_info"):
         assert name in thyrofast.__all__
+
+
+def test_preprocess_cuda_takes_one_device_frames_object():
+    """The binding's argument object (no GPU needed: the checks run before any CUDA call)."""
+    import pytest
+
+    from thyrofast import _core
+
+    f = _core.DeviceFrames(4096, 1, (2, 8, 9, 3), [-216, 27, 3, 1])
+    assert (f.ptr, f.dtype_code, f.shape, f.strides) == (4096, 1, (2, 8, 9, 3), (-216, 27, 3, 1))
+    with pytest.raises(TypeError):
+        _core.DeviceFrames(4096, 0, (8, 9, 1), (9, 1, 0))  # (N, H, W, C): four of each
+    params = _core.Params()
+    with pytest.raises(ValueError, match="bad dtype code"):
+        _core.preprocess_cuda(_core.DeviceFrames(4096, 2, (1, 8, 8, 1), (64, 8, 1, 0)), params, 4096)
+    with pytest.raises(ValueError, match="no frames"):
+        _core.preprocess_cuda(_core.DeviceFrames(4096, 0, (0, 8, 8, 1), (64, 8, 1, 0)), params, 4096)
+    with pytest.raises(ValueError, match="null"):
+        _core.preprocess_cuda(_core.DeviceFrames(0, 0, (1, 8, 8, 1), (64, 8, 1, 0)), params, 4096)
+    if not _core.build_info()["cuda"]:
+        with pytest.raises(RuntimeError, match="built without CUDA"):
+            _core.preprocess_cuda(_core.DeviceFrames(4096, 0, (1, 8, 8, 1), (64, 8, 1, 0)), params, 4096, stream=0)
