@@ -104,3 +104,36 @@ def test_preprocess_cuda_takes_one_device_frames_object():
     if not _core.build_info()["cuda"]:
         with pytest.raises(RuntimeError, match="built without CUDA"):
             _core.preprocess_cuda(_core.DeviceFrames(4096, 0, (1, 8, 8, 1), (64, 8, 1, 0)), params, 4096, stream=0)
+
+
+class _FakeDeviceArray:
+    """Only ``__cuda_array_interface__`` (v3) over a host buffer: enough for the Python caller, never read."""
+
+    def __init__(self, a, readonly=False):
+        self.a = a
+        self.__cuda_array_interface__ = {
+            "shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, readonly),
+            "strides": a.strides, "version": 3}
+
+
+def test_device_caller_hands_the_core_one_device_frames(monkeypatch):
+    """What device.run_device passes to _core.preprocess_cuda, checked without a GPU: the
+    (N, H, W, C) layout of frames_4d in element strides, the pixel code, the output pointer."""
+    import numpy as np
+
+    import thyrofast.preprocessing.preprocessor as pre_mod
+    from thyrofast import _core
+
+    calls = []
+    monkeypatch.setattr(pre_mod, "require_cuda", lambda: None)
+    monkeypatch.setattr(_core, "preprocess_cuda", lambda frames, params, out_ptr, stream=0: calls.append(
+        (frames.ptr, frames.dtype_code, frames.shape, frames.strides, params.out_h, out_ptr, stream)))
+    frames = np.zeros((2, 10, 12, 3), np.uint16)[:, ::-1, :, :]  # a negative stride
+    out = np.zeros((2, 1, 6, 5), np.float32)
+    pre = thyrofast.Preprocessor(size=(6, 5))
+    got = pre(_FakeDeviceArray(frames), out=_FakeDeviceArray(out), stream=7)
+    assert got.a is out
+    assert calls == [(frames.ctypes.data, 1, (2, 10, 12, 3), (360, -36, 3, 1), 6, out.ctypes.data, 7)]
+    gray = np.zeros((9, 4), np.uint8)
+    pre(_FakeDeviceArray(gray), out=_FakeDeviceArray(np.zeros((1, 1, 6, 5), np.float32)))
+    assert calls[-1][1:4] == (0, (1, 9, 4, 1), (0, 4, 1, 0)) and calls[-1][-1] == 0
