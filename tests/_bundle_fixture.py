@@ -59,7 +59,7 @@ def phantom(n: int, seed: int, hw=FRAME_HW):
 def preprocess_params() -> dict:
     """The bundle's preprocessing (contracts.md keys)."""
     try:
-        from thyrofast.preprocess import PreprocessParams
+        from thyrofast.preprocessing import PreprocessParams
 
         return PreprocessParams(size=INPUT_HW, denoise="none", normalize="none", channels=1).to_dict()
     except ImportError:
@@ -74,7 +74,7 @@ def preprocess_params() -> dict:
 def reference_preprocess(frames: np.ndarray) -> np.ndarray:
     """(N,1,64,64) float32: thyrofast.preprocess when built, else resize + min-max in torch."""
     try:
-        from thyrofast.preprocess import PreprocessParams, Preprocessor
+        from thyrofast.preprocessing import PreprocessParams, Preprocessor
     except ImportError:
         pass
     else:

@@ -21,7 +21,7 @@ def _need_cuda(core: bool = False):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
     if core:
-        from thyrofast.preprocess import build_info
+        from thyrofast.preprocessing import build_info
 
         if not build_info().get("cuda"):
             pytest.skip("the preprocessing core was built without CUDA")

@@ -175,7 +175,7 @@ def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
     """NumPy frames reach the core with no Python-side view or checks (they cost
     more than the call when caches are cold); only what the core cannot read
     (big-endian uint16) or refuses takes the general path."""
-    import thyrofast.preprocessing as pp
+    import thyrofast.preprocessing.preprocessor as pp
 
     class Wrapped:  # not an ndarray: takes the general path
         def __init__(self, a):
@@ -195,7 +195,7 @@ def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
     def general_path(*_a, **_k):
         raise AssertionError("took the general path")
 
-    monkeypatch.setattr(pp, "_host_frames", general_path)
+    monkeypatch.setattr(pp, "host_frames", general_path)
     for c, w in zip(cases, want):
         np.testing.assert_array_equal(pre(c), w)
         out = np.empty_like(w)
@@ -216,10 +216,10 @@ def test_numpy_input_goes_straight_to_the_core(monkeypatch, frames):
     ((7, 9, 4), (1, 7, 9, 3)), ((2, 7, 9, 4), (2, 7, 9, 3)), ((2, 7, 4, 1), (2, 7, 4, 1)),
 ])
 def test_layout_rule(shape, shape4):
-    from thyrofast.preprocessing import _frames_4d
+    from thyrofast.preprocessing.layout import frames_4d
 
     strides = tuple(range(10, 10 + len(shape)))
-    got_shape, got_strides = _frames_4d(shape, strides)
+    got_shape, got_strides = frames_4d(shape, strides)
     assert got_shape == shape4
     # added axes have stride 0, the others keep theirs, in order
     kept = [s for s, n in zip(got_strides, got_shape) if s != 0]
@@ -232,10 +232,10 @@ def test_layout_rule(shape, shape4):
     ((3, 0), "frames are empty (shape (1, 3, 0, 1) as N, H, W, C)"),
 ])
 def test_layout_rule_refusals_name_the_shape(shape, message):
-    from thyrofast.preprocessing import _frames_4d
+    from thyrofast.preprocessing.layout import frames_4d
 
     with pytest.raises(ValueError) as e:
-        _frames_4d(shape, (1,) * len(shape))
+        frames_4d(shape, (1,) * len(shape))
     assert message in str(e.value)
 
 

@@ -98,3 +98,14 @@ def test_wheel_on_an_old_cpu_under_qemu(wheel_venv, bundle_dir, tmp_path):
     assert out["prediction"]["backend"] == "onnxruntime"
     r = _smoke(wheel_venv, tmp_path, None, prefix, variant="avx2")
     assert r.returncode != 0 and "THYROFAST_CPU_VARIANT=avx2 needs x86-64-v3" in r.stderr
+
+
+def test_wheel_ships_the_type_information(wheel_venv):
+    """py.typed and the stubs of the compiled modules (tests/test_package_data.py checks the
+    build configuration that puts them there, without building)."""
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel_venv["wheel"]).namelist())
+    for rel in ("thyrofast/py.typed", "thyrofast/_core.pyi", "thyrofast/_runtime.pyi",
+                "thyrofast/preprocessing/__init__.py", "thyrofast/preprocessing/device.py"):
+        assert rel in names, rel

@@ -14,7 +14,7 @@ from .io.schema import DEFAULT_CLASSES as CLASSES  # class order everywhere: out
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "build_info": "thyrofast.preprocessing",
-    "preprocess": None,  # callable module: thyrofast.preprocess(frames, ...)
+    "preprocess": "thyrofast.preprocessing",  # the function: thyrofast.preprocess(frames, ...)
     "Preprocessor": "thyrofast.preprocessing",
     "PreprocessParams": "thyrofast.preprocessing",
     "read": "thyrofast.io",

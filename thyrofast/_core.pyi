@@ -111,22 +111,31 @@ def frames_4d(
 ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
     """(N, H, W, C) shape and strides of an accepted input layout; ValueError for any other."""
 
-def preprocess_cuda(
-    ptr: int,
-    dtype_code: int,
-    n: int,
-    h: int,
-    w: int,
-    c: int,
-    sn: int,
-    sh: int,
-    sw: int,
-    sc: int,
-    params: Params,
-    out_ptr: int,
-    stream: int = 0,
-) -> None:
-    """Device pointers (from __cuda_array_interface__ / DLPack), element strides."""
+class DeviceFrames:
+    """A batch of frames in device memory, as ``preprocess_cuda`` takes it: the device pointer
+    (from ``__cuda_array_interface__`` / DLPack), the pixel type code (0 uint8, 1 uint16), and the
+    (N, H, W, C) shape and element strides of ``frames_4d``.  Checked by ``preprocess_cuda``."""
+
+    def __init__(
+        self,
+        ptr: int,
+        dtype_code: int,
+        shape: tuple[int, int, int, int] | list[int],
+        strides: tuple[int, int, int, int] | list[int],
+    ) -> None: ...
+    @property
+    def ptr(self) -> int: ...
+    @property
+    def dtype_code(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+    @property
+    def strides(self) -> tuple[int, int, int, int]: ...
+
+def preprocess_cuda(frames: DeviceFrames, params: Params, out_ptr: int, stream: int = 0) -> None:
+    """frames: a DeviceFrames (device pointer from __cuda_array_interface__ / DLPack, (N, H, W, C)
+    shape, element strides); out_ptr: a C-contiguous (N, C, out_h, out_w) device buffer.  Raises
+    RuntimeError in a build without CUDA."""
 
 def preprocess_cuda_host(frames: np.ndarray, params: Params, out: np.ndarray, stream: int = 0) -> None:
     """Host arrays, copied through pinned staging on `stream`; synchronizes."""

@@ -169,8 +169,7 @@ class Classifier:
         required; False: the Python engine).
         """
         from .engines import engine_class, resolve
-        from .preprocess import PreprocessParams, Preprocessor
-        from .preprocessing import check_threads
+        from .preprocessing import PreprocessParams, Preprocessor, check_threads
 
         # C ints in every runtime: checked here, with the parameter's name, not deep inside one
         threads = check_threads(threads)
@@ -346,12 +345,12 @@ class Classifier:
         return self.engine.run(buf)
 
     def _runtime_frames(self, frames) -> np.ndarray:
-        from .preprocessing import _host_frames
+        from .preprocessing.layout import host_frames
 
         if hasattr(frames, "__cuda_array_interface__") or not isinstance(frames, np.ndarray):
             frames = np.asarray(frames)
         # byte order / dtype as the core reads them (big-endian uint16 converted, others refused)
-        return self.engine.run_frames(_host_frames(frames))
+        return self.engine.run_frames(host_frames(frames))
 
     def _preprocess_into(self, frames, out, stream) -> None:
         if self.engine.device == "cuda":
@@ -383,7 +382,7 @@ class Classifier:
         for f in frame_list:
             f = np.ascontiguousarray(f)
             params = self.preprocessor.params.replace(dtype="float32")
-            from .preprocess import Preprocessor
+            from .preprocessing import Preprocessor
 
             x = Preprocessor(params, threads=self.preprocessor.threads)(f)
             cam = grad_cam(model, x, target=target, layer=layer)[0]

@@ -1,6 +1,6 @@
 // Conversions from Python-side arrays to the core's FrameBatch.  The input
-// layout rule lives here (frames_4d); the Python layer (thyrofast/
-// preprocessing.py) converts what the core cannot read (byte order, foreign
+// layout rule lives here (frames_4d); the Python layer (the package
+// thyrofast/preprocessing/) converts what the core cannot read (byte order, foreign
 // array types) and words the errors for everything else.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <stdexcept>
@@ -58,7 +59,7 @@ struct Layout4 {
 // (N, H, 3|4, 1)), as Classifier.predict and thyrofast.read read it.  RGBA
 // becomes C = 3 with the same strides: alpha is dropped without a copy (the
 // core never reads channel 3).  The one statement of the rule: the Python
-// layer's _frames_4d calls it too.
+// layer's frames_4d (thyrofast/preprocessing/layout.py) calls it too.
 inline Layout4 frames_4d(int nd, const int64_t* shape, const int64_t* strides) {
   Layout4 l{};
   auto set = [&l](std::initializer_list<int64_t> sh, std::initializer_list<int64_t> st) {
@@ -115,22 +116,31 @@ inline FrameBatch host_batch(const py::array& a) {
   return b;
 }
 
-// A device array described by __cuda_array_interface__ fields, already
-// checked and converted to element strides by the Python layer.
-inline FrameBatch device_batch(std::uintptr_t ptr, int dtype_code, int64_t n, int64_t h, int64_t w, int64_t c,
-                               int64_t sn, int64_t sh, int64_t sw, int64_t sc) {
+// A device array as the Python layer hands it over (thyrofast/preprocessing/
+// device.py, from __cuda_array_interface__ or a torch tensor's attributes):
+// the device pointer, the pixel type code (0 uint8, 1 uint16), and the
+// (N, H, W, C) shape and element strides that frames_4d gave.  Bound as
+// thyrofast._core.DeviceFrames; device_batch checks it.
+struct DeviceFrames {
+  std::uintptr_t ptr = 0;
+  int dtype_code = 0;
+  std::array<int64_t, 4> shape{};
+  std::array<int64_t, 4> strides{};
+};
+
+inline FrameBatch device_batch(const DeviceFrames& f) {
   FrameBatch b;
-  if (dtype_code != 0 && dtype_code != 1) throw std::invalid_argument("internal: bad dtype code");
-  b.type = static_cast<PixelType>(dtype_code);
-  b.data = reinterpret_cast<const void*>(ptr);
-  b.n = n;
-  b.h = h;
-  b.w = w;
-  b.c = c;
-  b.stride_n = sn;
-  b.stride_h = sh;
-  b.stride_w = sw;
-  b.stride_c = sc;
+  if (f.dtype_code != 0 && f.dtype_code != 1) throw std::invalid_argument("internal: bad dtype code");
+  b.type = static_cast<PixelType>(f.dtype_code);
+  b.data = reinterpret_cast<const void*>(f.ptr);
+  b.n = f.shape[0];
+  b.h = f.shape[1];
+  b.w = f.shape[2];
+  b.c = f.shape[3];
+  b.stride_n = f.strides[0];
+  b.stride_h = f.strides[1];
+  b.stride_w = f.strides[2];
+  b.stride_c = f.strides[3];
   return b;
 }
 

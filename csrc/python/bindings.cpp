@@ -85,18 +85,34 @@ PYBIND11_MODULE(_core, m) {
       py::arg("shape"), py::arg("strides"),
       "(N, H, W, C) shape and strides of an accepted input layout; ValueError for any other");
 
+  py::class_<python::DeviceFrames>(m, "DeviceFrames")
+      .def(py::init([](std::uintptr_t ptr, int dtype_code, const std::array<int64_t, 4>& shape,
+                       const std::array<int64_t, 4>& strides) {
+             return python::DeviceFrames{ptr, dtype_code, shape, strides};
+           }),
+           py::arg("ptr"), py::arg("dtype_code"), py::arg("shape"), py::arg("strides"))
+      .def_readonly("ptr", &python::DeviceFrames::ptr)
+      .def_readonly("dtype_code", &python::DeviceFrames::dtype_code)
+      .def_property_readonly("shape",
+                             [](const python::DeviceFrames& f) {
+                               return py::make_tuple(f.shape[0], f.shape[1], f.shape[2], f.shape[3]);
+                             })
+      .def_property_readonly("strides", [](const python::DeviceFrames& f) {
+        return py::make_tuple(f.strides[0], f.strides[1], f.strides[2], f.strides[3]);
+      });
+
   m.def(
       "preprocess_cuda",
-      [](std::uintptr_t ptr, int dtype_code, int64_t n, int64_t h, int64_t w, int64_t c, int64_t sn, int64_t sh,
-         int64_t sw, int64_t sc, const PreprocessParams& p, std::uintptr_t out_ptr, std::uintptr_t stream) {
-        const FrameBatch in = python::device_batch(ptr, dtype_code, n, h, w, c, sn, sh, sw, sc);
+      [](const python::DeviceFrames& frames, const PreprocessParams& p, std::uintptr_t out_ptr,
+         std::uintptr_t stream) {
+        const FrameBatch in = python::device_batch(frames);
         validate(in, p);
         py::gil_scoped_release release;
         preprocess_cuda(in, p, reinterpret_cast<void*>(out_ptr), reinterpret_cast<void*>(stream));
       },
-      py::arg("ptr"), py::arg("dtype_code"), py::arg("n"), py::arg("h"), py::arg("w"), py::arg("c"),
-      py::arg("sn"), py::arg("sh"), py::arg("sw"), py::arg("sc"), py::arg("params"), py::arg("out_ptr"),
-      py::arg("stream") = 0, "device pointers (from __cuda_array_interface__ / DLPack), element strides");
+      py::arg("frames"), py::arg("params"), py::arg("out_ptr"), py::arg("stream") = 0,
+      "frames: a DeviceFrames (device pointer from __cuda_array_interface__ / DLPack, (N, H, W, C) shape, "
+      "element strides); out_ptr: a C-contiguous (N, C, out_h, out_w) device buffer");
 
   m.def(
       "preprocess_cuda_host",

@@ -31,7 +31,7 @@ constexpr int kMaxCardDepth = 64;                   // card_schema.MAX_CARD_DEPT
 constexpr size_t kMaxClasses = 1000;                // card_schema.MAX_CLASSES
 constexpr int64_t kMaxSide = 4096;                  // card_schema.MAX_SIDE
 constexpr double kTemperatureLo = 0.01, kTemperatureHi = 100.0;
-constexpr int64_t kMaxRoi = (int64_t{1} << 31) - 1;  // preprocessing.MAX_ROI
+constexpr int64_t kMaxRoi = (int64_t{1} << 31) - 1;  // preprocessing/params.py MAX_ROI
 const char* const kArchs[] = {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "mobilenet_v3_large",
                               "convnext_tiny"};      // models.ARCHS
 const char* const kCrops[] = {"auto", "detect", "regions", "none"};  // io.schema.CROP_MODES
@@ -54,7 +54,7 @@ bool is_int(const json& v) { return v.is_number_integer(); }  // bools are not n
 bool is_number(const json& v) { return v.is_number(); }
 double num(const json& v) { return v.get<double>(); }
 
-// preprocessing._number: a number (not bool); with integer, an integral value (1.0 passes).
+// preprocessing/params.py _number: a number (not bool); with integer, an integral value (1.0 passes).
 double number(const std::string& name, const json& v, bool integer = false) {
   if (!is_number(v)) bad("field 'preprocess' is not valid preprocessing: " + name + " must be a number");
   const double d = num(v);
@@ -68,13 +68,13 @@ double number(const std::string& name, const json& v, bool integer = false) {
 
 [[noreturn]] void pre_bad(const std::string& m) { bad("field 'preprocess' is not valid preprocessing: " + m); }
 
-// preprocessing._pair: a list (JSON lists are what from_dict turns into tuples).
+// preprocessing/params.py _pair: a list (JSON lists are what from_dict turns into tuples).
 const json& pair(const std::string& name, const json& v) {
   if (!v.is_array()) pre_bad(name + " must be a sequence, got " + brief(v));
   return v;
 }
 
-// PreprocessParams.from_dict + __post_init__ (preprocessing.py).
+// PreprocessParams.from_dict + __post_init__ (thyrofast/preprocessing/params.py).
 PreprocessParams preprocess_from(const json& d, double* bound_out, std::string* dtype_out) {
   if (!d.is_object()) field("preprocess", "must be an object of preprocessing parameters, got " + brief(d));
   static const std::set<std::string> names = {"roi", "channel_order", "max_value", "size", "denoise",
@@ -173,7 +173,7 @@ PreprocessParams preprocess_from(const json& d, double* bound_out, std::string* 
     p.channels = int(c);
   }
   const std::string dtype = choice("dtype", {"float32", "float16"}, "float32");
-  // preprocessing._output_bound
+  // preprocessing/params.py _output_bound
   double z;
   if (p.normalize == Normalize::percentile || p.normalize == Normalize::minmax) {
     z = 1.0;

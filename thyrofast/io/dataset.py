@@ -54,7 +54,7 @@ class FrameDataset:
 
     def __init__(self, source: Any, params: Any = None, *, split: str | None = None, cache: Any = None,
                  read_options: dict | None = None, on_error: str = "raise", threads: int | None = None):
-        from ..preprocess import Preprocessor, PreprocessParams
+        from ..preprocessing import Preprocessor, PreprocessParams
 
         if params is None:
             params = PreprocessParams()

@@ -1,35 +1,30 @@
-"""Preprocessing: raw ultrasound frames -> network input (spec v1).
+"""Spec v1's parameters: :class:`PreprocessParams` (validated once, serializable) and
+the limits and checks they share with the rest of thyrofast (``check_threads``).
 
-The work is done by the C++ core (``thyrofast._core``; CUDA kernel with
-``device="cuda"``).  Parameters are validated once, when a Preprocessor is
-made.  NumPy frames go to the core as they are: it reads every accepted
-layout (strides of any sign, no copy) and checks the frames and ``out``
-before any work starts.  What it refuses comes back through the general path
-here, which converts what can be converted (byte order, CPU tensors, CUDA
-arrays) and words the errors.  See ``csrc/include/thyrofast/preprocess.h``
-for the spec.
+Each value is checked here, in Python, with an error that names it; the core
+checks the frames against them again (``csrc/include/thyrofast/preprocess.h``).
+``csrc/runtime/card.cpp`` repeats these checks for a bundle card: keep the two in step.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Mapping
 
 import numpy as np
 
-from . import _core
-from ._version import __version__
+from .. import _core
 
-__all__ = ["PreprocessParams", "Preprocessor", "preprocess", "build_info", "check_threads"]
+__all__ = ["PreprocessParams", "check_threads", "MAX_ROI", "MAX_THREADS", "OUTPUT_DTYPES"]
 
 _DENOISE = {"none": _core.Denoise.none, "median3": _core.Denoise.median3,
             "median5": _core.Denoise.median5, "srad": _core.Denoise.srad}
 _NORMALIZE = {"percentile": _core.Normalize.percentile, "minmax": _core.Normalize.minmax,
               "zscore": _core.Normalize.zscore, "none": _core.Normalize.none}
 _ORDER = {"rgb": _core.ChannelOrder.rgb, "bgr": _core.ChannelOrder.bgr}
-_OUT = {"float32": (_core.OutputType.float32, np.float32), "float16": (_core.OutputType.float16, np.float16)}
-_ACCEPTED = "uint8 or uint16"
+_OUT = {"float32": _core.OutputType.float32, "float16": _core.OutputType.float16}
+#: The NumPy dtype of each output dtype name.
+OUTPUT_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def _choice(name: str, value: Any, options: Mapping[str, Any]) -> str:
@@ -234,174 +229,5 @@ class PreprocessParams:
         p.mean = self.mean
         p.std = self.std
         p.channels = self.channels
-        p.out_type = _OUT[self.dtype][0]
+        p.out_type = _OUT[self.dtype]
         return p
-
-
-# ------------------------------------------------------------------ layout --
-def _frames_4d(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(N, H, W, C) shape and strides for an accepted input shape; ValueError otherwise.
-
-    (H, W) gray; (H, W, 3) colour; (H, W, 4) RGBA; (N, H, W) gray batch;
-    (N, H, W, 1|3|4).  RGBA's alpha is dropped (C = 3, same strides, no copy),
-    as ``Classifier.predict`` and ``thyrofast.read`` drop it.  A 3-D array
-    whose last axis is 3 or 4 is read as one colour frame: pass a gray batch
-    of 3- or 4-pixel-wide frames as (N, H, 3|4, 1).  Empty frames are refused.
-    The rule itself lives in the core (``_core.frames_4d``), which NumPy
-    input reaches directly.
-    """
-    return _core.frames_4d(tuple(shape), tuple(strides))
-
-
-def _host_frames(frames: np.ndarray, core_params: Any = None) -> np.ndarray:
-    """The frames as the core reads them: uint8/uint16 in native byte order.
-
-    With ``core_params``, frames that need a byte-order copy are validated
-    first (shape, roi, size limits: what the core checks), so a frame the
-    core refuses is never copied (a stride-0 view can stand for terabytes).
-    """
-    dt = frames.dtype
-    if dt.kind != "u" or dt.itemsize not in (1, 2):
-        raise TypeError(f"frames must be {_ACCEPTED}, got {dt}; convert explicitly (no silent casts)")
-    if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
-        native = dt.newbyteorder("=")
-        if core_params is not None:
-            _core.validate(frames.view(native), core_params)  # same bytes reinterpreted: no copy
-        # value-preserving: same numbers in native byte order (common in DICOM)
-        frames = frames.astype(native)
-    return frames
-
-
-_CUDA_CHECKED: list[bool] = []
-
-
-def _require_cuda() -> None:
-    if _CUDA_CHECKED:  # once found, a build with CUDA and a device stay so (this runs on every batch-1 call)
-        return
-    if not _core.build_info()["cuda"]:
-        raise RuntimeError("thyrofast was built without CUDA (THYROFAST_CUDA=OFF or no nvcc at build time)")
-    if _core.cuda_device_count() == 0:
-        raise RuntimeError("no CUDA device is available (no GPU, or no NVIDIA driver)")
-    _CUDA_CHECKED.append(True)
-
-
-def _is_cuda_array(x: Any) -> bool:
-    if type(x).__module__ == "torch":  # a torch tensor builds its interface dict on every access: skip that
-        return bool(x.is_cuda)
-    return hasattr(x, "__cuda_array_interface__")
-
-
-def _torch_cpu_tensor(x: Any) -> bool:
-    mod = type(x).__module__
-    return mod.startswith("torch") and hasattr(x, "numpy") and getattr(getattr(x, "device", None), "type", "") == "cpu"
-
-
-class Preprocessor:
-    """Reusable preprocessing with validated parameters.
-
-    >>> pre = Preprocessor(size=(224, 224), denoise="srad")
-    >>> x = pre(frames)               # (N, 1, 224, 224) float32
-    """
-
-    def __init__(self, params: PreprocessParams | None = None, *, threads: int | None = None,
-                 device: str | None = None, **kwargs: Any) -> None:
-        if params is not None and kwargs:
-            raise TypeError("pass either a PreprocessParams or keyword parameters, not both")
-        if params is None:
-            params = PreprocessParams(**kwargs)
-        elif not isinstance(params, PreprocessParams):
-            raise TypeError(f"params must be a PreprocessParams, got {type(params).__name__}")
-        self.params = params
-        self._core_params = params.core_params()
-        threads = check_threads(threads)
-        self.threads = threads or min(os.cpu_count() or 1, MAX_THREADS)
-        if device not in (None, "cpu", "cuda") and not (isinstance(device, str) and device.startswith("cuda:")):
-            raise ValueError(f"device must be 'cpu', 'cuda' or None (follow the input), got {device!r}")
-        self.device = device
-        self._out_dtype = _OUT[params.dtype][1]
-
-    def output_shape(self, n: int) -> tuple[int, int, int, int]:
-        return (n, self.params.channels, *self.params.size)
-
-    def __call__(self, frames: Any, out: Any = None, *, stream: Any = None) -> Any:
-        if type(frames) is np.ndarray and (out is None or type(out) is np.ndarray) and self.device in (None, "cpu"):
-            # The hot path of a video loop: straight to the core, which reads
-            # any accepted layout.  Python-side checks cost more than the call
-            # when the interpreter's caches are cold (a frame every 33 ms), so
-            # anything the core refuses (or cannot read: big-endian uint16)
-            # goes the general way below, which converts it or names the problem.
-            try:
-                return _core.preprocess_cpu(frames, self._core_params, out, self.threads)
-            except (TypeError, ValueError):
-                pass
-        if _is_cuda_array(frames):
-            if self.device == "cpu":
-                raise ValueError("frames live on a CUDA device but device='cpu' was requested")
-            from . import _cuda_arrays
-
-            _require_cuda()
-            return _cuda_arrays.run_device(self, frames, out, stream)
-        as_torch = _torch_cpu_tensor(frames)
-        if as_torch:
-            frames = frames.numpy()
-        elif not isinstance(frames, np.ndarray):
-            if hasattr(frames, "__array__") or hasattr(frames, "__array_interface__"):
-                frames = np.asarray(frames)
-            else:
-                raise TypeError(f"frames must be a NumPy/CuPy/PyTorch array of {_ACCEPTED}, got {type(frames).__name__}")
-        frames = _host_frames(frames, self._core_params)
-        shape4, _ = _frames_4d(frames.shape, frames.strides)
-        out_arr = self._host_out(out, self.output_shape(shape4[0]), as_torch)
-        if self.device is not None and self.device.startswith("cuda"):
-            from . import _cuda_arrays
-
-            _require_cuda()
-            _core.preprocess_cuda_host(frames, self._core_params, out_arr, _cuda_arrays.stream_handle(stream))
-        else:
-            _core.preprocess_cpu(frames, self._core_params, out_arr, self.threads)
-        if out is not None:
-            return out
-        if as_torch:
-            import torch
-
-            return torch.from_numpy(out_arr)
-        return out_arr
-
-    def _host_out(self, out: Any, shape: tuple[int, ...], as_torch: bool) -> np.ndarray:
-        if out is None:
-            return np.empty(shape, dtype=self._out_dtype)
-        if _torch_cpu_tensor(out):
-            out = out.numpy()
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a NumPy array (or CPU tensor), got {type(out).__name__}")
-        if out.dtype != self._out_dtype:
-            raise TypeError(f"out must have dtype {np.dtype(self._out_dtype)}, got {out.dtype}")
-        if tuple(out.shape) != shape:
-            raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        if not out.flags.writeable:
-            raise ValueError("out is read-only")
-        return out
-
-    def __repr__(self) -> str:
-        return f"Preprocessor({self.params!r}, threads={self.threads})"
-
-
-def preprocess(frames: Any, *, out: Any = None, threads: int | None = None, device: str | None = None,
-               stream: Any = None, **params: Any) -> Any:
-    """Preprocess frames with spec v1; see :class:`PreprocessParams` for ``params``."""
-    return Preprocessor(threads=threads, device=device, **params)(frames, out=out, stream=stream)
-
-
-def build_info() -> dict[str, Any]:
-    """What this build of thyrofast contains."""
-    info = dict(_core.build_info())
-    info["package_version"] = __version__
-    info["cuda_devices"] = _core.cuda_device_count() if info["cuda"] else 0
-    # "cluster:S" (sm_90+, S CTAs per frame) or "block" once a CUDA call ran in this process, else ""
-    info["cuda_last_kernel"] = _core.cuda_last_kernel() if info["cuda"] else ""
-    from .runtime import status  # the C++ runtime (thyrofast._runtime): built and loadable, or why not
-
-    info.update(status())
-    return info
