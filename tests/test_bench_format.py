@@ -1,7 +1,7 @@
 """`thyrofast bench` tables: the absolute target beside a ratio is printed and counted (no timing here)."""
 import argparse
 
-from thyrofast.bench import cli as bench_cli
+from thyrofast.cli import bench as bench_cli
 from thyrofast.bench.preprocess_bench import format_rows
 
 

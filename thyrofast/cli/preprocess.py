@@ -48,14 +48,14 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from . import InputError, PreprocessParams, Preprocessor, read
+    from thyrofast import InputError, PreprocessParams, Preprocessor, read
 
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None}
     if "size" in given:
         given["size"] = tuple(given["size"])
     base, crop = PreprocessParams(**_DEFAULTS), args.crop or "auto"
     if args.bundle is not None:
-        from .bundle import Bundle
+        from thyrofast.bundle import Bundle
 
         try:
             bundle = Bundle.load(args.bundle, verify=False)  # only its manifest is used

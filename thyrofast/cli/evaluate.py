@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from thyrofast.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
+    from thyrofast.evaluate import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
 
     opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level, endpoints=args.endpoint)
     split = None if args.split == "all" else args.split

@@ -10,23 +10,23 @@ import argparse
 import importlib
 import sys
 
-from . import _extras
+from thyrofast import _extras
 
 # name -> (module, one-line help).  Keep in the order a newcomer meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("thyrofast.demo.cli", "reproduce the paper's study end to end on the phantom cohort"),
-    "study": ("thyrofast.study.cli", "run a pre-specified study protocol (replicates x information ladder), resumably"),
-    "synth": ("thyrofast.synth.cli", "generate a synthetic thyroid ultrasound cohort"),
-    "pretrain": ("thyrofast.train.pretrain_cli", "pretrain the CNN on many distinct phantom lesions (findings, diagnoses)"),
-    "check": ("thyrofast.check_cli", "check a data set: duplicates across patients, manifest problems, class balance"),
-    "cv": ("thyrofast.train.cv_cli", "patient-level k-fold cross-validation with repeats (mean ± SD, out-of-fold predictions)"),
-    "train": ("thyrofast.train.cli", "train a CNN and write a model bundle"),
-    "export": ("thyrofast.export_cli", "(re)build a bundle's ONNX artifacts (FP32, FP16, INT8)"),
-    "predict": ("thyrofast.predict_cli", "classify images/DICOM files with a bundle"),
-    "evaluate": ("thyrofast.evaluate.cli", "metrics, reader comparison, report and figures"),
-    "bench": ("thyrofast.bench.cli", "benchmark preprocessing / inference against peers"),
-    "preprocess": ("thyrofast.preprocess_cli", "run the preprocessing core on image files"),
-    "info": ("thyrofast.info_cli", "show the build and the available backends"),
+    "demo": ("thyrofast.cli.demo", "reproduce the paper's study end to end on the phantom cohort"),
+    "study": ("thyrofast.cli.study", "run a pre-specified study protocol (replicates x information ladder), resumably"),
+    "synth": ("thyrofast.cli.synth", "generate a synthetic thyroid ultrasound cohort"),
+    "pretrain": ("thyrofast.cli.pretrain", "pretrain the CNN on many distinct phantom lesions (findings, diagnoses)"),
+    "check": ("thyrofast.cli.check", "check a data set: duplicates across patients, manifest problems, class balance"),
+    "cv": ("thyrofast.cli.cv", "patient-level k-fold cross-validation with repeats (mean ± SD, out-of-fold predictions)"),
+    "train": ("thyrofast.cli.train", "train a CNN and write a model bundle"),
+    "export": ("thyrofast.cli.export", "(re)build a bundle's ONNX artifacts (FP32, FP16, INT8)"),
+    "predict": ("thyrofast.cli.predict", "classify images/DICOM files with a bundle"),
+    "evaluate": ("thyrofast.cli.evaluate", "metrics, reader comparison, report and figures"),
+    "bench": ("thyrofast.cli.bench", "benchmark preprocessing / inference against peers"),
+    "preprocess": ("thyrofast.cli.preprocess", "run the preprocessing core on image files"),
+    "info": ("thyrofast.cli.info", "show the build and the available backends"),
 }
 
 
@@ -96,6 +96,3 @@ def _missing(command: str, exc: ModuleNotFoundError) -> int:
     print(f"thyrofast {command}: {message}", file=sys.stderr)
     return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

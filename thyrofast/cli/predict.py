@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ._extras import require
-    from .classifier import Classifier
-    from .errors import InputError
-    from .predict import OutputError, predict_files
+    from thyrofast._extras import require
+    from thyrofast.classifier import Classifier
+    from thyrofast.errors import InputError
+    from thyrofast.predict import OutputError, predict_files
 
     for name in ("threads", "batch"):
         value = getattr(args, name)
@@ -93,9 +93,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _write_sr(clf, results: str, directory: str) -> int | None:
     """One SR per study from the records in ``results`` (this run's and earlier ones'); None on a write error."""
-    from .classifier import bundle_aggregation, bundle_operating_point
-    from .predict import RecordWriter
-    from .sr import write_study_reports
+    from thyrofast.classifier import bundle_aggregation, bundle_operating_point
+    from thyrofast.predict import RecordWriter
+    from thyrofast.sr import write_study_reports
 
     with RecordWriter(results, None, clf.classes) as w:
         records = list(w.records)

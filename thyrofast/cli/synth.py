@@ -7,7 +7,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cohort import PRESETS
+    from thyrofast.synth.cohort import PRESETS
 
     parser.add_argument("out", help="output folder (created; an interrupted run resumes from OUT.partial)")
     parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cohort import generate_cohort
+    from thyrofast.synth.cohort import generate_cohort
 
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     try:

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .check import NEAR_DUPLICATE_DISTANCE, check_dataset
-    from .errors import InputError
+    from thyrofast.check import NEAR_DUPLICATE_DISTANCE, check_dataset
+    from thyrofast.errors import InputError
 
     near = NEAR_DUPLICATE_DISTANCE if args.near_distance is None else args.near_distance
     if not 0 <= near <= 64:

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from . import DemoConfig, run_demo
+    from thyrofast.demo import DemoConfig, run_demo
 
     # pretraining and training need PyTorch: say so before the cohort is rendered
     require("torch", "torchvision", needed_for="pretraining and training")

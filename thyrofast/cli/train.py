@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from thyrofast.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import ARCHS
-    from .loop import DEFAULTS
+    from thyrofast.models import ARCHS
+    from thyrofast.train.loop import DEFAULTS
 
     p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of class "
                                 "folders (benign/ malignant/, BTN/ NMTN/ MMTN/, ...) with one sub-folder per "
@@ -88,7 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from .loop import train
+    from thyrofast.train.loop import train
 
     require("torch", "torchvision", needed_for="training")
     preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}

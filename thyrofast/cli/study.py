@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
     require("torch", "torchvision", needed_for="pretraining and training")
-    from . import run_study
+    from thyrofast.study import run_study
 
     try:
         rep = run_study(args.protocol, args.out, quick=args.quick, rungs=args.rung, replicates=args.replicate,

@@ -34,8 +34,8 @@ def _commit() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .._extras import require
-    from . import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
+    from thyrofast._extras import require
+    from thyrofast.bench import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
 
     if args.rounds < MIN_ROUNDS:
         return _usage_error(f"--rounds must be >= {MIN_ROUNDS}, got {args.rounds}")
@@ -53,13 +53,13 @@ def main(args: argparse.Namespace) -> int:
                    else bench_preprocess_cpu(args.rounds))
             results.append(("preprocess", res))
         if args.what in ("infer", "e2e", "all"):
-            from . import inference_bench
+            from thyrofast.bench import inference_bench
 
             res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
                                       threads=args.threads)
             results.extend(res)
         if args.what == "stream":  # live cine through the C++ runtime (not part of "all": it takes 20 s)
-            from . import stream_bench
+            from thyrofast.bench import stream_bench
 
             import tempfile
 
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     for name, res in results:
         print(f"== {name} ==")
         if name == "stream":
-            from .stream_bench import format_stream
+            from thyrofast.bench.stream_bench import format_stream
 
             print(format_stream(res))
         else:
@@ -91,7 +91,7 @@ def _stream_bundle(args: argparse.Namespace, tmp: str):
         return args.bundle
     from pathlib import Path
 
-    from .inference_bench import timing_bundle
+    from thyrofast.bench.inference_bench import timing_bundle
 
     return timing_bundle(Path(tmp))
 

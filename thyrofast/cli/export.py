@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import InputError
+from thyrofast.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ._extras import require
-    from .export import export_bundle, export_from_data
+    from thyrofast._extras import require
+    from thyrofast.export import export_bundle, export_from_data
 
     require("torch", "torchvision", needed_for="exporting ONNX from the bundle's weights")
     if args.int8 and not args.calib:

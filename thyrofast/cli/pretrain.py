@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from thyrofast.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import ARCHS
-    from .loop import DEFAULTS
-    from .pretrain import BACKBONE_FILE, DIAGNOSIS_TARGETS, PretrainConfig
+    from thyrofast.models import ARCHS
+    from thyrofast.train.loop import DEFAULTS
+    from thyrofast.train.pretrain import BACKBONE_FILE, DIAGNOSIS_TARGETS, PretrainConfig
 
     p.description = ("Render distinct phantom lesions, one per patient, annotated with their findings (TI-RADS "
                      "lexicon, lymph-node features) and the patient's class, and pretrain the CNN on them; writes "
@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from .pretrain import BACKBONE_FILE, pretrain
+    from thyrofast.train.pretrain import BACKBONE_FILE, pretrain
 
     require("torch", "torchvision", needed_for="pretraining")
 

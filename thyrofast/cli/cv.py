@@ -5,7 +5,7 @@ import argparse
 import math
 import sys
 
-from ..errors import InputError
+from thyrofast.errors import InputError
 
 # training options passed through to every fold (name on the command line -> train() keyword)
 _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "patience", "aggregation", "crop",
@@ -13,8 +13,8 @@ _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "pat
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import ARCHS
-    from .loop import DEFAULTS
+    from thyrofast.models import ARCHS
+    from thyrofast.train.loop import DEFAULTS
 
     p.add_argument("data", help="data set as thyrofast train takes it (manifest CSV, folder with manifest.csv, or "
                                 "class folders); every patient is used, the manifest's split column is not")
@@ -92,7 +92,7 @@ def summary_lines(summary: dict) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from .cv import cross_validate
+    from thyrofast.train.cv import cross_validate
 
     require("torch", "torchvision", needed_for="cross-validation")
     kw = {k: getattr(args, k) for k in _TRAIN_OPTS}
