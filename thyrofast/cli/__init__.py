@@ -1,8 +1,12 @@
 """``thyrofast`` command line: a thin dispatcher over the Python API.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``main(args) -> int``; the module is imported only when its command runs, so
-``thyrofast info`` never pays for importing torch.
+Each subcommand lives in its own module of this package exposing
+``add_arguments(parser)`` and ``main(args) -> int``; the module is imported only
+when its command runs, so ``thyrofast info`` never pays for importing torch.
+Options several commands share are defined once in :mod:`thyrofast.cli._options`;
+a command that fails raises :class:`thyrofast.cli._errors.CommandError`, which
+:func:`main` alone turns into ``thyrofast <command>: <message>`` and an exit status.
+The library never imports this package (tests/test_layering.py).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import importlib
 import sys
 
 from thyrofast import _extras
+from thyrofast.cli._errors import CommandError, report
 
 # name -> (module, one-line help).  Keep in the order a newcomer meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,14 +60,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     name, rest = argv[0], argv[1:]
+    try:
+        return _run(name, rest)
+    except CommandError as exc:  # every command's failure reads "thyrofast <command>: <message>"
+        return report(name, exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(name: str, rest: list[str]) -> int:
+    """Import command ``name``, parse ``rest`` and run it; what keeps it from running is a CommandError."""
     module_name, help_ = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
-            print(f"thyrofast {name}: this command is not available in this build", file=sys.stderr)
-            return 2
-        return _missing(name, exc)
+            raise CommandError("this command is not available in this build") from exc
+        raise CommandError(_missing(exc)) from exc
     parser = argparse.ArgumentParser(prog=f"thyrofast {name}", description=help_)
     try:
         module.add_arguments(parser)
@@ -74,25 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, _extras.MissingExtra) and (
                 not _extras.is_optional(exc.name) or _extras.importable(exc.name.partition(".")[0])):
             raise
-        return _missing(name, exc)
+        raise CommandError(_missing(exc)) from exc
     except RuntimeError as exc:
         if "THYROFAST_CPU_VARIANT" not in str(exc):
             raise
-        print(f"thyrofast {name}: {exc}", file=sys.stderr)  # a forced CPU variant this machine cannot run
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        raise CommandError(str(exc)) from exc  # a forced CPU variant this machine cannot run
 
 
-def _missing(command: str, exc: ModuleNotFoundError) -> int:
-    """Exit 2 with one line that names the missing package and the extra that brings it."""
+def _missing(exc: ModuleNotFoundError) -> str:
+    """One line that names the missing package and the extra that brings it."""
     if isinstance(exc, _extras.MissingExtra):
-        message = str(exc)
-    elif _extras.is_optional(exc.name):
-        message = _extras.missing_message(exc.name)
-    else:
-        message = f"missing dependency {exc.name!r}; install it (e.g. pip install \"thyrofast[all]\")"
-    print(f"thyrofast {command}: {message}", file=sys.stderr)
-    return 2
-
+        return str(exc)
+    if _extras.is_optional(exc.name):
+        return _extras.missing_message(exc.name)
+    return f"missing dependency {exc.name!r}; install it (e.g. pip install \"thyrofast[all]\")"
