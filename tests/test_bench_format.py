@@ -1,7 +1,11 @@
 """`thyrofast bench` tables: the absolute target beside a ratio is printed and counted (no timing here)."""
 import argparse
 
-from thyrofast.bench import cli as bench_cli
+import pytest
+
+from thyrofast import cli
+from thyrofast.cli import bench as bench_cli
+from thyrofast.cli._errors import CommandError
 from thyrofast.bench.preprocess_bench import format_rows
 
 
@@ -44,5 +48,11 @@ def test_bad_bench_arguments_are_one_line_errors(monkeypatch, capsys):
     base = dict(what="preprocess", device="cpu", rounds=5, bundle=None, threads=1, json=None, check=False)
     for change, msg in (({"rounds": 0}, "--rounds must be >= 5"), ({"threads": 0}, "--threads must be >= 1"),
                         ({"device": "cuda"}, "no CUDA device")):
-        assert bench_cli.main(argparse.Namespace(**{**base, **change})) == 2
+        # a failing command raises CommandError; thyrofast.cli.main prints it and exits with its code
+        with pytest.raises(CommandError) as e:
+            bench_cli.main(argparse.Namespace(**{**base, **change}))
+        assert e.value.code == 2 and e.value.message.startswith(f"error: {msg}")
+        argv = ["bench", "preprocess", "--rounds", str(change.get("rounds", 5)), "--threads",
+                str(change.get("threads", 1)), "--device", change.get("device", "cpu")]
+        assert cli.main(argv) == 2
         assert f"thyrofast bench: error: {msg}" in capsys.readouterr().err

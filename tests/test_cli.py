@@ -88,3 +88,55 @@ def test_preprocess_command_keeps_same_named_inputs_apart_and_refuses_bad_option
         assert err.startswith("thyrofast preprocess: error:") and msg in err and "Traceback" not in err
     assert cli.main(["preprocess", img, "--out", img]) == 2  # an existing file, not a folder
     assert "cannot make the output folder" in capsys.readouterr().err
+
+
+def test_shared_options_offer_what_the_library_accepts():
+    import argparse
+
+    from thyrofast import PreprocessParams, Preprocessor
+    from thyrofast.cli import _options
+    from thyrofast.engines.base import BACKENDS, PRECISIONS
+    from thyrofast.engines.select import DEVICES
+    from thyrofast.io.schema import CROP_MODES
+
+    for denoise in _options.denoise_choices():
+        Preprocessor(PreprocessParams(denoise=denoise))
+    for normalize in _options.normalize_choices():
+        Preprocessor(PreprocessParams(normalize=normalize))
+    p = argparse.ArgumentParser()
+    for add in (_options.add_crop, _options.add_device, _options.add_backend, _options.add_precision):
+        add(p)
+    choices = {a.dest: tuple(a.choices) for a in p._actions if a.choices}
+    assert choices["crop"] == CROP_MODES
+    assert set(choices["device"]) == {*DEVICES, "auto"} and choices["device"][0] == "auto"
+    assert choices["backend"] == ("auto", *BACKENDS) and choices["precision"] == ("auto", *PRECISIONS)
+    q = argparse.ArgumentParser()
+    _options.add_device(q, default="cpu", auto=False)
+    assert q.parse_args([]).device == "cpu" and tuple(q._actions[-1].choices) == DEVICES
+
+
+def test_a_failing_command_is_one_line_and_its_exit_code(monkeypatch, capsys):
+    import sys
+    import types
+
+    from thyrofast.cli._errors import CommandError, reported
+
+    def run(args):
+        if args.how == "oserror":
+            with reported(OSError, prefix="cannot write x: ", code=3, strerror=True):
+                raise PermissionError(13, "Permission denied", "x")
+        with reported(ValueError):
+            raise ValueError("bad value")
+
+    module = types.ModuleType("fake_command")
+    module.add_arguments = lambda p: p.add_argument("how")
+    module.main = run
+    monkeypatch.setitem(sys.modules, "fake_command", module)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("fake_command", "a command that fails"))
+    assert cli.main(["fake", "oserror"]) == 3
+    assert capsys.readouterr().err == "thyrofast fake: cannot write x: Permission denied\n"
+    assert cli.main(["fake", "value"]) == 2
+    assert capsys.readouterr().err == "thyrofast fake: error: bad value\n"
+    with pytest.raises(CommandError) as e:  # called directly, the command raises; only main prints
+        run(types.SimpleNamespace(how="value"))
+    assert (e.value.message, e.value.code) == ("error: bad value", 2)

@@ -1,8 +1,9 @@
 """Layering of the package: the library never imports the command line.
 
-CLI modules (``thyrofast/cli.py``, ``*_cli.py``, ``<package>/cli.py``) may
-import the library; nothing else may import a CLI module, so the library can be
-used (and tested) without argparse front ends, and the CLI stays a thin layer.
+The CLI is one package, ``thyrofast/cli/`` (the dispatcher and one module per
+command); it may import the library; nothing outside it may import it, so the
+library can be used (and tested) without argparse front ends, and the CLI stays
+a thin layer.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import thyrofast
 PKG = Path(thyrofast.__file__).resolve().parent
 
 
+CLI = "thyrofast.cli"
+
+
 def _is_cli(name: str) -> bool:
-    last = name.rsplit(".", 1)[-1]
-    return last == "cli" or last.endswith("_cli")
+    return name == CLI or name.startswith(CLI + ".")
 
 
 def _module_name(path: Path) -> str:
@@ -51,25 +54,37 @@ def test_library_never_imports_the_cli():
     bad = []
     files = sorted(PKG.rglob("*.py"))
     assert len(files) > 20
+    assert any(_is_cli(_module_name(p)) for p in files)
     for path in files:
         module = _module_name(path)
         if _is_cli(module):
             continue
         for line, imported in _imports(path, module):
-            if imported.startswith("thyrofast") and any(_is_cli(p) for p in imported.split(".")[1:]):
+            if _is_cli(imported):
                 bad.append(f"{path.relative_to(PKG.parent)}:{line} imports {imported}")
-    assert not bad, "library modules import the CLI:\n" + "\n".join(bad)
+    assert not bad, "modules outside thyrofast/cli import the CLI:\n" + "\n".join(bad)
+
+
+def test_every_command_module_lives_in_the_cli_package():
+    # no command front end elsewhere (the old thyrofast/*_cli.py, <package>/cli.py layout)
+    from thyrofast import cli
+
+    stray = [str(p.relative_to(PKG.parent)) for p in sorted(PKG.rglob("*.py"))
+             if not _is_cli(_module_name(p)) and (p.stem == "cli" or p.stem.endswith("_cli"))]
+    assert not stray, "command modules outside thyrofast/cli: " + ", ".join(stray)
+    assert all(_is_cli(module) for module, _ in cli.COMMANDS.values())
 
 
 def test_the_scan_resolves_relative_imports(tmp_path):
     # the checker itself: relative imports of CLI modules, inside functions too, are caught
     src = tmp_path / "x.py"
-    src.write_text("def f():\n    from ..export_cli import main\n\nfrom . import cli\n")
+    src.write_text("def f():\n    from ..cli.export import main\n\nfrom .. import cli\n")
     got = {m for _, m in _imports(src, "thyrofast.demo.x")}
-    assert {"thyrofast.export_cli", "thyrofast.demo.cli"} <= got
+    assert {"thyrofast.cli.export", "thyrofast.cli"} <= got and all(map(_is_cli, got - {"thyrofast"}))
     init = tmp_path / "__init__.py"
-    init.write_text("from .cli import main\n")
-    assert "thyrofast.demo.cli" in {m for _, m in _imports(init, "thyrofast.demo")}
+    init.write_text("from ..cli import main\n")
+    assert "thyrofast.cli" in {m for _, m in _imports(init, "thyrofast.demo")}
+    assert not _is_cli("thyrofast.client") and not _is_cli("thyrofast.demo.cli_notes")
 
 
 def _graph(package: str) -> dict[str, set[str]]:

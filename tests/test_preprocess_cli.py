@@ -78,8 +78,8 @@ def test_crop_without_a_bundle(crop, framed_png, tmp_path):
 
 
 def test_crop_choices_are_train_ones():
-    from thyrofast import preprocess_cli
-    from thyrofast.train import cli as train_cli
+    from thyrofast.cli import preprocess as preprocess_cli
+    from thyrofast.cli import train as train_cli
 
     def choices(mod, flag):
         p = argparse.ArgumentParser()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import reported
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,23 +16,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the tiny CI protocol (a few minutes; numbers mean nothing)")
     p.add_argument("--rung", action="append", help="run only this rung now (repeatable); the report covers all done")
     p.add_argument("--replicate", action="append", help="run only this replicate now (repeatable)")
-    p.add_argument("--workers", type=int, default=2, help="rendering processes")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_workers(p, help="rendering processes")
+    opt.add_device(p)
+    opt.add_no_progress(p, help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
     require("torch", "torchvision", needed_for="pretraining and training")
-    from . import run_study
+    from thyrofast.study import run_study
 
-    try:
+    with reported(ValueError, FileExistsError):
         rep = run_study(args.protocol, args.out, quick=args.quick, rungs=args.rung, replicates=args.replicate,
                         workers=args.workers, device=args.device, progress=not args.no_progress)
-    except (ValueError, FileExistsError) as exc:
-        print(f"thyrofast study: error: {exc}", file=sys.stderr)
-        return 2
     print(f"study report: {Path(args.out) / 'report.md'} ({len(rep['units_done'])} units done, "
           f"{len(rep['units_missing'])} missing)")
     return 0

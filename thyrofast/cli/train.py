@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..errors import InputError
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import reported
+from thyrofast.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import ARCHS
-    from .loop import DEFAULTS
+    from thyrofast.train.loop import DEFAULTS
 
     p.add_argument("data", help="cohort manifest CSV, a folder holding manifest.csv, or a folder of class "
                                 "folders (benign/ malignant/, BTN/ NMTN/ MMTN/, ...) with one sub-folder per "
                                 "patient; the classes (2 or more) are the data's label / folder names, sorted "
                                 "(the BTN/NMTN/MMTN preset keeps its order)")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
+    opt.add_arch(p)
     p.add_argument("--width", type=float, default=None,
                    help=f"ResNet width multiplier (default {DEFAULTS.width} for resnets; 1.0 = torchvision's)")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
@@ -29,11 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak AdamW learning rate (default: %(default)s)")
     p.add_argument("--patience", type=int, default=DEFAULTS.patience,
                    help="early stopping: epochs without a better validation AUC (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--denoise", default=None, choices=("srad", "median3", "median5", "none"),
-                   help="preprocessing noise reduction (default: srad, as the paper)")
-    p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
-                   help="preprocessing gray-level normalization (default: percentile)")
+    opt.add_seed(p, default=DEFAULTS.seed)
+    opt.add_denoise(p, help="preprocessing noise reduction (default: srad, as the paper)")
+    opt.add_normalize(p)
     p.add_argument("--channels", type=int, default=1, choices=(1, 3),
                    help="network input channels (3 = gray replicated; default 1)")
     p.add_argument("--pretrained", default=None, help="local .safetensors checkpoint to start from")
@@ -49,12 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight,
                    help="weight of the auxiliary finding heads, used when the manifest annotates findings "
                         "(view, TI-RADS lexicon, lymph nodes); 0: class labels only (default: %(default)s)")
-    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"),
-                   help="how files are cropped before preprocessing (stored in the bundle; default: "
-                        "%(default)s = DICOM tissue region, else the detected ultrasound field)")
-    p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"),
-                   help="image -> patient rule stored in the bundle (default: %(default)s, fitted on the "
-                        "training patients)")
+    opt.add_crop(p, default=DEFAULTS.crop,
+                 help="how files are cropped before preprocessing (stored in the bundle; default: "
+                      "%(default)s = DICOM tissue region, else the detected ultrasound field)")
+    opt.add_aggregation(p, help="image -> patient rule stored in the bundle (default: %(default)s, fitted on the "
+                                "training patients)")
     p.add_argument("--positive", default=None, metavar="CLASS",
                    help="the class whose probability gets a decision threshold (operating point) chosen on the "
                         "validation patients and stored in the bundle; predict reports the decision at it "
@@ -68,31 +65,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(refused by default: a split would put one image in training and validation)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the data check (thyrofast check: duplicates across patients) before training")
-    p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
-                   help="declare a named binary endpoint in the bundle, e.g. malignant=NMTN+MMTN; evaluate reports "
-                        "its AUC and sensitivity / specificity; repeatable")
+    opt.add_endpoint(p, help="declare a named binary endpoint in the bundle, e.g. malignant=NMTN+MMTN; evaluate "
+                             "reports its AUC and sensitivity / specificity; repeatable")
     p.add_argument("--conformal-alpha", type=float, default=0.1, metavar="A",
                    help="conformal prediction sets (thyrofast.conformal) calibrated on the validation patients at "
                         "miscoverage A (default %(default)s: each true class covered >= 90%%)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    opt.add_device(p, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in BUNDLE/.train")
     p.add_argument("--no-export", action="store_true", help="write weights only (no ONNX)")
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 graphs")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch and preprocessing (default: all cores)")
+    opt.add_threads(p, help="CPU threads for torch and preprocessing (default: all cores)")
     p.add_argument("--ghost-batches", type=int, default=1, help=argparse.SUPPRESS)
-    # --quiet: the older spelling; --no-progress as in every other command
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
+    opt.add_no_progress(p, help="no progress bars", quiet=True)
 
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from .loop import train
+    from thyrofast.train.loop import train
 
     require("torch", "torchvision", needed_for="training")
-    preprocess = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
-    try:
+    preprocess = opt.preprocess_overrides(args)
+    with reported(InputError, ValueError, OSError):
         bundle = train(args.data, args.out, arch=args.arch, width=args.width, epochs=args.epochs,
                        image_size=args.image_size, batch_size=args.batch_size, lr=args.lr,
                        patience=args.patience, seed=args.seed, in_channels=args.channels,
@@ -105,9 +99,6 @@ def main(args: argparse.Namespace) -> int:
                        check=not args.no_check, allow_duplicates=args.allow_duplicates,
                        init=args.init, init_member=args.init_member, endpoints=args.endpoint,
                        conformal_alpha=args.conformal_alpha, progress=not args.no_progress)
-    except (InputError, ValueError, OSError) as exc:
-        print(f"thyrofast train: error: {exc}", file=sys.stderr)
-        return 2
     if bundle is not None:
         t = bundle.manifest["training"]
         val = t["validation"].get("final") or t["validation"]["after_temperature"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from thyrofast.cli._errors import CommandError, reported
+from thyrofast.cli._options import add_no_progress
 
 EXIT_PROBLEMS = 1
 EXIT_UNUSABLE = 2
@@ -19,28 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near-distance", type=int, default=None, metavar="BITS",
                         help="near-duplicate threshold: max Hamming distance of the 64-bit dHashes "
                              "(default 6; 0 = only hash-identical)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from .check import NEAR_DUPLICATE_DISTANCE, check_dataset
-    from .errors import InputError
+    from thyrofast.check import NEAR_DUPLICATE_DISTANCE, check_dataset
+    from thyrofast.errors import InputError
 
     near = NEAR_DUPLICATE_DISTANCE if args.near_distance is None else args.near_distance
     if not 0 <= near <= 64:
-        print(f"thyrofast check: --near-distance must be in 0..64, got {near}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    try:
+        raise CommandError(f"--near-distance must be in 0..64, got {near}", EXIT_UNUSABLE)
+    with reported(InputError, prefix="", code=EXIT_UNUSABLE):
         report = check_dataset(args.data, near_distance=near, progress=not args.no_progress)
-    except InputError as exc:
-        print(f"thyrofast check: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
     print(report.text())
     if args.json:
-        try:
+        with reported(OSError, prefix=f"cannot write {args.json}: ", code=EXIT_UNUSABLE, strerror=True):
             with open(args.json, "w", encoding="utf-8") as fh:
                 json.dump(report.to_dict(), fh, indent=2)
-        except OSError as exc:
-            print(f"thyrofast check: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_UNUSABLE
     return 0 if report.ok else EXIT_PROBLEMS

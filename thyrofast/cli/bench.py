@@ -6,16 +6,18 @@ import json
 import pathlib
 import platform
 import subprocess
-import sys
 import time
+
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import CommandError, reported
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="preprocess", choices=["preprocess", "infer", "e2e", "stream", "all"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    opt.add_device(p, default="cpu", auto=False)
     p.add_argument("--rounds", type=int, default=60, help="timed rounds per contender (default 60)")
     p.add_argument("--bundle", help="model bundle for infer/e2e (default: a freshly exported demo-sized model)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for inference backends and peers (default 2)")
+    opt.add_threads(p, default=2, help="CPU threads for inference backends and peers (default 2)")
     p.add_argument("--json", type=pathlib.Path, help="write all numbers to this JSON file")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed (for CI gates)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
@@ -34,45 +36,44 @@ def _commit() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .._extras import require
-    from . import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
+    from thyrofast._extras import require
+    from thyrofast.bench import bench_preprocess_cpu, bench_preprocess_cuda, format_rows
 
     if args.rounds < MIN_ROUNDS:
-        return _usage_error(f"--rounds must be >= {MIN_ROUNDS}, got {args.rounds}")
+        raise CommandError(f"error: --rounds must be >= {MIN_ROUNDS}, got {args.rounds}")
     if args.threads < 1:
-        return _usage_error(f"--threads must be >= 1, got {args.threads}")
+        raise CommandError(f"error: --threads must be >= 1, got {args.threads}")
     # what needs an extra says so before anything is measured
     if args.device == "cuda":
         require("torch", needed_for="the CUDA benchmarks")
     if args.what != "preprocess" and args.bundle is None:
         require("torch", "torchvision", needed_for="building the timing bundle (or pass --bundle BUNDLE)")
     results = []
-    try:
+    # e.g. --device cuda without a GPU, or a build without CUDA / the runtime
+    with reported(RuntimeError):
         if args.what in ("preprocess", "all"):
             res = (bench_preprocess_cuda(rounds=args.rounds) if args.device == "cuda"
                    else bench_preprocess_cpu(args.rounds))
             results.append(("preprocess", res))
         if args.what in ("infer", "e2e", "all"):
-            from . import inference_bench
+            from thyrofast.bench import inference_bench
 
             res = inference_bench.run(args.what, device=args.device, rounds=args.rounds, bundle=args.bundle,
                                       threads=args.threads)
             results.extend(res)
         if args.what == "stream":  # live cine through the C++ runtime (not part of "all": it takes 20 s)
-            from . import stream_bench
+            from thyrofast.bench import stream_bench
 
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="thyrofast-bench-stream-") as tmp:
                 results.append(("stream", stream_bench.run(_stream_bundle(args, tmp), precision=args.precision)))
-    except RuntimeError as exc:  # e.g. --device cuda without a GPU, or a build without CUDA / the runtime
-        return _usage_error(str(exc))
     meta = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit()}
     for name, res in results:
         print(f"== {name} ==")
         if name == "stream":
-            from .stream_bench import format_stream
+            from thyrofast.bench.stream_bench import format_stream
 
             print(format_stream(res))
         else:
@@ -91,11 +92,6 @@ def _stream_bundle(args: argparse.Namespace, tmp: str):
         return args.bundle
     from pathlib import Path
 
-    from .inference_bench import timing_bundle
+    from thyrofast.bench.inference_bench import timing_bundle
 
     return timing_bundle(Path(tmp))
-
-
-def _usage_error(message: str) -> int:
-    print(f"thyrofast bench: error: {message}", file=sys.stderr)
-    return 2

@@ -12,8 +12,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-#: thyrofast.read's crops (the choices of ``train --crop`` and of a bundle's ``read`` field)
-_CROPS = ("auto", "detect", "regions", "none")
+from thyrofast.cli._errors import reported
+from thyrofast.cli._options import add_crop, add_denoise, add_normalize
+
 #: the preprocessing options and their defaults without a bundle
 _DEFAULTS = {"size": (224, 224), "denoise": "srad", "normalize": "percentile", "srad_iterations": 10,
              "dtype": "float32"}
@@ -24,11 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--bundle", type=Path, help="use this model bundle's preprocessing parameters and crop "
                    "(what its network sees); options given beside it override the bundle's")
-    p.add_argument("--crop", choices=_CROPS, help="how files are cropped before preprocessing, as in train/predict "
-                   "(default: the bundle's, else auto)")
+    add_crop(p, help="how files are cropped before preprocessing, as in train/predict "
+                     "(default: the bundle's, else auto)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default 224 224)")
-    p.add_argument("--denoise", choices=["srad", "median3", "median5", "none"], help="(default srad)")
-    p.add_argument("--normalize", choices=["percentile", "minmax", "zscore", "none"], help="(default percentile)")
+    add_denoise(p, help="(default srad)")
+    add_normalize(p, help="(default percentile)")
     p.add_argument("--srad-iterations", type=int, help="(default 10)")
     p.add_argument("--dtype", choices=["float32", "float16"], help="(default float32)")
     p.add_argument("--png", action="store_true", help="also write 8-bit PNG previews")
@@ -48,37 +49,27 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from . import InputError, PreprocessParams, Preprocessor, read
+    from thyrofast import InputError, PreprocessParams, Preprocessor, read
 
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None}
     if "size" in given:
         given["size"] = tuple(given["size"])
     base, crop = PreprocessParams(**_DEFAULTS), args.crop or "auto"
     if args.bundle is not None:
-        from .bundle import Bundle
+        from thyrofast.bundle import Bundle
 
-        try:
+        with reported(InputError, TypeError, ValueError, OSError, prefix="cannot use the bundle: "):
             bundle = Bundle.load(args.bundle, verify=False)  # only its manifest is used
             base, crop = bundle.preprocess_params, args.crop or bundle.read_options.get("crop", "auto")
-        except (InputError, TypeError, ValueError, OSError) as exc:
-            print(f"thyrofast preprocess: cannot use the bundle: {exc}", file=sys.stderr)
-            return 2
-    try:
+    with reported(TypeError, ValueError):
         pre = Preprocessor(dataclasses.replace(base, **given))
-    except (TypeError, ValueError) as exc:
-        print(f"thyrofast preprocess: error: {exc}", file=sys.stderr)
-        return 2
     if args.bundle is not None:
         p = pre.params
         note = f" (overriding the bundle's {', '.join(sorted(given))})" if given else ""
         print(f"preprocessing of {args.bundle}{note}: crop {crop}, size {p.size[0]}x{p.size[1]}, "
               f"denoise {p.denoise}, normalize {p.normalize}, {p.channels} channel(s)", file=sys.stderr)
-    try:
+    with reported(OSError, prefix=f"error: cannot make the output folder {args.out}: ", strerror=True):
         args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"thyrofast preprocess: error: cannot make the output folder {args.out}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 2
     failed = 0
     for path, name in zip(args.inputs, _output_names(args.inputs)):
         try:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import reported
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -11,9 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default ./thyrofast-demo); re-running resumes")
     p.add_argument("--quick", action="store_true", help="smoke run: fewer patients, small input, a short pretraining")
     p.add_argument("--force", action="store_true", help="redo every step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--workers", type=int, default=2, help="rendering processes (cohort and pretraining images)")
+    opt.add_seed(p)
+    opt.add_device(p)
+    opt.add_workers(p, help="rendering processes (cohort and pretraining images)")
     p.add_argument("--epochs", type=int,
                    help="training epochs on the cohort (the recipe: 0, the pretrained network is kept; "
                         "N > 0 trains its heads for N epochs)")
@@ -31,24 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the pretraining's class loss is measured against: the generator's posterior of the "
                         "class given the shown lesion (the recipe's), or the patient's class (see `thyrofast "
                         "pretrain --diagnosis-target`)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    opt.add_no_progress(p, help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from . import DemoConfig, run_demo
+    from thyrofast.demo import DemoConfig, run_demo
 
     # pretraining and training need PyTorch: say so before the cohort is rendered
     require("torch", "torchvision", needed_for="pretraining and training")
-    try:
+    with reported(ValueError):
         cfg = DemoConfig(out=args.out, quick=args.quick, seed=args.seed, device=args.device, workers=args.workers,
                          force=args.force, epochs=args.epochs, image_size=args.image_size, patients=args.patients,
                          pretrain_images=args.pretrain_images, pretrain_members=args.pretrain_members,
                          pretrain_target=args.pretrain_target,
                          progress=not args.no_progress)
-    except ValueError as exc:
-        print(f"thyrofast demo: error: {exc}", file=sys.stderr)
-        return 2
     run_demo(cfg)
     return 0

@@ -11,12 +11,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def gather() -> dict:
-    from . import __version__, build_info
+    from thyrofast import __version__, build_info
 
     info = {"thyrofast": __version__, "python": platform.python_version(), "machine": platform.machine(),
             "core": build_info()}
     try:
-        from .engines.select import available_backends, cuda_available
+        from thyrofast.engines.select import available_backends, cuda_available
 
         info["backends"] = available_backends()
         info["cuda_for_torch"] = cuda_available()

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .errors import InputError
+from thyrofast.cli._errors import CommandError, reported
+from thyrofast.cli._options import add_no_progress
+from thyrofast.errors import InputError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,28 +17,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cohort manifest (or its folder): training patients calibrate, "
                         "validation patients gate")
     p.add_argument("--n-calib", type=int, default=128, help="calibration frames (default: %(default)s)")
-    # --quiet: the older spelling; --no-progress as in every other command
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
+    add_no_progress(p, help="no progress bars", quiet=True)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ._extras import require
-    from .export import export_bundle, export_from_data
+    from thyrofast._extras import require
+    from thyrofast.export import export_bundle, export_from_data
 
     require("torch", "torchvision", needed_for="exporting ONNX from the bundle's weights")
     if args.int8 and not args.calib:
-        print("thyrofast export: --int8 needs --calib DATA (frames to calibrate and gate on)",
-              file=sys.stderr)
-        return 2
-    try:
+        raise CommandError("--int8 needs --calib DATA (frames to calibrate and gate on)")
+    with reported(InputError, ValueError, FileNotFoundError):
         if args.int8:
             report = export_from_data(args.bundle, args.calib, fp16=not args.no_fp16,
                                       n_calib=args.n_calib, progress=not args.no_progress)
         else:
             report = export_bundle(args.bundle, fp16=not args.no_fp16)
-    except (InputError, ValueError, FileNotFoundError) as exc:
-        print(f"thyrofast export: error: {exc}", file=sys.stderr)
-        return 2
     for name, result in report.items():
         if isinstance(result, dict):
             status = "written" if result["passed"] else f"NOT written ({result['reason']})"

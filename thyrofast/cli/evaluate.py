@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..errors import InputError
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import CommandError, reported
+from thyrofast.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,34 +31,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregation-from", metavar="BUNDLE", default=None,
                         help="with --predictions: aggregate images per patient by this bundle's rule "
                              "(default: mean log-probability) and report its operating point")
-    parser.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
-                        help="a named binary endpoint, e.g. malignant=NMTN+MMTN: its AUC (the summed probability "
-                             "of its classes) and sensitivity / specificity of the calls; repeatable")
+    opt.add_endpoint(parser, help="a named binary endpoint, e.g. malignant=NMTN+MMTN: its AUC (the summed "
+                                  "probability of its classes) and sensitivity / specificity of the calls; repeatable")
     parser.add_argument("--report", metavar="OUT", required=True,
                         help="output folder for report.json, report.md and figures")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                        help="bootstrap replicates (patient-level, default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    opt.add_no_progress(parser)
+    opt.add_bootstrap(parser, help="bootstrap replicates (patient-level, default 2000)")
+    opt.add_seed(parser, help="bootstrap seed (default 0)")
     parser.add_argument("--ci-level", type=float, default=0.95, help="confidence level (default 0.95)")
-    parser.add_argument("--backend", default="auto", help="inference backend with a bundle (default auto)")
-    parser.add_argument("--device", default="auto", help="inference device with a bundle (default auto)")
+    # the names are checked where the bundle is loaded (as `evaluate` always did), not by the parser
+    opt.add_backend(parser, help="inference backend with a bundle (default auto)", checked=False)
+    opt.add_device(parser, help="inference device with a bundle (default auto)", checked=False)
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
+    from thyrofast.evaluate import evaluate_bundle, evaluate_predictions, summary_lines, write_report  # noqa: PLC0415
 
     opts = dict(n_boot=args.bootstrap, seed=args.seed, ci_level=args.ci_level, endpoints=args.endpoint)
     split = None if args.split == "all" else args.split
-    try:
+    # an unusable input exits 1, a bad combination of options 2
+    with reported(InputError, prefix="", code=1), reported(ValueError, prefix=""):
         if args.predictions or args.labels:
             if not (args.predictions and args.labels):
-                print("thyrofast evaluate: --predictions and --labels go together", file=sys.stderr)
-                return 2
+                raise CommandError("--predictions and --labels go together")
             if args.bundle or args.data:
-                print("thyrofast evaluate: give either BUNDLE DATA or --predictions/--labels", file=sys.stderr)
-                return 2
+                raise CommandError("give either BUNDLE DATA or --predictions/--labels")
             if args.aggregation_from:
                 from thyrofast.bundle import Bundle  # noqa: PLC0415
 
@@ -70,22 +69,13 @@ def main(args: argparse.Namespace) -> int:
                                           level=args.level, split=split, **opts)
         else:
             if args.aggregation_from:
-                print("thyrofast evaluate: --aggregation-from goes with --predictions (a bundle uses its own rule)",
-                      file=sys.stderr)
-                return 2
+                raise CommandError("--aggregation-from goes with --predictions (a bundle uses its own rule)")
             if not (args.bundle and args.data):
-                print("thyrofast evaluate: give BUNDLE DATA, or --predictions and --labels", file=sys.stderr)
-                return 2
+                raise CommandError("give BUNDLE DATA, or --predictions and --labels")
             result = evaluate_bundle(args.bundle, args.data, split=split if args.split else "test",
                                      readers=args.readers, level=args.level, backend=args.backend,
                                      device=args.device, progress=not args.no_progress, **opts)
         written = write_report(result, args.report, figures=not args.no_figures)
-    except InputError as exc:
-        print(f"thyrofast evaluate: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"thyrofast evaluate: {exc}", file=sys.stderr)
-        return 2
     c = result["counts"]
     print(f"{result['level']} level: {c['patients']} patients"
           + (f", {c['images']} images" if c.get("images") else "")

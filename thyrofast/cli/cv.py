@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
-from ..errors import InputError
+from thyrofast.cli import _options as opt
+from thyrofast.cli._errors import reported
+from thyrofast.errors import InputError
 
 # training options passed through to every fold (name on the command line -> train() keyword)
 _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "patience", "aggregation", "crop",
@@ -13,47 +14,43 @@ _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "pat
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import ARCHS
-    from .loop import DEFAULTS
+    from thyrofast.train.loop import DEFAULTS
 
     p.add_argument("data", help="data set as thyrofast train takes it (manifest CSV, folder with manifest.csv, or "
                                 "class folders); every patient is used, the manifest's split column is not")
     p.add_argument("--out", required=True, help="output folder (rerun with the same settings to resume)")
     p.add_argument("--folds", type=int, default=5, help="folds per repeat (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=2, help="repeats, each with its own deal (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="repeat r deals and trains with seed + r (default 0)")
-    p.add_argument("--endpoint", action="append", default=None, metavar="NAME=A+B",
-                   help="named binary endpoint reported per fold and pooled, e.g. malignant=NMTN+MMTN; repeatable")
-    p.add_argument("--arch", default=DEFAULTS.arch, choices=ARCHS, help="default: %(default)s")
+    opt.add_seed(p, help="repeat r deals and trains with seed + r (default 0)")
+    opt.add_endpoint(p, help="named binary endpoint reported per fold and pooled, e.g. malignant=NMTN+MMTN; "
+                             "repeatable")
+    opt.add_arch(p)
     p.add_argument("--width", type=float, default=None, help="ResNet width multiplier (train's default)")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
     p.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="default: %(default)s")
     p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="default: %(default)s")
-    p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"))
-    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"))
+    opt.add_aggregation(p)
+    opt.add_crop(p, default=DEFAULTS.crop)
     p.add_argument("--positive", default=None, metavar="CLASS", help="operating point class (as thyrofast train)")
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: sensitivity >= S on each fold's validation patients (default: Youden)")
-    p.add_argument("--denoise", default=None, choices=("srad", "median3", "median5", "none"),
-                   help="preprocessing noise reduction (default: srad)")
-    p.add_argument("--normalize", default=None, choices=("percentile", "minmax", "zscore", "none"),
-                   help="preprocessing gray-level normalization (default: percentile)")
+    opt.add_denoise(p)
+    opt.add_normalize(p)
     p.add_argument("--pretrained", default=None, help="checkpoint every fold starts from")
     p.add_argument("--init", default=None, metavar="PATH",
                    help="fine-tune every fold from any pretrained file (as thyrofast train --init)")
     p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight, help="default: %(default)s")
     p.add_argument("--backbone-lr-scale", type=float, default=DEFAULTS.backbone_lr_scale)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                   help="bootstrap replicates of the pooled out-of-fold CIs (default: %(default)s)")
+    opt.add_threads(p, help="CPU threads (default: all cores)")
+    opt.add_device(p, default="cpu")
+    opt.add_bootstrap(p, help="bootstrap replicates of the pooled out-of-fold CIs (default: %(default)s)")
     p.add_argument("--allow-duplicates", action="store_true",
                    help="run although pixel-identical images sit under different patients")
     p.add_argument("--no-check", action="store_true", help="skip the data check before the folds")
     p.add_argument("--remove-bundles", action="store_true", help="delete each fold's bundle once it has predicted")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    opt.add_no_progress(p)
 
 
 def _ms(d) -> str:
@@ -92,19 +89,16 @@ def summary_lines(summary: dict) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
 
-    from .cv import cross_validate
+    from thyrofast.train.cv import cross_validate
 
     require("torch", "torchvision", needed_for="cross-validation")
     kw = {k: getattr(args, k) for k in _TRAIN_OPTS}
-    kw["preprocess"] = {k: v for k, v in (("denoise", args.denoise), ("normalize", args.normalize)) if v}
-    try:
+    kw["preprocess"] = opt.preprocess_overrides(args)
+    with reported(InputError, ValueError, OSError):
         summary = cross_validate(args.data, args.out, folds=args.folds, repeats=args.repeats, seed=args.seed,
                                  device=args.device, endpoints=args.endpoint, n_boot=args.bootstrap,
                                  check=not args.no_check, allow_duplicates=args.allow_duplicates,
                                  keep_bundles=not args.remove_bundles, progress=not args.no_progress, **kw)
-    except (InputError, ValueError, OSError) as exc:
-        print(f"thyrofast cv: error: {exc}", file=sys.stderr)
-        return 2
     print("\n".join(summary_lines(summary)))
     print(f"out-of-fold predictions: {', '.join(summary['out_of_fold'])} in {args.out} "
           f"(thyrofast evaluate --predictions {args.out}/{summary['out_of_fold'][0]} --labels {args.out}/labels.csv)")
