@@ -21,6 +21,7 @@ Design notes (why, briefly):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -292,16 +293,46 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
 def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
          progress: bool, export: bool, int8: bool, threads, say, t_start: float, op_request=None,
          head_classes: tuple[str, ...] | None = None):
+    op_request = dict(op_request or {})
+    d = _load_data(cfg, data, out, world, main, threads, progress, say, op_request, head_classes)
+    model, multi, best, history, epoch_seconds = _fit(cfg, d, members, out, dev, world, rank, main, resume,
+                                                      progress, say)
+    if not main:
+        return None
+    return _finalize(cfg, d, model, multi, best, history, epoch_seconds, members=members, data=data, out=out,
+                     dev=dev, world=world, export=export, int8=int8, say=say, t_start=t_start,
+                     op_request=op_request)
+
+
+@dataclasses.dataclass
+class _Data:
+    """The cohort as training sees it: the split, the preprocessed frames, the labels, the class weights."""
+
+    records: list
+    classes: tuple
+    split: Any
+    params: Any
+    positive: str | None
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: np.ndarray
+    p_val: list
+    fingerprint: str
+    aux: Any
+    counts: np.ndarray
+    class_w: np.ndarray
+    log_w: np.ndarray
+
+
+def _load_data(cfg: TrainConfig, data, out: Path, world: int, main: bool, threads, progress: bool, say,
+               op_request: dict, head_classes) -> _Data:
+    """Read and split the cohort, check the request against its classes, and preprocess its frames."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
-    from torch.utils.data import DistributedSampler
 
-    from ..bundle import Bundle
-    from ..models import arch_config, build_model
     from .. import PreprocessParams
 
-    # ---------------- data
     records = read_manifest(data)  # classes from the data: the manifest's labels or the class folders
     CLASSES = records[0].classes if records else ()
     split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=CLASSES)
@@ -358,8 +389,6 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
         if not aux.mask.any():
             aux = None
     if aux is not None:
-        aux_values = torch.from_numpy(aux.values)
-        aux_mask = torch.from_numpy(aux.mask)
         say("auxiliary finding heads (training only): "
             + ", ".join(f"{k} ({n})" for k, n in aux.summary().items() if n))
 
@@ -369,7 +398,31 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     else:
         class_w = np.ones(len(CLASSES))
     log_w = np.log(class_w)
-    w_t = torch.tensor(class_w, dtype=torch.float32, device=dev)
+    return _Data(records=records, classes=CLASSES, split=split, params=params, positive=positive, x_train=x_train,
+                 y_train=y_train, x_val=x_val, y_val=y_val, p_val=p_val, fingerprint=fingerprint, aux=aux,
+                 counts=counts, class_w=class_w, log_w=log_w)
+
+
+
+def _fit(cfg: TrainConfig, d: _Data, members: int, out: Path, dev, world: int, rank: int, main: bool,
+         resume: bool, progress: bool, say):
+    """Build the model and train it (the epoch loop: :func:`thyrofast.train.engine.fit`); on rank 0
+    returns (model, multi-task wrapper or None, best, history, epoch seconds)."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.utils.data import DistributedSampler
+
+    from ..models import build_model
+
+    CLASSES, aux, log_w, fingerprint = d.classes, d.aux, d.log_w, d.fingerprint
+    x_train, y_train, x_val, y_val, p_val = d.x_train, d.y_train, d.x_val, d.y_val, d.p_val
+    n_train = len(d.split.train)
+    work = out / WORK_DIR
+    if aux is not None:
+        aux_values = torch.from_numpy(aux.values)
+        aux_mask = torch.from_numpy(aux.mask)
+    w_t = torch.tensor(d.class_w, dtype=torch.float32, device=dev)
 
     # ---------------- model / optimizer
     torch.manual_seed(cfg.seed)
@@ -564,10 +617,24 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
         progress=Progress(enabled=progress and main, desc="train"))
     if world > 1:
         dist.barrier()
-    if not main:
-        return None
+    return model, multi, best, history, epoch_seconds
 
-    # ---------------- finalize on rank 0: best weights, prior correction, temperature
+
+def _finalize(cfg: TrainConfig, d: _Data, model, multi, best: dict, history: list, epoch_seconds: list, *,
+              members: int, data, out: Path, dev, world: int, export: bool, int8: bool, say, t_start: float,
+              op_request: dict):
+    """Rank 0 after training: best weights, prior correction, temperature, image -> patient rule,
+    operating point, clinical outputs; writes (and exports) the bundle."""
+    import torch
+
+    from ..bundle import Bundle
+    from ..models import arch_config
+
+    CLASSES, records, split, params, positive = d.classes, d.records, d.split, d.params, d.positive
+    x_train, y_train, x_val, y_val, p_val = d.x_train, d.y_train, d.x_val, d.y_val, d.p_val
+    fingerprint, aux, counts, class_w, log_w = d.fingerprint, d.aux, d.counts, d.class_w, d.log_w
+    n_train = len(split.train)
+    cfg_json = json.loads(json.dumps(cfg.to_dict()))
     if multi is not None:
         multi.close()
     if best["state"] is not None:
@@ -663,6 +730,8 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     bundle.update(training=training, **({"operating_point": operating_point} if operating_point else {}),
                   **clinical)
     return bundle
+
+
 
 
 def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, temperature, aggregation, classes,
