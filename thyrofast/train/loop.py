@@ -18,6 +18,9 @@ Design notes (why, briefly):
   training reproduces with ``ghost_batches=world_size`` (tested).
 * Deterministic on the CPU: seeded model init, sampler and augmentation, and
   ``torch.use_deterministic_algorithms`` while training.
+* The epoch loop is :func:`thyrofast.train.engine.fit`, shared with pretraining;
+  this module supplies the data, the step and the end-of-epoch hooks (validation,
+  checkpoint, the early-stop decision).  Configuration: :mod:`thyrofast.train.config`.
 """
 from __future__ import annotations
 
