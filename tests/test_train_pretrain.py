@@ -384,10 +384,10 @@ def test_zero_epochs_need_a_pretrained_class_head(tmp_path_factory, tmp_path):
 
 def test_param_groups_scale_only_the_backbone():
     from thyrofast.models import build_model
-    from thyrofast.train.loop import _param_groups
+    from thyrofast.train.optim import param_groups
 
     model = build_model("resnet18", in_channels=1, width=0.25)
-    groups = _param_groups(model, 0.05, [model.fc], 0.1)
+    groups = param_groups(model, 0.05, [model.fc], 0.1)
     head = {id(p) for p in model.fc.parameters()}
     for g in groups:
         assert g["lr_scale"] == (1.0 if any(id(p) in head for p in g["params"]) else 0.1)

@@ -25,7 +25,7 @@ __all__ = ["ARCHS", "build_model", "load_pretrained", "pretrained_has_head", "pr
 
 NUM_CLASSES = 3
 MAX_MEMBERS = 8
-_MEMBER_PREFIX = "members."
+MEMBER_PREFIX = "members."  # an ensemble's state-dict keys: "members.<i>.<the member's key>"
 
 #: Selectable architectures (``--arch``).  resnet18 is the default.
 ARCHS: tuple[str, ...] = (
@@ -62,9 +62,9 @@ def stack_members(states: Sequence[Mapping[str, Any]]) -> dict:
     check_members(len(states), "the number of member state dicts")
     stacked = {}
     for i, state in enumerate(states):
-        if any(k.startswith(_MEMBER_PREFIX) for k in state):
+        if any(k.startswith(MEMBER_PREFIX) for k in state):
             raise ValueError(f"member {i} is itself an ensemble")
-        stacked.update({f"{_MEMBER_PREFIX}{i}.{k}": v for k, v in state.items()})
+        stacked.update({f"{MEMBER_PREFIX}{i}.{k}": v for k, v in state.items()})
     return stacked
 
 
@@ -181,7 +181,8 @@ def _scaled_resnet(arch: str, in_channels: int, width: float, num_classes: int =
     return ScaledResNet()
 
 
-_HEAD_PREFIXES = ("fc.", "classifier.")
+#: State-dict key prefixes of the class head (torchvision's resnets: ``fc``; others: ``classifier``).
+HEAD_PREFIXES = ("fc.", "classifier.")
 
 
 def load_pretrained(model, path: str | os.PathLike) -> list[str]:
@@ -203,7 +204,7 @@ def load_pretrained(model, path: str | os.PathLike) -> list[str]:
     for key, value in state.items():
         if key not in own:
             continue
-        if key.startswith(_HEAD_PREFIXES) and own[key].shape != value.shape:
+        if key.startswith(HEAD_PREFIXES) and own[key].shape != value.shape:
             continue  # the classification head is for another label set
         target = own[key]
         if value.ndim == 4 and target.ndim == 4 and value.shape[1] != target.shape[1] \
@@ -245,9 +246,9 @@ def _tensor_shapes(path: str | os.PathLike) -> dict[str, tuple]:
 
 def _split_member_key(key: str) -> tuple[str | None, str]:
     """``"members.<i>.<key>"`` -> (``"<i>"``, ``"<key>"``); a single network's key -> (None, key)."""
-    if not key.startswith(_MEMBER_PREFIX):
+    if not key.startswith(MEMBER_PREFIX):
         return None, key
-    index, _, own = key[len(_MEMBER_PREFIX):].partition(".")
+    index, _, own = key[len(MEMBER_PREFIX):].partition(".")
     return index, own
 
 
@@ -262,14 +263,17 @@ def pretrained_members(path: str | os.PathLike) -> int:
 
 
 def pretrained_has_head(path: str | os.PathLike, arch: str = "resnet18", in_channels: int = 1,
-                        width: float = 1.0, num_classes: int = NUM_CLASSES) -> bool:
+                        width: float = 1.0, num_classes: int | None = NUM_CLASSES) -> bool:
     """Whether the ``.safetensors`` file at ``path`` holds this model's ``num_classes``-class head
-    (every member's, for an ensemble file)."""
+    (every member's, for an ensemble file); ``num_classes`` None: a class head for any number of classes."""
     members = pretrained_members(path)
-    model = build_model(arch, in_channels=in_channels, width=width, members=members, num_classes=num_classes)
+    model = build_model(arch, in_channels=in_channels, width=width, members=members,
+                        num_classes=NUM_CLASSES if num_classes is None else num_classes)
     head = {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if _split_member_key(k)[1].startswith(_HEAD_PREFIXES)}
+            if _split_member_key(k)[1].startswith(HEAD_PREFIXES)}
     shapes = _tensor_shapes(path)
+    if num_classes is None:  # the class count is the first dimension of the head's tensors
+        return all(k in shapes and shapes[k][1:] == shape[1:] for k, shape in head.items())
     return all(shapes.get(k) == shape for k, shape in head.items())
 
 

@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what the class loss is measured against: the patient's class, or its expectation "
                         "given the shown lesion's findings (the generator's posterior: the same loss in "
                         "expectation with less noise); default: %(default)s")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME=A+B",
+                   help="the class head's classes as groups of the phantom's BTN/NMTN/MMTN, each in exactly one "
+                        "(e.g. --classes benign=BTN malignant=NMTN+MMTN), so a bundle with those classes can be "
+                        "fine-tuned from it (train --init); default: the phantom's three")
     opt.add_seed(p)
     p.add_argument("--members", type=int, default=1,
                    help="ensemble members, each pretrained with its own seed and lesions (seed, seed+1, ...) "
@@ -69,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
                           diagnosis_weight=args.diagnosis_weight, diagnosis_target=args.diagnosis_target,
                           members=args.members,
                           shared_lexicon=args.shared_lexicon,
-                          threads=args.threads, device=args.device, progress=not args.no_progress)
+                          threads=args.threads, device=args.device, progress=not args.no_progress,
+                          classes=args.classes)
     print(f"wrote {args.out}/{BACKBONE_FILE} ({report['n_images']['train']} training images, "
           f"{report['seconds']:.0f} s); use: thyrofast train DATA --out BUNDLE --pretrained "
           f"{args.out}/{BACKBONE_FILE}")

@@ -38,7 +38,7 @@ def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str,
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from ..models import _MEMBER_PREFIX, build_model, load_pretrained, pretrained_members
+    from ..models import MEMBER_PREFIX, build_model, load_pretrained, pretrained_members
 
     src = Path(path)
     if src.is_dir():
@@ -62,7 +62,7 @@ def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str,
             m = 0 if member is None else int(member)
             if not 0 <= m < n:
                 raise ValueError(f"--init-member {m}: {src} has members 0..{n - 1}")
-            pre = f"{_MEMBER_PREFIX}{m}."
+            pre = f"{MEMBER_PREFIX}{m}."
             state = {k[len(pre):]: v for k, v in state.items() if k.startswith(pre)}
             what += f", member {m}"
         elif member not in (None, 0):

@@ -18,10 +18,12 @@ Design notes (why, briefly):
   training reproduces with ``ghost_batches=world_size`` (tested).
 * Deterministic on the CPU: seeded model init, sampler and augmentation, and
   ``torch.use_deterministic_algorithms`` while training.
+* The epoch loop is :func:`thyrofast.train.engine.fit`, shared with pretraining;
+  this module supplies the data, the step and the end-of-epoch hooks (validation,
+  checkpoint, the early-stop decision).  Configuration: :mod:`thyrofast.train.config`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +31,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,99 +39,19 @@ from . import _metrics as M
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_records
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .config import DEFAULTS, TrainConfig, config_to_dict, default_width, merged_fields, resolve_device
 from .data import data_fingerprint, load_frames, manifest_csv, read_manifest, split_records
+from .engine import Epoch, Progress, fit
+from .heads import class_heads, multi_task
+from .optim import Schedule, param_groups
+from .precise_bn import bn_layers, precise_bn
 
-__all__ = ["TrainConfig", "train", "DEFAULTS"]
+__all__ = ["TrainConfig", "train", "DEFAULTS", "config_to_dict", "default_width", "resolve_device"]
 
 WORK_DIR = ".train"  # inside the bundle folder: checkpoints and the frame cache
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines the trained model (saved in the bundle)."""
-
-    # Defaults sized for a 2-core CPU (measured on the `paper` phantom cohort:
-    # ~25-35 s per epoch with one thread on a shared machine); on a GPU use a
-    # wider network and larger images (--width 1 --image-size 224).
-    arch: str = "resnet18"
-    width: float = 0.25
-    in_channels: int = 1
-    image_size: int = 128
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    patience: int = 8
-    val_fraction: float = 0.15
-    class_weighting: str = "balanced"   # or "none"
-    label_smoothing: float = 0.0
-    seed: int = 0
-    ghost_batches: int = 1
-    augment: AugmentConfig = AugmentConfig()
-    preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # overrides
-    pretrained: str | None = None
-    aux_weight: float = 1.0             # weight of the auxiliary finding heads (0: class head only)
-    aggregation: str = "pooled_logistic"  # image -> patient rule fitted after training, or "mean_log_prob"
-    crop: str = "detect"                # thyrofast.read crop: DICOM tissue region, else the detected field
-    backbone_lr_scale: float = 1.0      # backbone learning rate / head learning rate (< 1 keeps pretrained features)
-
-    def __post_init__(self):
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.epochs == 0 and not self.pretrained:
-            raise ValueError("epochs=0 keeps a pretrained network as it is: it needs a pretrained checkpoint "
-                             "(--pretrained FILE)")
-        if not 16 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [16, 1024], got {self.image_size}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
-        if self.class_weighting not in ("balanced", "none"):
-            raise ValueError(f"class_weighting must be 'balanced' or 'none', got {self.class_weighting!r}")
-        if self.ghost_batches < 1 or self.batch_size % self.ghost_batches:
-            raise ValueError("ghost_batches must divide batch_size")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.crop not in ("auto", "detect", "regions", "none"):
-            raise ValueError(f"crop must be 'auto', 'detect', 'regions' or 'none', got {self.crop!r}")
-        if self.aggregation not in ("pooled_logistic", "mean_log_prob"):
-            raise ValueError(f"aggregation must be 'pooled_logistic' or 'mean_log_prob', got {self.aggregation!r}")
-        if not 0.0 <= self.backbone_lr_scale <= 1.0:
-            raise ValueError(f"backbone_lr_scale must be in [0, 1], got {self.backbone_lr_scale}")
-        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
-            raise ValueError(f"aux_weight must be a finite number >= 0, got {self.aux_weight}")
-
-    def to_dict(self) -> dict:
-        return config_to_dict(self)
-
-
-def config_to_dict(cfg) -> dict:
-    """A training/pretraining config as plain JSON-able values."""
-    d = dataclasses.asdict(cfg)
-    d["augment"] = cfg.augment.to_dict()
-    d["preprocess"] = dict(cfg.preprocess)
-    return d
-
-
-DEFAULTS = TrainConfig()
-
-
 # ---------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    import torch
-
-    old = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old, warn_only=old_warn)
-
-
 def _dist_info():
     import torch.distributed as dist
 
@@ -139,128 +61,6 @@ def _dist_info():
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank(), False
     return 1, 0, False
-
-
-def _head(model):
-    """The final Linear layer (whose bias carries the prior correction)."""
-    import torch.nn as nn
-
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise AssertionError("model has no Linear head")  # pragma: no cover
-    return linears[-1]
-
-
-def _class_heads(model) -> list:
-    """The class head of each ensemble member, or of the one network."""
-    members = getattr(model, "members", None)
-    return [_head(m) for m in members] if members is not None else [_head(model)]
-
-
-def _multi_task(model, width: int):
-    """The model plus a linear head of auxiliary findings on its pooled features.
-
-    A forward hook on the class head grabs its input, so any architecture with a
-    final 3-way Linear works; ``close()`` removes the hook (export sees the bare
-    model).  Defined here because torch is imported lazily.
-    """
-    import torch.nn as nn
-
-    class MultiTask(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.aux = nn.Linear(_head(model).in_features, width)
-            self._feats = None
-            self._hook = _head(model).register_forward_hook(self._grab)
-
-        def _grab(self, module, inputs, output):
-            self._feats = inputs[0]
-
-        def forward(self, x):
-            logits = self.model(x)
-            feats, self._feats = self._feats, None
-            return logits, self.aux(feats)
-
-        def close(self):
-            self._hook.remove()
-            self._feats = None
-
-    return MultiTask()
-
-
-def default_width(arch: str) -> float:
-    """The width multiplier used when none is given: the CPU-sized one for resnets."""
-    return DEFAULTS.width if arch in ("resnet18", "resnet34", "resnet50") else 1.0
-
-
-def resolve_device(device: str) -> str:
-    """"cpu" / "cuda" from "cpu" | "cuda" | "auto"; refuses "cuda" without a GPU."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA GPU is available to torch")
-    return device
-
-
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def _param_groups(model, weight_decay: float, heads=(), backbone_lr_scale: float = 1.0):
-    """AdamW groups: no decay on biases / norms; parameters outside ``heads`` (modules)
-    learn at ``backbone_lr_scale`` times the schedule's rate (group key ``lr_scale``)."""
-    head_ids = {id(p) for h in heads for p in h.parameters()}
-    groups: dict[tuple[bool, bool], list] = {}
-    for p in model.parameters():
-        groups.setdefault((p.ndim <= 1, id(p) in head_ids), []).append(p)
-    return [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay,
-             "lr_scale": 1.0 if is_head else float(backbone_lr_scale)}
-            for (no_decay, is_head), ps in sorted(groups.items())]
-
-
-def _bn_layers(model):
-    import torch.nn as nn
-
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _precise_bn(model, frames, dev, seed: int, n: int = 512, batch: int = 64) -> None:
-    """Recompute BatchNorm running statistics with the current weights.
-
-    The exponential running averages lag behind fast-changing weights (few
-    steps, high learning rate), which can wreck eval-mode predictions on small
-    data; averaging the batch statistics of up to ``n`` un-augmented training
-    frames fixes that (Wu & Johnson 2021, "precise BN").
-    """
-    import torch
-
-    bns = _bn_layers(model)
-    if not bns or len(frames) == 0:
-        return
-    g = torch.Generator().manual_seed(int(seed) + 12345)
-    idx = torch.randperm(len(frames), generator=g)[:n]
-    moms = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    was_training = model.training
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(idx), batch):
-            x = frames[idx[i:i + batch]].to(dev, dtype=torch.float32)
-            if len(x) > 1:
-                model(x)
-    for m, mom in zip(bns, moms):
-        m.momentum = mom
-    model.train(was_training)
 
 
 def _predict_logits(model, frames, device, batch: int = 128, amp_dtype=None) -> np.ndarray:
@@ -315,21 +115,27 @@ def _finite(d: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- train
-def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAULTS.arch,
-          epochs: int = DEFAULTS.epochs, image_size: int = DEFAULTS.image_size,
-          device: str = "cpu", resume: bool = False, seed: int = DEFAULTS.seed,
-          progress: bool = True, width: float | None = None, batch_size: int = DEFAULTS.batch_size,
-          lr: float = DEFAULTS.lr, patience: int = DEFAULTS.patience,
-          val_fraction: float = DEFAULTS.val_fraction, in_channels: int = 1,
-          class_weighting: str = DEFAULTS.class_weighting, preprocess: Mapping | None = None,
-          pretrained: str | None = None, export: bool = True, int8: bool = True,
-          ghost_batches: int = 1, threads: int | None = None, aux_weight: float = DEFAULTS.aux_weight,
-          crop: str = DEFAULTS.crop, aggregation: str = DEFAULTS.aggregation,
-          augment_config: AugmentConfig | Mapping | None = None,
-          backbone_lr_scale: float = DEFAULTS.backbone_lr_scale, positive: str | None = None,
-          target_sensitivity: float | None = None, check: bool = True, allow_duplicates: bool = False,
-          init: str | os.PathLike | None = None, init_member: int | None = None, endpoints=None,
-          conformal_alpha: float | None = 0.1, log=None):
+#: train()'s keywords that are not TrainConfig fields: how a run goes, not what it trains
+RUN_DEFAULTS: dict[str, Any] = dict(
+    device="cpu", resume=False, progress=True, export=True, int8=True, threads=None, positive=None,
+    target_sensitivity=None, check=True, allow_duplicates=False, init=None, init_member=None, endpoints=None,
+    conformal_alpha=0.1, log=None)
+_ALIASES = {"augment_config": "augment"}
+
+
+def _augment_config(value) -> AugmentConfig:
+    if isinstance(value, AugmentConfig):
+        return value
+    return AugmentConfig(**dict(value)) if value is not None else DEFAULTS.augment
+
+
+_COERCE = {"width": float, "image_size": int, "epochs": int, "batch_size": int, "lr": float, "patience": int,
+           "val_fraction": float, "seed": int, "ghost_batches": int, "preprocess": lambda v: dict(v or {}),
+           "pretrained": lambda v: os.fspath(v) if v else None, "aux_weight": float,
+           "backbone_lr_scale": float, "augment": _augment_config}
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None, **overrides):
     """Train a CNN on the cohort ``data`` and write a model bundle to ``out``.
 
     ``data``: a manifest CSV (docs/contracts.md) or a folder holding
@@ -375,6 +181,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
     ``endpoints``: named binary endpoints declared in the bundle
     (``["malignant=NMTN+MMTN"]``; :mod:`thyrofast.evaluate.endpoints`), which
     ``evaluate`` with the bundle reports by default.
+    ``config``: a whole :class:`TrainConfig` (default :data:`DEFAULTS`); the keywords
+    override its fields: any field by its name (``augment_config``: ``augment``, an
+    :class:`AugmentConfig` or its fields as a dict; ``width`` None: the config's, or without a
+    config the architecture's default), plus the run options of :data:`RUN_DEFAULTS`
+    (``device`` .. ``log``, described above).  Unknown keywords raise TypeError.
     Returns the :class:`thyrofast.bundle.Bundle` (on rank 0; the other DDP
     ranks return None).
     """
@@ -384,34 +195,36 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
     from ..models import arch_config, pretrained_has_head, pretrained_members
 
-    if width is None:
-        width = default_width(arch)
+    run = {k: overrides.pop(k) if k in overrides else v for k, v in RUN_DEFAULTS.items()}
+    if overrides.get("width", 0) is None:
+        del overrides["width"]
+    fields = merged_fields(config if config is not None else DEFAULTS, overrides, what="train",
+                           aliases=_ALIASES, coerce=_COERCE)
+    if config is None and "width" not in overrides:
+        fields["width"] = float(default_width(fields["arch"]))
+    fields["preprocess"] = dict(fields["preprocess"] or {})
+    device, resume, progress, export, int8, threads = (run[k] for k in ("device", "resume", "progress", "export",
+                                                                        "int8", "threads"))
+    positive, target_sensitivity, conformal_alpha = run["positive"], run["target_sensitivity"], run["conformal_alpha"]
+    init, log = run["init"], run["log"]
     declared = None
-    if endpoints:  # checked against the data's classes before any work
+    if run["endpoints"]:  # checked against the data's classes before any work
         from ..evaluate.endpoints import parse_endpoints
         from ..io.manifest import read_dataset
 
         recs = read_dataset(data, classes=None)
-        declared = {k: list(v) for k, v in parse_endpoints(endpoints, recs[0].classes if recs else ()).items()}
+        declared = {k: list(v) for k, v in parse_endpoints(run["endpoints"],
+                                                           recs[0].classes if recs else ()).items()}
     init_note = None
     if init is not None:
-        if pretrained:
+        if fields["pretrained"]:
             raise ValueError("give init (--init) or pretrained (--pretrained), not both")
         from .init import prepare_init
 
-        pretrained, init_note = prepare_init(init, Path(out) / WORK_DIR / "init", arch=arch,
-                                             in_channels=in_channels, width=float(width), member=init_member)
-    cfg = TrainConfig(arch=arch, width=float(width), in_channels=in_channels, image_size=int(image_size),
-                      epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                      patience=int(patience), val_fraction=float(val_fraction),
-                      class_weighting=class_weighting, seed=int(seed),
-                      ghost_batches=int(ghost_batches), preprocess=dict(preprocess or {}),
-                      pretrained=os.fspath(pretrained) if pretrained else None,
-                      aux_weight=float(aux_weight), crop=crop, aggregation=aggregation,
-                      backbone_lr_scale=float(backbone_lr_scale),
-                      augment=(augment_config if isinstance(augment_config, AugmentConfig)
-                               else AugmentConfig(**dict(augment_config)) if augment_config is not None
-                               else DEFAULTS.augment))
+        fields["pretrained"], init_note = prepare_init(
+            init, Path(out) / WORK_DIR / "init", arch=fields["arch"], in_channels=fields["in_channels"],
+            width=float(fields["width"]), member=run["init_member"])
+    cfg = TrainConfig(**fields)
     arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates arch / width early
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
@@ -424,15 +237,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         raise ValueError(f"{cfg.pretrained} is an ensemble: it is used as it is (epochs=0); "
                          "train a single network for epochs > 0")
     if cfg.epochs == 0:
-        if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width):
+        if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width, num_classes=None):
             raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has none for "
                              f"{cfg.arch} (a backbone pretrained with diagnosis_weight=0?): train for some epochs")
 
-    if check:  # every rank checks (same data, same answer): a refusal stops them all before any group forms
+    if run["check"]:  # every rank checks (same data, same answer): a refusal stops them all before any group forms
         from ..check import check_before_training
 
         quiet = int(os.environ.get("RANK", "0")) != 0
-        check_before_training(data, allow_duplicates=allow_duplicates, progress=False,
+        check_before_training(data, allow_duplicates=run["allow_duplicates"], progress=False,
                               say=(lambda msg: None) if quiet else (log or (lambda msg: tqdm.write(msg))))
     world, rank, own_group = _dist_info()
     device = resolve_device(device)
@@ -466,7 +279,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
         if init_note:
             say(f"init: {init_note}")
         result = _run(cfg, members, data, Path(out), dev, world, rank, main, resume, progress, export,
-                      int8, threads, say, t_start, op_request)
+                      int8, threads, say, t_start, op_request,
+                      head_classes=_head_classes(cfg.pretrained, init) if cfg.epochs == 0 else None)
         if result is not None and declared:
             result.update(endpoints=declared)
         if result is not None and init_note:
@@ -480,18 +294,48 @@ def train(data: str | os.PathLike, out: str | os.PathLike, *, arch: str = DEFAUL
 
 
 def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank: int, main: bool, resume: bool,
-         progress: bool, export: bool, int8: bool, threads, say, t_start: float, op_request=None):
+         progress: bool, export: bool, int8: bool, threads, say, t_start: float, op_request=None,
+         head_classes: tuple[str, ...] | None = None):
+    op_request = dict(op_request or {})
+    d = _load_data(cfg, data, out, world, main, threads, progress, say, op_request, head_classes)
+    model, multi, best, history, epoch_seconds = _fit(cfg, d, members, out, dev, world, rank, main, resume,
+                                                      progress, say)
+    if not main:
+        return None
+    return _finalize(cfg, d, model, multi, best, history, epoch_seconds, members=members, data=data, out=out,
+                     dev=dev, world=world, export=export, int8=int8, say=say, t_start=t_start,
+                     op_request=op_request)
+
+
+@dataclasses.dataclass
+class _Data:
+    """The cohort as training sees it: the split, the preprocessed frames, the labels, the class weights."""
+
+    records: list
+    classes: tuple
+    split: Any
+    params: Any
+    positive: str | None
+    x_train: Any
+    y_train: Any
+    x_val: Any
+    y_val: np.ndarray
+    p_val: list
+    fingerprint: str
+    aux: Any
+    counts: np.ndarray
+    class_w: np.ndarray
+    log_w: np.ndarray
+
+
+def _load_data(cfg: TrainConfig, data, out: Path, world: int, main: bool, threads, progress: bool, say,
+               op_request: dict, head_classes) -> _Data:
+    """Read and split the cohort, check the request against its classes, and preprocess its frames."""
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
-    from torch.utils.data import DistributedSampler
-    from tqdm.auto import tqdm
 
-    from ..bundle import Bundle
-    from ..models import arch_config, build_model
     from .. import PreprocessParams
 
-    # ---------------- data
     records = read_manifest(data)  # classes from the data: the manifest's labels or the class folders
     CLASSES = records[0].classes if records else ()
     split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=CLASSES)
@@ -510,6 +354,11 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     if cfg.epochs == 0:
         from ..models import pretrained_has_head
 
+        if head_classes is not None and [c.casefold() for c in head_classes] != [c.casefold() for c in CLASSES]:
+            raise ValueError(f"epochs=0 keeps the class head of {cfg.pretrained} as it is, but that head was trained "
+                             f"for the classes {', '.join(head_classes)} and the data's classes are "
+                             f"{', '.join(CLASSES)}: train for some epochs (--epochs N) to fit a head to the "
+                             "data's classes")
         if not pretrained_has_head(cfg.pretrained, cfg.arch, cfg.in_channels, cfg.width, len(CLASSES)):
             raise ValueError(f"epochs=0 keeps the pretrained class head, but {cfg.pretrained} has no "
                              f"{len(CLASSES)}-class head for the data's classes ({', '.join(CLASSES)}): "
@@ -543,8 +392,6 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
         if not aux.mask.any():
             aux = None
     if aux is not None:
-        aux_values = torch.from_numpy(aux.values)
-        aux_mask = torch.from_numpy(aux.mask)
         say("auxiliary finding heads (training only): "
             + ", ".join(f"{k} ({n})" for k, n in aux.summary().items() if n))
 
@@ -554,7 +401,31 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     else:
         class_w = np.ones(len(CLASSES))
     log_w = np.log(class_w)
-    w_t = torch.tensor(class_w, dtype=torch.float32, device=dev)
+    return _Data(records=records, classes=CLASSES, split=split, params=params, positive=positive, x_train=x_train,
+                 y_train=y_train, x_val=x_val, y_val=y_val, p_val=p_val, fingerprint=fingerprint, aux=aux,
+                 counts=counts, class_w=class_w, log_w=log_w)
+
+
+
+def _fit(cfg: TrainConfig, d: _Data, members: int, out: Path, dev, world: int, rank: int, main: bool,
+         resume: bool, progress: bool, say):
+    """Build the model and train it (the epoch loop: :func:`thyrofast.train.engine.fit`); on rank 0
+    returns (model, multi-task wrapper or None, best, history, epoch seconds)."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.utils.data import DistributedSampler
+
+    from ..models import build_model
+
+    CLASSES, aux, log_w, fingerprint = d.classes, d.aux, d.log_w, d.fingerprint
+    x_train, y_train, x_val, y_val, p_val = d.x_train, d.y_train, d.x_val, d.y_val, d.p_val
+    n_train = len(d.split.train)
+    work = out / WORK_DIR
+    if aux is not None:
+        aux_values = torch.from_numpy(aux.values)
+        aux_mask = torch.from_numpy(aux.mask)
+    w_t = torch.tensor(d.class_w, dtype=torch.float32, device=dev)
 
     # ---------------- model / optimizer
     torch.manual_seed(cfg.seed)
@@ -562,10 +433,10 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                         pretrained=cfg.pretrained, members=members, num_classes=len(CLASSES)).to(dev)
     # NHWC: faster convolutions on the GPU's tensor cores and in oneDNN on the CPU (1.3-2x measured)
     model = model.to(memory_format=torch.channels_last)
-    multi = _multi_task(model, aux.width).to(dev) if aux is not None else None
+    multi = multi_task(model, aux.width).to(dev) if aux is not None else None
     trainable = multi if multi is not None else model
-    heads = _class_heads(model) + ([multi.aux] if multi is not None else [])
-    groups = _param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale)
+    heads = class_heads(model) + ([multi.aux] if multi is not None else [])
+    groups = param_groups(trainable, cfg.weight_decay, heads, cfg.backbone_lr_scale)
     for g in groups:
         if g["lr_scale"] == 0.0:
             # a frozen backbone needs no gradients: backward stops at the heads (~3x faster steps)
@@ -635,7 +506,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
                 model = net
         net = DDP(trainable, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    bns = _bn_layers(model)
+    bns = bn_layers(model)
     bn_momentum = [m.momentum for m in bns]
     chunks = cfg.ghost_batches
 
@@ -679,85 +550,94 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
         return total
 
     # ---------------- epochs
-    deterministic = dev.type == "cpu"
-    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc="train", unit="epoch",
-                     disable=not (progress and main), dynamic_ncols=True,
-                     initial=start_epoch, total=cfg.epochs)
-    stop = False
+    def epoch_batches(epoch: int) -> list:
+        nonlocal table
+        model.train()
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        table = epoch_table(n_train, cfg.seed, epoch)
+        return [order[b:b + local_bs] for b in range(0, len(order), local_bs)]
+
+    table = None
     epoch_seconds = []
-    with _deterministic(deterministic):
-        for epoch in epoch_bar:
-            t0 = time.perf_counter()
-            model.train()
-            sampler.set_epoch(epoch)
-            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-            table = epoch_table(n_train, cfg.seed, epoch)
-            losses = []
-            batches = range(0, len(order), local_bs)
-            inner = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
-                         disable=not (progress and main), dynamic_ncols=True)
-            for b in inner:
-                for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, total_steps, warmup, cfg.lr) * g.get("lr_scale", 1.0)
-                losses.append(train_step(order[b:b + local_bs], table))
-                step += 1
-                inner.set_postfix(loss=f"{losses[-1]:.3f}")
-            inner.close()
-            train_seconds = time.perf_counter() - t0
-            decision = torch.zeros(1)
-            # every rank (SyncBatchNorm on CUDA needs them all; same data -> same stats)
-            _precise_bn(model, x_train, dev, cfg.seed)
-            if main:
-                logits = _predict_logits(model, x_val, dev) - log_w
-                ev = _evaluate(logits, y_val, p_val)
-                metric = ev["patient_macro_auc"]
-                if not math.isfinite(metric):
-                    metric = ev["image_macro_auc"]
-                improved = metric > best["metric"] + 1e-6
-                if improved:
-                    best = {"metric": metric, "epoch": epoch,
-                            "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-                    stale = 0
-                else:
-                    stale += 1
-                row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                       "lr": opt.param_groups[0]["lr"], "val_patient_macro_auc": ev["patient_macro_auc"],
-                       "val_image_macro_auc": ev["image_macro_auc"], "val_image_nll": ev["image_nll"],
-                       "seconds": time.perf_counter() - t0, "train_seconds": train_seconds}
-                history.append(_finite(row))
-                epoch_seconds.append(train_seconds)
-                epoch_bar.set_postfix(loss=f"{row['loss']:.3f}",
-                                      auc=f"{ev['patient_macro_auc']:.3f}",
-                                      best=f"{best['metric']:.3f}")
-                stop = stale >= cfg.patience and epoch + 1 < cfg.epochs
-                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                if multi is not None:
-                    tensors.update({f"aux.{k}": v for k, v in multi.aux.state_dict().items()})
-                tensors.update({f"best.{k}": v for k, v in (best["state"] or {}).items()})
-                opt_t, opt_meta = optimizer_to_flat(opt)
-                tensors.update(opt_t)
-                save_checkpoint(ckpt_dir, tensors, {
-                    "epoch": epoch + 1, "step": step, "config": cfg_json, "fingerprint": fingerprint,
-                    "world_size": world, "optimizer": opt_meta, "history": history, "stale": stale,
-                    "best": {"metric": best["metric"] if math.isfinite(best["metric"]) else None,
-                             "epoch": best["epoch"]},
-                    "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
-                })
-                decision[0] = 1.0 if stop else 0.0
-            if world > 1:
-                dist.broadcast(decision, src=0)
-                stop = bool(decision[0])
-            if stop:
-                say(f"early stop after epoch {epoch + 1}: no better validation macro-AUC for "
-                    f"{cfg.patience} epochs (best {best['metric']:.4f} at epoch {best['epoch'] + 1})")
-                break
-    epoch_bar.close()
+
+    def validate(ep: Epoch) -> None:
+        nonlocal best, stale
+        # every rank (SyncBatchNorm on CUDA needs them all; same data -> same stats)
+        precise_bn(model, x_train, dev, cfg.seed)
+        if not main:
+            return
+        logits = _predict_logits(model, x_val, dev) - log_w
+        ev = _evaluate(logits, y_val, p_val)
+        metric = ev["patient_macro_auc"]
+        if not math.isfinite(metric):
+            metric = ev["image_macro_auc"]
+        if metric > best["metric"] + 1e-6:
+            best = {"metric": metric, "epoch": ep.index,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            stale = 0
+        else:
+            stale += 1
+        row = {"epoch": ep.index + 1, "loss": float(np.mean(ep.losses)),
+               "lr": opt.param_groups[0]["lr"], "val_patient_macro_auc": ev["patient_macro_auc"],
+               "val_image_macro_auc": ev["image_macro_auc"], "val_image_nll": ev["image_nll"],
+               "seconds": time.perf_counter() - ep.started, "train_seconds": ep.train_seconds}
+        history.append(_finite(row))
+        epoch_seconds.append(ep.train_seconds)
+        ep.bar.set_postfix(loss=f"{row['loss']:.3f}", auc=f"{ev['patient_macro_auc']:.3f}",
+                           best=f"{best['metric']:.3f}")
+        ep.stop = stale >= cfg.patience and ep.index + 1 < cfg.epochs
+
+    def checkpoint(ep: Epoch) -> None:
+        if not main:
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        if multi is not None:
+            tensors.update({f"aux.{k}": v for k, v in multi.aux.state_dict().items()})
+        tensors.update({f"best.{k}": v for k, v in (best["state"] or {}).items()})
+        opt_t, opt_meta = optimizer_to_flat(opt)
+        tensors.update(opt_t)
+        save_checkpoint(ckpt_dir, tensors, {
+            "epoch": ep.index + 1, "step": ep.step, "config": cfg_json, "fingerprint": fingerprint,
+            "world_size": world, "optimizer": opt_meta, "history": history, "stale": stale,
+            "best": {"metric": best["metric"] if math.isfinite(best["metric"]) else None,
+                     "epoch": best["epoch"]},
+            "grad_scale": float(scaler.get_scale()) if scaler is not None else None,
+        })
+
+    def agree_to_stop(ep: Epoch) -> None:
+        if world > 1:  # rank 0 decides
+            decision = torch.tensor([1.0 if (main and ep.stop) else 0.0])
+            dist.broadcast(decision, src=0)
+            ep.stop = bool(decision[0])
+        if ep.stop:
+            say(f"early stop after epoch {ep.index + 1}: no better validation macro-AUC for "
+                f"{cfg.patience} epochs (best {best['metric']:.4f} at epoch {best['epoch'] + 1})")
+
+    fit(opt, Schedule(cfg.lr, total_steps, warmup), epochs=cfg.epochs, start_epoch=start_epoch, step=step,
+        epoch_batches=epoch_batches, train_step=lambda idx: train_step(idx, table),
+        end_of_epoch=[validate, checkpoint, agree_to_stop], deterministic=dev.type == "cpu",
+        progress=Progress(enabled=progress and main, desc="train"))
     if world > 1:
         dist.barrier()
-    if not main:
-        return None
+    return model, multi, best, history, epoch_seconds
 
-    # ---------------- finalize on rank 0: best weights, prior correction, temperature
+
+def _finalize(cfg: TrainConfig, d: _Data, model, multi, best: dict, history: list, epoch_seconds: list, *,
+              members: int, data, out: Path, dev, world: int, export: bool, int8: bool, say, t_start: float,
+              op_request: dict):
+    """Rank 0 after training: best weights, prior correction, temperature, image -> patient rule,
+    operating point, clinical outputs; writes (and exports) the bundle."""
+    import torch
+
+    from ..bundle import Bundle
+    from ..models import arch_config
+
+    CLASSES, records, split, params, positive = d.classes, d.records, d.split, d.params, d.positive
+    x_train, y_train, x_val, y_val, p_val = d.x_train, d.y_train, d.x_val, d.y_val, d.p_val
+    fingerprint, aux, counts, class_w, log_w = d.fingerprint, d.aux, d.counts, d.class_w, d.log_w
+    n_train = len(split.train)
+    cfg_json = json.loads(json.dumps(cfg.to_dict()))
     if multi is not None:
         multi.close()
     if best["state"] is not None:
@@ -766,7 +646,7 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     if any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()):
         model = _revert_sync_bn(model)
     with torch.no_grad():
-        for head in _class_heads(model):  # every member's: the mean of their logits shifts by -log w
+        for head in class_heads(model):  # every member's: the mean of their logits shifts by -log w
             head.bias -= torch.tensor(log_w, dtype=head.bias.dtype)
     cpu = torch.device("cpu")
     logits = _predict_logits(model, x_val, cpu)
@@ -855,6 +735,8 @@ def _run(cfg: TrainConfig, members: int, data, out: Path, dev, world: int, rank:
     return bundle
 
 
+
+
 def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, temperature, aggregation, classes,
                       alpha, seed, say) -> dict:
     """The card's ``conformal`` (validation patients, :mod:`thyrofast.conformal`) and ``ood``
@@ -888,6 +770,24 @@ def _clinical_outputs(model, x_train, y_train, x_val, logits_val, y_val, p_val, 
     say(f"OOD gate: threshold {gate['threshold']:.3f} (training {gate['quantile']:g} quantile, cross-fitted)"
         + (f"; refers {100 * gate['val_refer_rate']:.1f}% of validation frames" if "val_refer_rate" in gate else ""))
     return out
+
+
+def _head_classes(pretrained: str | None, init=None) -> tuple[str, ...] | None:
+    """The classes, in order, the class head of the starting weights was trained for, when recorded:
+    a bundle's (``init`` folder) or a ``thyrofast pretrain`` file's; None when unknown."""
+    if init is not None and Path(init).is_dir():
+        from ..bundle import BUNDLE_FILE
+
+        try:
+            classes = json.loads((Path(init) / BUNDLE_FILE).read_text()).get("classes")
+        except (OSError, ValueError):
+            return None
+        return tuple(classes) if classes else None
+    if not pretrained:
+        return None
+    from .pretrain import pretrained_classes
+
+    return pretrained_classes(pretrained)
 
 
 def _pretraining_provenance(path: str | None) -> dict | None:

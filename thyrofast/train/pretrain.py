@@ -44,10 +44,14 @@ from ..io.schema import RENDER_CROPS, crop_mode
 from .augment import AugmentConfig, augment, epoch_table
 from .aux import aux_loss, aux_targets_from_rows
 from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
-from .loop import (DEFAULTS, _deterministic, _lr_at, _multi_task, _param_groups, _precise_bn, config_to_dict,
-                   default_width, resolve_device)
+from .config import DEFAULTS, config_to_dict, default_width, merged_fields, resolve_device
+from .engine import Epoch, Progress, fit
+from .heads import multi_task
+from .optim import Schedule, param_groups
+from .precise_bn import precise_bn
 
-__all__ = ["pretrain", "pretrain_metadata", "PretrainConfig", "BACKBONE_FILE", "REPORT_FILE", "METADATA_KEY"]
+__all__ = ["pretrain", "pretrain_metadata", "pretrained_classes", "class_groups", "PretrainConfig", "BACKBONE_FILE",
+           "REPORT_FILE", "METADATA_KEY"]
 
 BACKBONE_FILE = "backbone.safetensors"
 REPORT_FILE = "pretrain.json"
@@ -81,8 +85,12 @@ class PretrainConfig:
     crop: str = "detect"              # lexicon crop: "detect" (as PNG files are read), "regions", "none"
     augment: AugmentConfig = AugmentConfig()
     preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: the class head's classes as groups of the phantom's (:func:`class_groups`); None: BTN, NMTN, MMTN
+    classes: Any = None
 
     def __post_init__(self):
+        if self.classes is not None:
+            object.__setattr__(self, "classes", class_groups(self.classes))
         if self.lexicon_seed == self.seed:  # one spelling per set of settings, so one key
             object.__setattr__(self, "lexicon_seed", None)
         if self.images < 20:
@@ -112,7 +120,34 @@ class PretrainConfig:
             del d["lexicon_seed"]
         if d["diagnosis_target"] == "patient":
             del d["diagnosis_target"]
+        if self.classes is None:
+            del d["classes"]
+        else:
+            d["classes"] = {name: list(group) for name, group in self.classes}
         return d
+
+    def class_names(self) -> tuple[str, ...]:
+        """The class head's classes, in order."""
+        from .. import CLASSES
+
+        return CLASSES if self.classes is None else tuple(name for name, _ in self.classes)
+
+    def group_matrix(self) -> np.ndarray | None:
+        """(phantom classes x head classes) 0/1 matrix: row k marks the group of phantom class k; None
+        without ``classes``."""
+        from .. import CLASSES
+
+        if self.classes is None:
+            return None
+        m = np.zeros((len(CLASSES), len(self.classes)))
+        for j, (_, group) in enumerate(self.classes):
+            for c in group:
+                m[CLASSES.index(c), j] = 1.0
+        return m
+
+    def classes_text(self) -> str:
+        """``benign=BTN malignant=NMTN+MMTN`` (as the CLI takes it)."""
+        return " ".join(f"{name}={'+'.join(group)}" for name, group in (self.classes or ()))
 
     @property
     def data_seed(self) -> int:
@@ -133,6 +168,69 @@ class PretrainConfig:
         data_key = hashlib.sha256(json.dumps([self.images, self.data_seed, self.crop,
                                               self.preprocess_params().to_dict()], sort_keys=True).encode())
         return f"lexicon-{data_key.hexdigest()[:24]}.npz"
+
+
+def class_groups(classes) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A user's class set as groups of the phantom's classes (BTN, NMTN, MMTN), checked.
+
+    ``classes``: a mapping ``{name: phantom classes}`` (a list, or one string ``"A+B"``),
+    or ``"name=A+B"`` strings (the CLI's ``--classes``), or pairs.  Every phantom class
+    belongs to exactly one group, and there are at least 2.  Returns ``((name, (phantom,
+    ...)), ...)`` with the names in the order a data set with those labels gets
+    (:func:`thyrofast.io.schema.classes_from_names`: sorted, or the preset's order) and
+    each group in the phantom's order; ValueError, naming the problem, otherwise.
+    """
+    from .. import CLASSES
+    from ..io.schema import classes_from_names
+
+    if isinstance(classes, Mapping):
+        pairs = list(classes.items())
+    elif isinstance(classes, str):
+        raise ValueError(f"classes: give name=A+B pairs (a list) or a mapping, got the string {classes!r}")
+    else:
+        pairs = []
+        for item in classes:
+            if isinstance(item, str):
+                name, eq, group = item.partition("=")
+                if not eq or not name.strip() or not group.strip():
+                    raise ValueError(f"classes: {item!r} is not NAME=A+B (e.g. malignant=NMTN+MMTN)")
+                pairs.append((name, group))
+            else:
+                name, group = item
+                pairs.append((name, group))
+    preset = {c.casefold(): c for c in CLASSES}
+    seen_names: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for name, group in pairs:
+        name = str(name).strip()
+        if not name:
+            raise ValueError("classes: a class name is empty")
+        if name.casefold() in seen_names:
+            raise ValueError(f"classes: the class {name!r} is given twice")
+        seen_names[name.casefold()] = name
+        members = group.split("+") if isinstance(group, str) else list(group)
+        members = [str(m).strip() for m in members]
+        if not members or not all(members):
+            raise ValueError(f"classes: {name}= needs phantom classes joined by '+' (e.g. {name}=NMTN+MMTN)")
+        for m in members:
+            if m.casefold() not in preset:
+                raise ValueError(f"classes: {m!r} (in {name}) is not a phantom class; they are {', '.join(CLASSES)}")
+            c = preset[m.casefold()]
+            if c in owner:
+                raise ValueError(f"classes: the phantom class {c} is in two classes ({owner[c]} and {name}); "
+                                 "each belongs to exactly one")
+            owner[c] = name
+        groups[name] = [c for c in CLASSES if owner.get(c) == name]
+    missing = [c for c in CLASSES if c not in owner]
+    if missing:
+        raise ValueError(f"classes: the phantom class{'es' if len(missing) > 1 else ''} {', '.join(missing)} "
+                         f"{'are' if len(missing) > 1 else 'is'} in no class; every one of {', '.join(CLASSES)} "
+                         "belongs to exactly one")
+    if len(groups) < 2:
+        raise ValueError(f"classes: a class head needs 2 or more classes, got {len(groups)} ({', '.join(groups)})")
+    order = classes_from_names(list(groups))
+    return tuple((name, tuple(groups[name])) for name in order)
 
 
 def _finding_metrics(pred: np.ndarray, targets) -> dict[str, dict[str, float]]:
@@ -160,16 +258,22 @@ def _finding_metrics(pred: np.ndarray, targets) -> dict[str, dict[str, float]]:
     return out
 
 
-def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epochs: int = PretrainConfig.epochs,
-             seed: int = 0, arch: str = DEFAULTS.arch, width: float | None = None, in_channels: int = 1,
-             image_size: int = DEFAULTS.image_size, preprocess: Mapping | None = None,
-             crop: str = "detect", batch_size: int = 32, lr: float = 3e-3,
-             diagnosis_weight: float = PretrainConfig.diagnosis_weight,
-             diagnosis_target: str = PretrainConfig.diagnosis_target, workers: int = 1,
-             threads: int | None = None, device: str = "cpu", progress: bool = True, log=None,
-             members: int = 1, shared_lexicon: bool = False, lexicon_seed: int | None = None,
-             position: int | None = None, bar_label: str | None = None) -> dict:
+#: pretrain()'s keywords that are not PretrainConfig fields: how a run goes, not what it trains
+RUN_DEFAULTS: dict[str, Any] = dict(workers=1, threads=None, device="cpu", progress=True, log=None, members=1,
+                                    shared_lexicon=False, position=None, bar_label=None)
+_COERCE = {"images": int, "epochs": int, "seed": int, "width": float, "in_channels": int, "image_size": int,
+           "batch_size": int, "lr": float, "diagnosis_weight": float, "preprocess": lambda v: dict(v or {}),
+           "lexicon_seed": lambda v: None if v is None else int(v)}
+
+
+def pretrain(out: str | os.PathLike, config: PretrainConfig | None = None, **overrides) -> dict:
     """Pretrain a backbone on a phantom lexicon set; writes ``out/backbone.safetensors``.
+
+    ``config``: a whole :class:`PretrainConfig` (default: its defaults, with the
+    architecture's default ``width``); the keywords override its fields by name
+    (``width`` None: the config's / the default), plus the run options of
+    :data:`RUN_DEFAULTS` (``workers`` .. ``bar_label``, below).  Unknown keywords
+    raise TypeError.
 
     ``images`` distinct lesions (:func:`thyrofast.synth.lexicon.lexicon_images`,
     rendered by ``workers`` processes) train the model for ``epochs`` with the
@@ -180,6 +284,10 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     the same loss in expectation, without the noise of the lesions that do not
     show their patient's class);
     ``held_out`` of them report per-finding metrics and the image macro-AUC.
+    ``classes``: the class head's classes as groups of the phantom's
+    (``{"benign": ["BTN"], "malignant": ["NMTN", "MMTN"]}``, :func:`class_groups`;
+    default the phantom's own BTN/NMTN/MMTN), so a bundle with those classes can
+    be fine-tuned from (or, ``train(epochs=0)``, use) the head; the report records them.
     Model and preprocessing settings must match the later ``train`` call
     (``arch``, ``width``, ``in_channels``, ``image_size``, ``preprocess``).
     ``device``: "cpu", "cuda" or "auto".  ``members`` > 1 pretrains that many
@@ -199,35 +307,40 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     bar (set for such a member).
     Returns the report (also ``out/pretrain.json``).
     """
+    from ..models import arch_config, check_members
+
+    run = {k: overrides.pop(k) if k in overrides else v for k, v in RUN_DEFAULTS.items()}
+    if overrides.get("width", 0) is None:
+        del overrides["width"]
+    fields = merged_fields(config if config is not None else PretrainConfig(), overrides, what="pretrain",
+                           coerce=_COERCE)
+    if config is None and "width" not in overrides:
+        fields["width"] = float(default_width(fields["arch"]))
+    cfg = PretrainConfig(**fields)
+    arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early, in this process for every member
+    members = run.pop("members")
+    if check_members(members) > 1:
+        if overrides.get("lexicon_seed") is not None or cfg.lexicon_seed is not None:
+            raise ValueError("lexicon_seed is set per member; an ensemble takes shared_lexicon=True")
+        for k in ("position", "bar_label"):
+            run.pop(k)
+        return _pretrain_ensemble(out, members, cfg, **run)
+    run.pop("shared_lexicon")
+    return _pretrain_one(Path(out), cfg, **run)
+
+
+def _pretrain_one(out: Path, cfg: PretrainConfig, *, workers: int, threads: int | None, device: str,
+                  progress: bool, log, position: int | None, bar_label: str | None) -> dict:
+    """One network (see :func:`pretrain`)."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
-    from .. import CLASSES
     from .._fs import atomic_write_bytes, atomic_write_json
-    from ..models import _HEAD_PREFIXES, arch_config, build_model, check_members
+    from ..models import HEAD_PREFIXES, build_model
     from ..synth.lexicon import ANNOTATION_COLUMNS
 
-    if width is None:
-        width = default_width(arch)
-    cfg = PretrainConfig(images=int(images), epochs=int(epochs), arch=arch, width=float(width),
-                         in_channels=int(in_channels), image_size=int(image_size), batch_size=int(batch_size),
-                         lr=float(lr), seed=int(seed), crop=crop, preprocess=dict(preprocess or {}),
-                         diagnosis_weight=float(diagnosis_weight), diagnosis_target=diagnosis_target,
-                         lexicon_seed=None if lexicon_seed is None else int(lexicon_seed))
-    arch_config(cfg.arch, cfg.in_channels, cfg.width)  # validates early, in this process for every member
-    if check_members(members) > 1:
-        if lexicon_seed is not None:
-            raise ValueError("lexicon_seed is set per member; an ensemble takes shared_lexicon=True")
-        return _pretrain_ensemble(out, members, log, cfg, shared_lexicon=bool(shared_lexicon), images=images,
-                                  epochs=epochs, seed=seed, arch=arch, width=width, in_channels=in_channels,
-                                  image_size=image_size, preprocess=preprocess, crop=crop, batch_size=batch_size,
-                                  lr=lr, diagnosis_weight=diagnosis_weight, diagnosis_target=diagnosis_target,
-                                  workers=workers, threads=threads,
-                                  device=device, progress=progress)
     dev = torch.device(resolve_device(device))
     say = _say(log)
-    out = Path(out)
     cfg_json = json.loads(json.dumps(cfg.to_dict()))
     key = cfg.key()
     done = _finished(out, key)
@@ -244,6 +357,10 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     targets = aux_targets_from_rows(rows, ANNOTATION_COLUMNS, nodule_findings="shown")
     if targets is None:  # pragma: no cover - the lexicon always annotates the view
         raise AssertionError("the lexicon set carries no annotations")
+    group = cfg.group_matrix()  # phantom class -> the head's class (None: the phantom's own)
+    if group is not None:
+        labels = group.argmax(1)[labels]
+    n_classes = len(cfg.class_names())
     n_val = max(1, int(round(cfg.held_out * cfg.images)))
     n_train = cfg.images - n_val
     x_all = torch.from_numpy(frames)
@@ -254,9 +371,12 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     if cfg.diagnosis_target == "lesion":
         from ..synth.lexicon import lesion_posterior
 
-        y_soft = torch.from_numpy(lesion_posterior(rows[:n_train]).astype(np.float32))
-    counts = np.bincount(labels[:n_train], minlength=len(CLASSES)).astype(np.float64)
-    class_w = torch.tensor(counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), dtype=torch.float32)
+        post = lesion_posterior(rows[:n_train])
+        if group is not None:  # the posterior of a group: the sum over its phantom classes
+            post = post @ group
+        y_soft = torch.from_numpy(post.astype(np.float32))
+    counts = np.bincount(labels[:n_train], minlength=n_classes).astype(np.float64)
+    class_w = torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
     # ---------------- model
     old_threads = torch.get_num_threads()
@@ -265,11 +385,11 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
     try:
         torch.manual_seed(cfg.seed)
         # NHWC: oneDNN's CPU convolutions and the GPU's tensor cores are faster on it (1.3-2x measured)
-        model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width).to(
+        model = build_model(cfg.arch, in_channels=cfg.in_channels, width=cfg.width, num_classes=n_classes).to(
             memory_format=torch.channels_last)
-        multi = _multi_task(model, targets.width).to(dev)
+        multi = multi_task(model, targets.width).to(dev)
         class_w = class_w.to(dev)
-        opt = torch.optim.AdamW(_param_groups(multi, cfg.weight_decay), lr=cfg.lr)
+        opt = torch.optim.AdamW(param_groups(multi, cfg.weight_decay), lr=cfg.lr)
         steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         total, warmup = steps_per_epoch * cfg.epochs, steps_per_epoch
         start_epoch, step, history = 0, 0, []
@@ -281,73 +401,67 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                 optimizer_from_flat(opt, tensors, meta["optimizer"])
                 start_epoch, step, history = int(meta["epoch"]), int(meta["step"]), list(meta["history"])
                 say(f"pretrain: resuming after epoch {start_epoch}")
-        if position is None:
-            bar = tqdm(range(start_epoch, cfg.epochs), desc=bar_label or "pretrain", unit="epoch",
-                       disable=not progress, initial=start_epoch, total=cfg.epochs, dynamic_ncols=True)
-        else:  # one line per member, counting batches: an epoch on one core takes minutes
-            bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                       desc=bar_label or "pretrain", unit="batch", disable=not progress, position=position,
-                       leave=False, dynamic_ncols=True)
-        with _deterministic(dev.type == "cpu"):
-            for epoch in (bar if position is None else range(start_epoch, cfg.epochs)):
-                t0 = time.perf_counter()
-                multi.train()
-                g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-                order = torch.randperm(n_train, generator=g)
-                table_u = epoch_table(n_train, cfg.seed, epoch)
-                losses = []
-                inner = tqdm(range(0, n_train, cfg.batch_size), desc=f"epoch {epoch + 1}", unit="batch",
-                             leave=False, disable=not progress or position is not None, dynamic_ncols=True)
-                for b in inner:
-                    if position is not None:
-                        bar.update(1)
-                    idx = order[b:b + cfg.batch_size]
-                    if len(idx) < 2:
-                        continue  # BatchNorm needs two samples
-                    for pg in opt.param_groups:
-                        pg["lr"] = _lr_at(step, total, warmup, cfg.lr)
-                    x = augment(x_train[idx].to(dev, dtype=torch.float32), table_u[idx], cfg.augment)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    logits, pred = multi(x)
-                    loss = aux_loss(pred, v_train[idx].to(dev), m_train[idx].to(dev), targets.tasks)
-                    if cfg.diagnosis_weight > 0:
-                        if cfg.diagnosis_target == "lesion":  # E over the class of w[class] * -log p[class]
-                            t = y_soft[idx].to(dev) * class_w
-                            ce = -(t * F.log_softmax(logits, 1)).sum(1)
-                        else:
-                            yb = y_train[idx].to(dev)
-                            ce = F.cross_entropy(logits, yb, reduction="none") * class_w[yb]
-                        loss = loss + cfg.diagnosis_weight * ce.mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    losses.append(float(loss.detach()))
-                    inner.set_postfix(loss=f"{losses[-1]:.3f}")
-                inner.close()
-                _precise_bn(model, x_train, dev, cfg.seed)
-                multi.eval()
-                with torch.inference_mode():
-                    outs = [[t.float().cpu() for t in multi(x_val[i:i + 256].to(dev, dtype=torch.float32))]
-                            for i in range(0, n_val, 256)]
-                pred = torch.cat([o[1] for o in outs]).numpy()
-                metrics = _finding_metrics(pred, val_targets)
-                if cfg.diagnosis_weight > 0:
-                    from ..metrics import macro_auc
 
-                    probs = torch.softmax(torch.cat([o[0] for o in outs]), 1).numpy()
-                    auc = float(macro_auc(y_val, probs))
-                    if math.isfinite(auc):  # undefined when the held-out images lack a class
-                        metrics["diagnosis"] = {"image_macro_auc": auc, "n": int(n_val)}
-                history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
-                                "seconds": round(time.perf_counter() - t0, 2), "held_out": metrics})
-                bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}")
-                opt_t, opt_meta = optimizer_to_flat(opt)
-                save_checkpoint(work / "checkpoint",
-                                {**{f"multi.{k}": v for k, v in multi.state_dict().items()}, **opt_t},
-                                {"epoch": epoch + 1, "step": step, "key": key, "optimizer": opt_meta,
-                                 "history": history})
-        bar.close()
+        table = None
+
+        def epoch_batches(epoch: int) -> list:
+            nonlocal table
+            multi.train()
+            g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+            order = torch.randperm(n_train, generator=g)
+            table = epoch_table(n_train, cfg.seed, epoch)
+            return [order[b:b + cfg.batch_size] for b in range(0, n_train, cfg.batch_size)]
+
+        def train_step(idx) -> float:
+            x = augment(x_train[idx].to(dev, dtype=torch.float32), table[idx], cfg.augment)
+            x = x.contiguous(memory_format=torch.channels_last)
+            logits, pred = multi(x)
+            loss = aux_loss(pred, v_train[idx].to(dev), m_train[idx].to(dev), targets.tasks)
+            if cfg.diagnosis_weight > 0:
+                if cfg.diagnosis_target == "lesion":  # E over the class of w[class] * -log p[class]
+                    t = y_soft[idx].to(dev) * class_w
+                    ce = -(t * F.log_softmax(logits, 1)).sum(1)
+                else:
+                    yb = y_train[idx].to(dev)
+                    ce = F.cross_entropy(logits, yb, reduction="none") * class_w[yb]
+                loss = loss + cfg.diagnosis_weight * ce.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        def validate(ep: Epoch) -> None:
+            precise_bn(model, x_train, dev, cfg.seed)
+            multi.eval()
+            with torch.inference_mode():
+                outs = [[t.float().cpu() for t in multi(x_val[i:i + 256].to(dev, dtype=torch.float32))]
+                        for i in range(0, n_val, 256)]
+            pred = torch.cat([o[1] for o in outs]).numpy()
+            metrics = _finding_metrics(pred, val_targets)
+            if cfg.diagnosis_weight > 0:
+                from ..metrics import macro_auc
+
+                probs = torch.softmax(torch.cat([o[0] for o in outs]), 1).numpy()
+                auc = float(macro_auc(y_val, probs))
+                if math.isfinite(auc):  # undefined when the held-out images lack a class
+                    metrics["diagnosis"] = {"image_macro_auc": auc, "n": int(n_val)}
+            losses = ep.losses
+            history.append({"epoch": ep.index + 1, "loss": float(np.mean(losses)) if losses else None,
+                            "seconds": round(time.perf_counter() - ep.started, 2), "held_out": metrics})
+            ep.bar.set_postfix(epoch=ep.index + 1, loss=f"{np.mean(losses):.3f}")
+
+        def checkpoint(ep: Epoch) -> None:
+            opt_t, opt_meta = optimizer_to_flat(opt)
+            save_checkpoint(work / "checkpoint",
+                            {**{f"multi.{k}": v for k, v in multi.state_dict().items()}, **opt_t},
+                            {"epoch": ep.index + 1, "step": ep.step, "key": key, "optimizer": opt_meta,
+                             "history": history})
+
+        fit(opt, Schedule(cfg.lr, total, warmup), epochs=cfg.epochs, start_epoch=start_epoch, step=step,
+            epoch_batches=epoch_batches, train_step=train_step, end_of_epoch=[validate, checkpoint],
+            min_batch=2,  # BatchNorm needs two samples
+            deterministic=dev.type == "cpu",
+            progress=Progress(enabled=progress, desc=bar_label or "pretrain", position=position))
     finally:
         torch.set_num_threads(old_threads)
     multi.close()
@@ -360,17 +474,19 @@ def pretrain(out: str | os.PathLike, *, images: int = PretrainConfig.images, epo
                    else f"r {v['r']:.2f}")
         for k, v in last.items()))
     report = {"key": key, "config": cfg_json, "n_images": {"train": n_train, "held_out": n_val},
+              "classes": list(cfg.class_names()),
               "tasks": targets.summary(), "history": history, "held_out": last,
               "data": "thyrofast.synth.lexicon phantom images, one per patient, disjoint from study cohorts: "
                       + ("findings only, no diagnoses" if cfg.diagnosis_weight <= 0
                          else "findings and patient diagnoses" if cfg.diagnosis_target == "patient"
-                         else "findings and diagnoses as the generator's posterior given the shown lesion"),
+                         else "findings and diagnoses as the generator's posterior given the shown lesion")
+                      + (f"; classes {cfg.classes_text()}" if cfg.classes is not None else ""),
               "torch": torch.__version__, "seconds": round(time.perf_counter() - t_start, 2)}
     from safetensors.torch import save
 
     # findings only: the untrained class head is left out of the file
     backbone = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                if cfg.diagnosis_weight > 0 or not k.startswith(_HEAD_PREFIXES)}
+                if cfg.diagnosis_weight > 0 or not k.startswith(HEAD_PREFIXES)}
     summary = {k: v for k, v in report.items() if k != "history"}
     data = save(backbone, metadata={METADATA_KEY: json.dumps(summary, sort_keys=True)})
     atomic_write_bytes(out / BACKBONE_FILE, data)
@@ -442,21 +558,20 @@ def _share_lexicon(out: Path, cfgs: dict[int, PretrainConfig], workers: int, pro
         os.replace(tmp, cache)
 
 
-def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int, shared_lexicon: bool,
-                       **kw) -> dict:
-    """``members`` pretrainings (seeds ``seed``, ``seed + 1``, ...) stacked into one ensemble file."""
+def _pretrain_ensemble(out, members: int, cfg: PretrainConfig, *, shared_lexicon: bool, log, **run) -> dict:
+    """``members`` pretrainings (seeds ``cfg.seed``, ``cfg.seed + 1``, ...) stacked into one ensemble file;
+    ``run``: the run options of :func:`pretrain` for each member."""
     from safetensors.torch import load_file, save
 
     from .._fs import atomic_write_bytes, atomic_write_json
     from ..models import stack_members
 
-    if kw["diagnosis_weight"] <= 0:
+    if cfg.diagnosis_weight <= 0:
         raise ValueError("an ensemble is used with its class heads (train epochs=0): diagnosis_weight must be > 0")
     out = Path(out)
     t0 = time.perf_counter()
     say = _say(log)
-    if shared_lexicon:
-        kw["lexicon_seed"] = seed
+    seed = cfg.seed
     cfgs = [dataclasses.replace(cfg, seed=seed + i, lexicon_seed=seed if shared_lexicon else None)
             for i in range(members)]
     key = hashlib.sha256(json.dumps([c.key() for c in cfgs]).encode()).hexdigest()
@@ -464,28 +579,29 @@ def _pretrain_ensemble(out, members: int, log, cfg: PretrainConfig, *, seed: int
     if done is not None:
         say(f"pretrain: {out / BACKBONE_FILE} is up to date, kept")
         return done
-    procs, threads = _member_processes(members, kw["device"], kw["threads"])  # before any work: checks the device
+    procs, threads = _member_processes(members, run["device"], run["threads"])  # before any work: checks the device
     reports = {i: _finished(out / f"member{i}", c.key()) for i, c in enumerate(cfgs)}
     todo = {i: c for i, c in enumerate(cfgs) if reports[i] is None}
     if shared_lexicon and todo:
-        _share_lexicon(out, todo, kw["workers"], kw["progress"], say)
+        _share_lexicon(out, todo, run["workers"], run["progress"], say)
     if procs > 1 and len(todo) > 1:
         procs = min(procs, len(todo))
         say(f"pretrain: {members} ensemble members (seeds {seed}-{seed + members - 1}), {procs} at a time, "
             f"one process and {threads} torch thread{'s' if threads > 1 else ''} each")
-        reports.update(_pretrain_side_by_side(out, list(todo), procs, say, seed=seed,
-                                              **dict(kw, threads=threads, workers=max(1, kw["workers"] // procs))))
+        reports.update(_pretrain_side_by_side(out, {i: cfgs[i] for i in todo}, procs, say,
+                                              **dict(run, threads=threads, workers=max(1, run["workers"] // procs))))
     else:
         procs = 1
         for i in todo:
             say(f"pretrain: ensemble member {i + 1}/{members} (seed {seed + i})")
-            reports[i] = pretrain(out / f"member{i}", seed=seed + i, log=log, **kw)
+            reports[i] = pretrain(out / f"member{i}", cfgs[i], log=log, **run)
     reports = [reports[i] for i in range(members)]
     state = stack_members([load_file(str(out / f"member{i}" / BACKBONE_FILE)) for i in range(members)])
     summaries = [{k: v for k, v in r.items() if k != "history"} for r in reports]
     report = {"key": key, "members": summaries,
               "config": {**reports[0]["config"], "members": members,
                          **({"shared_lexicon": True} if shared_lexicon else {})},
+              "classes": list(cfg.class_names()),
               "n_images": {part: sum(r["n_images"][part] for r in reports) for part in ("train", "held_out")},
               "held_out": _mean_metrics([r["held_out"] for r in reports]),
               "data": reports[0]["data"] + f"; {members} members, "
@@ -531,7 +647,7 @@ def _member_exception(name: str, message: str) -> BaseException:
     return RuntimeError(f"{name}: {message}")
 
 
-def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
+def _member_main(i: int, out: Path, cfg: PretrainConfig, kw: dict, lock, results) -> None:
     """A spawned process: pretrain member ``i``.  Puts ``("log", i, message)`` for each
     message and ``("done", i, report)`` or ``("error", i, (type name, message, traceback))`` last."""
     import multiprocessing as mp
@@ -552,15 +668,15 @@ def _member_main(i: int, out: Path, seed: int, kw: dict, lock, results) -> None:
     std.tqdm.set_lock(lock)  # the members' bars share the terminal, one line each
     torch.set_num_threads(kw["threads"])
     try:
-        report = pretrain(out, seed=seed, log=lambda msg: results.put(("log", i, msg)), **kw)
+        report = pretrain(out, cfg, log=lambda msg: results.put(("log", i, msg)), **kw)
         results.put(("done", i, report))
     except BaseException as exc:  # noqa: BLE001 - re-raised in the parent
         # plain strings: no exception object (or anything else) needs unpickling in the parent
         results.put(("error", i, (type(exc).__name__, str(exc), traceback.format_exc())))
 
 
-def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed: int, **kw) -> dict[int, dict]:
-    """Members ``todo``, ``procs`` processes at a time; ``{member: report}``.
+def _pretrain_side_by_side(out: Path, todo: dict[int, PretrainConfig], procs: int, say, **kw) -> dict[int, dict]:
+    """Members ``todo`` (``{member: its config}``), ``procs`` processes at a time; ``{member: report}``.
 
     Their messages reach ``say``.  The first failure stops the others at once
     (each resumes from its last epoch checkpoint when pretraining runs again);
@@ -584,7 +700,7 @@ def _pretrain_side_by_side(out: Path, todo: list[int], procs: int, say, *, seed:
                 i = pending.pop(0)
                 line = free.pop(0)
                 bar = {"position": line, "bar_label": f"member {i + 1}"} if kw["progress"] else {}
-                args = (i, out / f"member{i}", seed + i, dict(kw, **bar), lock, results)
+                args = (i, out / f"member{i}", todo[i], dict(kw, **bar), lock, results)
                 running[i] = (ctx.Process(target=_member_main, args=args, name=f"thyrofast-pretrain-member{i}"), line)
                 running[i][0].start()
             try:
@@ -636,3 +752,18 @@ def pretrain_metadata(path: str | os.PathLike) -> dict | None:
         return json.loads(raw) if raw else None
     except ValueError:
         return None
+
+
+def pretrained_classes(path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The classes, in order, of the class head in a ``thyrofast pretrain`` file (its report's
+    ``classes``; the phantom's BTN/NMTN/MMTN for a file written before they were recorded);
+    None for another checkpoint."""
+    from .. import CLASSES
+
+    meta = pretrain_metadata(path)
+    if not isinstance(meta, dict):
+        return None
+    classes = meta.get("classes")
+    if classes is None and meta.get("members"):
+        classes = meta["members"][0].get("classes")
+    return tuple(classes) if classes else tuple(CLASSES)
