@@ -32,7 +32,7 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
 
     Parameters
     ----------
-    crop : "auto" | "detect" | "regions" | "none"
+    crop : "auto" | "detect" | "regions" | "none" | "panes"
         ``auto``: crop to the largest B-mode tissue region of the DICOM
         Sequence of Ultrasound Regions when the file has one, else keep the full
         frame.  ``detect``: like auto, but without regions find the ultrasound
@@ -46,6 +46,14 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         screenshot (several B-mode panes, :func:`thyrofast.io.detect_panes`)
         is cropped to the box around all its panes, with a ``"split screen:
         N panes ..."`` note naming each pane's box: no pane is dropped.
+        ``panes``: like ``detect``, but every detected pane is its own frame
+        (one file -> N frames per decoded frame, frame-major, panes left to
+        right), ``frame.pane`` its 0-based index and ``frame.region`` its box;
+        a one-pane image gives exactly ``detect``'s frame with ``pane == 0``
+        (so does a file cropped to its DICOM tissue region).  Panes that touch
+        (no black gap) are one field: a field at least ``WIDE_FIELD_RATIO``
+        times wider than high is kept whole and flagged with a ``"wide field:
+        ..."`` note.
     doppler : "flag" | "reject"
         Files with Doppler / color-flow regions, and frames whose tissue field
         is at least 1% strongly colored pixels (a color / power Doppler overlay
@@ -254,7 +262,7 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
     if tissue is not None:
         spacing = tissue.spacing_cm or spacing
     crop = opts["crop"]
-    detect = crop == "detect"
+    detect = crop in ("detect", "panes")
     if crop != "none" and src.regions:
         small = select_tissue_region(src.regions, min_size=1) if tissue is None else None
         if tissue is None and small is None:
@@ -278,35 +286,70 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
         notes.append("ultrasound region ran past the image and was clipped")
 
     out: list[Frame] = []
+    per_pane = crop == "panes"
+    pane_boxes: list[tuple[int, int, int, int]] | None = None  # panes mode: every pane of the screen
     for i, full in src.iter_frames(idx):
         if full.shape[:2] != (h, w):
             raise InputError("unreadable", f"frame {i} decoded to {full.shape[:2]}, header says {(h, w)}",
                              source=path)
         if detect and region_source == "full" and not out:
-            panes = detect_panes(full, source=path)
+            panes = detect_panes(full, source=path, split_touching=per_pane)
             box, region_source = panes[0], "detected"
-            if len(panes) > 1:
+            if per_pane:
+                pane_boxes = panes
+                if len(panes) > 1:
+                    notes.append(f"split screen: {len(panes)} panes {', '.join(str(tuple(p)) for p in panes)}; "
+                                 "one frame per pane")
+                for p in panes:
+                    _flag_wide(p, notes)
+            elif len(panes) > 1:
                 # a split-screen screenshot: keep every pane (never drop one), in one crop
                 box = (min(p[0] for p in panes), min(p[1] for p in panes),
                        max(p[2] for p in panes), max(p[3] for p in panes))
                 notes.append(f"split screen: {len(panes)} panes {', '.join(str(tuple(p)) for p in panes)}; "
                              "all are kept, in one crop")
-        x0, y0, x1, y1 = box
-        crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
-        colored = _color_fraction(crop_px)
-        if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
-            raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
-                             "(color / power Doppler overlay?)", source=path)
-        pix = _to_color(crop_px, opts["color"])
-        out.append(Frame(
-            pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
-            region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
-            patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
-            modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
-            doppler=bool(doppler_regions) or colored >= COLOR_DOPPLER_FRACTION, color_fraction=colored,
-            notes=tuple(notes),
-        ))
+        boxes = pane_boxes if pane_boxes is not None else [box]
+        for k, b in enumerate(boxes):
+            out.append(_frame(full, i, b, src, path, opts, region_source=region_source, clipped=clipped,
+                              spacing=spacing, doppler_regions=bool(doppler_regions), notes=notes,
+                              pane=k if per_pane else None))
     return out
+
+
+#: In ``crop="panes"`` mode, a pane still at least this many times wider than high after the seam
+#: search (:func:`thyrofast.io.regions.split_at_seams`) is flagged: it may be side-by-side panes
+#: that touch and that the search could not tell apart.
+WIDE_FIELD_RATIO = 1.8
+
+
+def _flag_wide(box: tuple[int, int, int, int], notes: list[str]) -> None:
+    x0, y0, x1, y1 = box
+    ratio = (x1 - x0) / max(1, y1 - y0)
+    if ratio >= WIDE_FIELD_RATIO:
+        notes.append(f"wide field: {box} is {ratio:.1f} times wider than high; possibly side-by-side panes "
+                     "with no gap between them, kept as one frame")
+
+
+def _frame(full: np.ndarray, i: int, box: tuple[int, int, int, int], src: Any, path: str, opts: dict[str, Any], *,
+           region_source: str, clipped: bool, spacing: Any, doppler_regions: bool, notes: list[str],
+           pane: int | None) -> Frame:
+    """One :class:`Frame`: ``full`` cropped to ``box``, the Doppler check, the color conversion."""
+    h, w = full.shape[:2]
+    x0, y0, x1, y1 = box
+    crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
+    colored = _color_fraction(crop_px)
+    if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
+        raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
+                         "(color / power Doppler overlay?)", source=path)
+    pix = _to_color(crop_px, opts["color"])
+    return Frame(
+        pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
+        region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
+        patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
+        modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
+        doppler=doppler_regions or colored >= COLOR_DOPPLER_FRACTION, color_fraction=colored,
+        notes=tuple(notes), pane=pane,
+    )
 
 
 def count_frames(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
