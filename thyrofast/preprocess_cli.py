@@ -12,8 +12,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-#: thyrofast.read's crops (the choices of ``train --crop`` and of a bundle's ``read`` field)
-_CROPS = ("auto", "detect", "regions", "none")
+from .io.schema import CROP_MODES as _CROPS  # thyrofast.read's crops (also train --crop, a bundle's read)
+
 #: the preprocessing options and their defaults without a bundle
 _DEFAULTS = {"size": (224, 224), "denoise": "srad", "normalize": "percentile", "srad_iterations": 10,
              "dtype": "float32"}

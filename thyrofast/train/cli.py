@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from ..errors import InputError
+from ..io.schema import CROP_MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=float, default=DEFAULTS.aux_weight,
                    help="weight of the auxiliary finding heads, used when the manifest annotates findings "
                         "(view, TI-RADS lexicon, lymph nodes); 0: class labels only (default: %(default)s)")
-    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"),
+    p.add_argument("--crop", default=DEFAULTS.crop, choices=CROP_MODES,
                    help="how files are cropped before preprocessing (stored in the bundle; default: "
                         "%(default)s = DICOM tissue region, else the detected ultrasound field)")
     p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"),

@@ -6,6 +6,7 @@ import math
 import sys
 
 from ..errors import InputError
+from ..io.schema import CROP_MODES
 
 # training options passed through to every fold (name on the command line -> train() keyword)
 _TRAIN_OPTS = ("arch", "width", "epochs", "image_size", "batch_size", "lr", "patience", "aggregation", "crop",
@@ -32,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="default: %(default)s")
     p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="default: %(default)s")
     p.add_argument("--aggregation", default=DEFAULTS.aggregation, choices=("pooled_logistic", "mean_log_prob"))
-    p.add_argument("--crop", default=DEFAULTS.crop, choices=("auto", "detect", "regions", "none"))
+    p.add_argument("--crop", default=DEFAULTS.crop, choices=CROP_MODES)
     p.add_argument("--positive", default=None, metavar="CLASS", help="operating point class (as thyrofast train)")
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: sensitivity >= S on each fold's validation patients (default: Youden)")
