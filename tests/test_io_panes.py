@@ -5,6 +5,8 @@ a dark screen with burned-in text, as dual-mode device exports show them.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -137,3 +139,212 @@ def test_a_strip_below_the_field_is_not_a_pane():
     rng = np.random.default_rng(0)
     img[ph + 60:ph + 60 + 150, 60:640] = rng.integers(40, 160, (150, 580), dtype=np.uint8)  # the strip
     assert detect_panes(img) == [detect_field(img)]
+
+
+# -- crop="panes": one frame per pane ----------------------------------------------------------
+
+TOUCHING = {  # panes that touch (no black gap): one bright component, cut at the seams in panes mode
+    "two touching, equal": ([(1, 1.0), (2, 1.0)], 0, None),
+    "two touching, unequal tops": ([(12, 1.0), (13, 0.7)], 0, [60, 140]),
+    "two touching, unequal sizes": ([(5, 1.0), (6, 0.6)], 0, [60, 120]),
+    "three touching": ([(9, 0.55), (10, 0.55), (11, 0.55)], 0, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(TOUCHING))
+def test_panes_mode_gives_one_frame_per_pane(tmp_path, name):
+    spec, gap, tops = {**CASES, **TOUCHING}[name]
+    img, true = _screen([_pane(s, f) for s, f in spec], gap, tops=tops)
+    Image.fromarray(img).save(tmp_path / "dual.png")
+    frames = read(tmp_path / "dual.png", crop="panes")
+    assert len(frames) == len(true), [f.region for f in frames]  # none dropped, none merged
+    for k, (f, t) in enumerate(zip(frames, true)):
+        assert f.pane == k and f.frame_index == 0 and f.region_source == "detected"
+        assert _iou(f.region, t) > 0.97, (f.region, t)
+        x0, y0, x1, y1 = f.region
+        np.testing.assert_array_equal(f.pixels, img[y0:y1, x0:x1])
+        assert any(n.startswith(f"split screen: {len(true)} panes") and "one frame per pane" in n for n in f.notes)
+    # the detect crop of the same file is unchanged: touching panes stay one crop there
+    if gap == 0:
+        assert len(detect_panes(img)) == 1 and len(read(tmp_path / "dual.png", crop="detect")) == 1
+
+
+def test_a_single_pane_reads_in_panes_mode_exactly_as_detect(tmp_path):
+    """A one-pane screenshot: the one frame detect gives, bit for bit, marked pane 0."""
+    for seed in (7, 101, 104, 109, 110, 118):  # 110 has a vertical dotted caliper across the field
+        rng = np.random.default_rng(seed)
+        r = synth.render(synth.sample_patient(rng, ("BTN", "NMTN", "MMTN")[seed % 3]), seed=seed,
+                         view=("transverse", "longitudinal")[seed % 2])
+        for name, arr in (("gray.png", r.image), ("rgb.png", np.repeat(r.image[:, :, None], 3, axis=2))):
+            Image.fromarray(arr).save(tmp_path / name)
+            d, = read(tmp_path / name, crop="detect")
+            p, = read(tmp_path / name, crop="panes")
+            assert p.pane == 0 and d.pane is None
+            assert p.region == d.region and p.notes == d.notes and p.region_source == d.region_source
+            assert p.pixels.dtype == d.pixels.dtype and p.pixels.shape == d.pixels.shape
+            np.testing.assert_array_equal(p.pixels, d.pixels)
+
+
+def test_a_wide_single_field_is_flagged_not_split(tmp_path):
+    """A single field twice as wide as high (shallow depth) stays one frame; the note flags it."""
+    p = _pane(4)[:230]  # 460 x 230: one image, no seam in it
+    img = np.zeros((400, 620), np.uint8)
+    img[60:60 + p.shape[0], 60:60 + p.shape[1]] = p
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    f, = read(tmp_path / "wide.png", crop="panes")
+    assert f.pane == 0 and _iou(f.region, (60, 60, 60 + p.shape[1], 60 + p.shape[0])) > 0.97
+    assert any(n.startswith("wide field:") for n in f.notes)
+
+
+def test_panes_of_every_frame_of_a_cine(tmp_path):
+    """A multi-frame split screen: frame-major, every pane of every frame."""
+    img, true = _screen([_pane(3), _pane(4)], 30)
+    Image.fromarray(img).save(tmp_path / "cine.tif", save_all=True,
+                              append_images=[Image.fromarray(img[:, ::-1].copy()), Image.fromarray(img)])
+    frames = read(tmp_path / "cine.tif", crop="panes")
+    assert [(f.frame_index, f.pane) for f in frames] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+
+
+def _pane_files(root):
+    """dual.png (2 panes, gap), three.png (3 touching panes), one.png (a single pane); their true boxes."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, (spec, gap, tops) in (("dual.png", ([(21, 1.0), (22, 0.8)], 24, [60, 90])),
+                                    ("three.png", TOUCHING["three touching"]),
+                                    ("one.png", ([(23, 1.0)], 0, None))):
+        img, true = _screen([_pane(s, f) for s, f in spec], gap, tops=tops)
+        Image.fromarray(img).save(root / name)
+        out[name] = true
+    return out
+
+
+class _PanesBundle:
+    read_options = {"crop": "panes"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_predict_gives_one_record_per_pane(tmp_path, fmt):
+    import csv
+    import json
+
+    from test_predict_records import FakeClassifier
+
+    from thyrofast.predict import predict_files
+
+    true = _pane_files(tmp_path / "in")
+    clf = FakeClassifier()
+    clf.bundle = _PanesBundle()
+    out = tmp_path / f"res.{fmt}"
+    s = predict_files(clf, [tmp_path / "in"], out, progress=False)
+    assert (s.n_ok, s.n_error, s.n_frames) == (3, 0, 6)
+    if fmt == "csv":
+        with open(out, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["kind"] == "image"]
+        got = sorted((os.path.basename(r["input"]), r["frame_index"], r["pane"]) for r in rows)
+        assert got == [("dual.png", "0", "0"), ("dual.png", "0", "1"), ("one.png", "0", "0"),
+                       ("three.png", "0", "0"), ("three.png", "0", "1"), ("three.png", "0", "2")]
+    else:
+        recs = [json.loads(line) for line in out.read_text().splitlines()]
+        recs = [r for r in recs if r["kind"] == "image"]
+        assert sorted((os.path.basename(r["input"]), r["frame_index"], r["pane"]) for r in recs) == [
+            ("dual.png", 0, 0), ("dual.png", 0, 1), ("one.png", 0, 0),
+            ("three.png", 0, 0), ("three.png", 0, 1), ("three.png", 0, 2)]
+        for r in recs:
+            assert _iou(r["region"], true[os.path.basename(r["input"])][r["pane"]]) > 0.97
+    # resuming records nothing new
+    s2 = predict_files(clf, [tmp_path / "in"], out, progress=False)
+    assert s2.n_skipped == 3 and s2.n_ok == 0
+
+
+def test_predict_without_panes_leaves_the_pane_empty_and_a_manifest_may_name_one(tmp_path):
+    import csv
+
+    from test_predict_records import FakeClassifier
+
+    from thyrofast.predict import predict_files
+
+    _pane_files(tmp_path / "in")
+    out = tmp_path / "res.csv"
+    predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False)  # no bundle: crop auto
+    with open(out, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "image"]
+    assert len(rows) == 3 and all(r["pane"] == "" for r in rows)
+    # a manifest row naming a pane: that pane only
+    (tmp_path / "m.csv").write_text("path,patient_id,pane\nin/three.png,p1,2\nin/dual.png,p2,\n")
+    clf = FakeClassifier()
+    clf.bundle = _PanesBundle()
+    out2 = tmp_path / "res2.csv"
+    s = predict_files(clf, [tmp_path / "m.csv"], out2, progress=False)
+    with open(out2, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["kind"] == "image"]
+    assert s.n_frames == 3
+    assert sorted((os.path.basename(r["input"]), r["pane"]) for r in rows) == [
+        ("dual.png", "0"), ("dual.png", "1"), ("three.png", "2")]
+
+
+def test_evaluate_joins_each_pane_as_its_own_image(tmp_path):
+    from thyrofast.evaluate.inputs import image_table, load_labels
+
+    _pane_files(tmp_path)
+    (tmp_path / "m.csv").write_text("path,patient_id,label\ndual.png,p1,BTN\none.png,p2,MMTN\n")
+    labels = load_labels(tmp_path / "m.csv")
+    probs = {"BTN": 0.5, "NMTN": 0.3, "MMTN": 0.2}
+    recs = [{"kind": "image", "input": str(tmp_path / "dual.png"), "frame_index": 0, "pane": k, "status": "ok",
+             "probs": probs} for k in (0, 1)]
+    recs.append({"kind": "image", "input": str(tmp_path / "one.png"), "frame_index": 0, "pane": 0,
+                 "status": "ok", "probs": probs})
+    table, stats = image_table(recs, labels)
+    assert len(table.ids) == 3 and stats["duplicates"] == 0
+    assert sorted(table.keys) == sorted([f"{tmp_path / 'dual.png'}#0/0", f"{tmp_path / 'dual.png'}#0/1",
+                                         f"{tmp_path / 'one.png'}#0/0"])
+
+
+def test_training_data_reads_every_pane(tmp_path):
+    """io.FrameDataset and train.data with crop="panes": one item / record per pane, none dropped."""
+    from thyrofast import PreprocessParams
+    from thyrofast.errors import InputError
+    from thyrofast.io import FrameDataset, Record, expand_frames, read_manifest, write_manifest
+    from thyrofast.train import data as tdata
+
+    true = _pane_files(tmp_path)
+    (tmp_path / "m.csv").write_text("path,patient_id,label\ndual.png,p1,BTN\nthree.png,p2,MMTN\none.png,p3,NMTN\n")
+    params = PreprocessParams(size=(16, 16), denoise="none")
+    ds = FrameDataset(tmp_path / "m.csv", params, read_options={"crop": "panes"}, threads=1)
+    assert len(ds) == 6
+    got = [(os.path.basename(r.path), fi, r.pane) for r, fi in (ds.item_record(i) for i in range(len(ds)))]
+    assert got == [("dual.png", 0, 0), ("dual.png", 0, 1), ("three.png", 0, 0), ("three.png", 0, 1),
+                   ("three.png", 0, 2), ("one.png", 0, 0)]
+    assert list(ds.labels) == [0, 0, 2, 2, 2, 1] and ds.patient_ids == ["p1", "p1", "p2", "p2", "p2", "p3"]
+    pre = ds._pre
+    for i, (name, _, k) in enumerate(got):
+        x, _, _ = ds[i]
+        x0, y0, x1, y1 = read(tmp_path / name, crop="panes")[k].region
+        assert _iou((x0, y0, x1, y1), true[name][k]) > 0.97
+        np.testing.assert_array_equal(x, pre(read(tmp_path / name, crop="panes")[k].pixels)[0])
+    # without panes: one item per file, as before
+    assert len(FrameDataset(tmp_path / "m.csv", params, read_options={"crop": "detect"}, threads=1)) == 3
+
+    # the records: expanded per pane, written and read back with the pane column
+    recs = expand_frames(read_manifest(tmp_path / "m.csv"), crop="panes")
+    assert [(os.path.basename(r.path), r.frame_index, r.pane) for r in recs] == got
+    write_manifest(recs, tmp_path / "panes.csv", hash_ids=False)
+    assert "pane" in (tmp_path / "panes.csv").read_text().splitlines()[0].split(",")
+    assert [(r.frame_index, r.pane) for r in read_manifest(tmp_path / "panes.csv")] == [(0, k) for *_, k in got]
+    write_manifest(read_manifest(tmp_path / "m.csv"), tmp_path / "plain.csv", hash_ids=False)
+    assert "pane" not in (tmp_path / "plain.csv").read_text().splitlines()[0].split(",")
+    # a manifest naming panes: those items only
+    ds2 = FrameDataset(tmp_path / "panes.csv", params, read_options={"crop": "panes"}, threads=1)
+    assert len(ds2) == 6 and [ds2.item_record(i)[0].pane for i in range(6)] == [0, 1, 0, 1, 2, 0]
+
+    # train.data: read_manifest(crop="panes") expands per pane; decode_image reads the record's pane
+    trecs = tdata.read_manifest(tmp_path / "m.csv", crop="panes")
+    assert [(os.path.basename(r.path), r.pane) for r in trecs] == [(n, k) for n, _, k in got]
+    for r in trecs:
+        np.testing.assert_array_equal(tdata.decode_image(r, "panes"),
+                                      read(r.path, crop="panes")[r.pane].pixels)
+    # a split-screen record without a pane is an error in panes mode, never its first pane
+    whole = Record(str(tmp_path / "dual.png"), "p1", 0, frame_index=0)
+    with pytest.raises(InputError, match="2 panes"):
+        tdata.decode_image(whole, "panes")
+    one = Record(str(tmp_path / "one.png"), "p3", 1, frame_index=0)
+    np.testing.assert_array_equal(tdata.decode_image(one, "panes"), tdata.decode_image(one, "detect"))
