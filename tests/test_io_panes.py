@@ -348,3 +348,96 @@ def test_training_data_reads_every_pane(tmp_path):
         tdata.decode_image(whole, "panes")
     one = Record(str(tmp_path / "one.png"), "p3", 1, frame_index=0)
     np.testing.assert_array_equal(tdata.decode_image(one, "panes"), tdata.decode_image(one, "detect"))
+
+
+# -- mask_annotations=True: burned-in calipers and text inside the field ------------------------------
+
+def _marked(seed: int, rgb: bool):
+    """A caliper-free synthetic pane on a black screen, and the same with white calipers, a dotted
+    measuring line and text drawn into the field (and, in RGB, two yellow calipers)."""
+    p = _pane(seed)
+    img = np.zeros((p.shape[0] + 120, p.shape[1] + 120), np.uint8)
+    img[60:60 + p.shape[0], 60:60 + p.shape[1]] = p
+    clean = np.repeat(img[:, :, None], 3, axis=2) if rgb else img
+    im = Image.fromarray(clean.copy())
+    d = ImageDraw.Draw(im)
+    white = (255, 255, 255) if rgb else 255
+    for cx, cy in [(160, 210), (360, 210), (260, 140), (260, 360)]:
+        d.line([cx - 6, cy, cx + 6, cy], fill=white)
+        d.line([cx, cy - 6, cx, cy + 6], fill=white)
+    for x in range(166, 356, 4):
+        d.point((x, 210), fill=white)
+    d.text((90, 90), "L 1.23cm", fill=white)
+    d.text((330, 460), "D2 0.81cm", fill=white)
+    if rgb:
+        for cx, cy in [(150, 300), (380, 300)]:
+            d.line([cx - 6, cy, cx + 6, cy], fill=(255, 230, 0), width=2)
+            d.line([cx, cy - 6, cx, cy + 6], fill=(255, 230, 0), width=2)
+    return clean, np.asarray(im)
+
+
+@pytest.mark.parametrize("rgb", [False, True], ids=["gray", "rgb"])
+@pytest.mark.parametrize("seed", [3, 5, 6])
+def test_mask_annotations_removes_marks_and_keeps_the_tissue(tmp_path, seed, rgb):
+    from scipy import ndimage
+
+    clean, marked = _marked(seed, rgb)
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    Image.fromarray(marked).save(tmp_path / "marked.png")
+    c, = read(tmp_path / "clean.png", crop="detect")
+    m, = read(tmp_path / "marked.png", crop="detect")
+    f, = read(tmp_path / "marked.png", crop="detect", mask_annotations=True)
+    assert f.region == m.region == c.region
+    assert not any(n.startswith("annotations masked") for n in m.notes)  # off by default
+    assert any(n.startswith("annotations masked") for n in f.notes)
+
+    def gray(a):
+        a = a.astype(np.int32)
+        return a.max(axis=2) if a.ndim == 3 else a
+
+    tissue, before, after = gray(c.pixels), gray(m.pixels), gray(f.pixels)
+    drawn = before != tissue
+    strokes = (before >= 230) & (tissue < 180)  # the saturated strokes of the marks
+    visible = np.abs(before - tissue) > 40
+    assert strokes.sum() > 200 and (after != before)[strokes].all()  # every stroke pixel is replaced
+    # ... by tissue-like values: the error at the visible marks drops from ~150 to ~speckle
+    assert np.abs(after - tissue)[visible].mean() < 0.3 * np.abs(before - tissue)[visible].mean()
+    # every pixel more than 1 px from a drawn one is untouched, bit for bit
+    far = ~ndimage.binary_dilation(drawn, structure=np.ones((3, 3), bool))
+    np.testing.assert_array_equal(after[far], before[far])
+    if rgb:  # the yellow calipers are gone: no colored pixel left (color="auto" then gives gray)
+        px = f.pixels.astype(np.int32)
+        assert f.pixels.ndim == 2 or (px.max(axis=2) - px.min(axis=2)).max() <= 40
+
+
+def test_mask_annotations_leaves_caliper_free_fields_alone(tmp_path):
+    """Bright tissue (capsules, clipped reflectors) is not a mark: frames without calipers are unchanged,
+    and in those with the generator's calipers only the marks change."""
+    n_clean = 0
+    for seed in range(100, 130):
+        rng = np.random.default_rng(seed)
+        r = synth.render(synth.sample_patient(rng, ("BTN", "NMTN", "MMTN")[seed % 3]), seed=seed,
+                         view=("transverse", "longitudinal")[seed % 2])
+        Image.fromarray(r.image).save(tmp_path / "f.png")
+        a, = read(tmp_path / "f.png", crop="detect")
+        b, = read(tmp_path / "f.png", crop="detect", mask_annotations=True)
+        if not r.params["calipers"]:
+            n_clean += 1
+            np.testing.assert_array_equal(a.pixels, b.pixels, err_msg=str(seed))
+            assert a.notes == b.notes
+        else:
+            assert 0 < np.count_nonzero(a.pixels != b.pixels) < 0.01 * a.pixels.size, seed
+    assert n_clean >= 15
+
+
+def test_mask_annotations_is_validated_and_reaches_every_pane(tmp_path):
+    with pytest.raises(ValueError, match="mask_annotations"):
+        read(tmp_path / "x.png", mask_annotations="yes")
+    clean, marked = _marked(3, False)
+    img, _ = _screen([marked[60:-60, 60:-60], _pane(4)], 20)
+    Image.fromarray(img).save(tmp_path / "dual.png")
+    plain = read(tmp_path / "dual.png", crop="panes")
+    masked = read(tmp_path / "dual.png", crop="panes", mask_annotations=True)
+    assert [f.region for f in masked] == [f.region for f in plain]
+    assert any(n.startswith("annotations masked") for n in masked[0].notes)
+    assert np.count_nonzero(masked[0].pixels != plain[0].pixels) > 200

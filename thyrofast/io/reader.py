@@ -22,12 +22,12 @@ _CROPS = CROP_MODES
 _DOPPLER = ("flag", "reject")
 _COLORS = ("auto", "rgb", "gray")
 _DICOM_EXTS = {"", ".dcm", ".dicom", ".dic", ".ima"}
-_OPTION_NAMES = ("crop", "doppler", "color", "frames", "stride", "max_bytes", "timeout", "salt")
+_OPTION_NAMES = ("crop", "doppler", "color", "frames", "stride", "max_bytes", "timeout", "salt", "mask_annotations")
 
 
 def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", color: str = "auto",
          frames: int | Iterable[int] | None = None, stride: int = 1, max_bytes: int = DEFAULT_MAX_BYTES,
-         timeout: float | None = None, salt: str | None = None) -> list[Frame]:
+         timeout: float | None = None, salt: str | None = None, mask_annotations: bool = False) -> list[Frame]:
     """Read the frames of one PNG / JPEG / BMP / TIFF / DICOM file.
 
     Parameters
@@ -81,12 +81,18 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         ``timeout`` (for untrusted input in long-running services).
     salt
         Secret mixed into the patient-id hash (default ``$THYROFAST_ID_SALT``).
+    mask_annotations
+        Replace burned-in annotations inside the crop (saturated caliper marks
+        and text glyphs over darker tissue; colored marks unless the frame is
+        a color-Doppler image) by the median of the surrounding tissue
+        (:func:`thyrofast.io.annotations.mask_annotations`), with an
+        ``"annotations masked: N px"`` note.  Off by default: pixels unchanged.
 
     Returns a list of :class:`Frame`; raises :class:`thyrofast.InputError`
     (never another exception type) for any problem with the file itself.
     """
     opts = read_options(crop=crop, doppler=doppler, color=color, frames=frames, stride=stride,
-                        max_bytes=max_bytes, timeout=timeout, salt=salt)
+                        max_bytes=max_bytes, timeout=timeout, salt=salt, mask_annotations=mask_annotations)
     path = os.fspath(path)
     if opts["timeout"] is not None:
         from ._isolate import call_with_timeout
@@ -101,11 +107,14 @@ def read_options(**kw: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown read option(s): {sorted(unknown)}")
     o = {"crop": "auto", "doppler": "flag", "color": "auto", "frames": None, "stride": 1,
-         "max_bytes": DEFAULT_MAX_BYTES, "timeout": None, "salt": None}
+         "max_bytes": DEFAULT_MAX_BYTES, "timeout": None, "salt": None, "mask_annotations": False}
     o.update(kw)
     for name, allowed in (("crop", _CROPS), ("doppler", _DOPPLER), ("color", _COLORS)):
         if o[name] not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {o[name]!r}")
+    if not isinstance(o["mask_annotations"], (bool, np.bool_)):
+        raise ValueError(f"mask_annotations must be True or False, got {o['mask_annotations']!r}")
+    o["mask_annotations"] = bool(o["mask_annotations"])
     if isinstance(o["stride"], bool) or not isinstance(o["stride"], (int, np.integer)) or o["stride"] < 1:
         raise ValueError(f"stride must be an integer >= 1, got {o['stride']!r}")
     o["stride"] = int(o["stride"])
@@ -341,14 +350,21 @@ def _frame(full: np.ndarray, i: int, box: tuple[int, int, int, int], src: Any, p
     if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
         raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
                          "(color / power Doppler overlay?)", source=path)
+    doppler = doppler_regions or colored >= COLOR_DOPPLER_FRACTION
+    frame_notes = tuple(notes)
+    if opts["mask_annotations"]:
+        from .annotations import mask_annotations
+
+        crop_px, n_masked = mask_annotations(crop_px, colored=not doppler)
+        if n_masked:
+            frame_notes += (f"annotations masked: {n_masked} px",)
     pix = _to_color(crop_px, opts["color"])
     return Frame(
         pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
         region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
         patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
         modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
-        doppler=doppler_regions or colored >= COLOR_DOPPLER_FRACTION, color_fraction=colored,
-        notes=tuple(notes), pane=pane,
+        doppler=doppler, color_fraction=colored, notes=frame_notes, pane=pane,
     )
 
 
