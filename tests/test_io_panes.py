@@ -441,3 +441,21 @@ def test_mask_annotations_is_validated_and_reaches_every_pane(tmp_path):
     assert [f.region for f in masked] == [f.region for f in plain]
     assert any(n.startswith("annotations masked") for n in masked[0].notes)
     assert np.count_nonzero(masked[0].pixels != plain[0].pixels) > 200
+
+
+def test_a_results_csv_from_before_the_pane_column_still_resumes(tmp_path):
+    from test_predict_records import FakeClassifier
+
+    from thyrofast.predict import OutputError, csv_fields, predict_files
+
+    _pane_files(tmp_path / "in")
+    out = tmp_path / "old.csv"
+    old = [c for c in csv_fields() if c != "pane"]
+    out.write_text(",".join(old) + "\n")
+    s = predict_files(FakeClassifier(), [tmp_path / "in"], out, progress=False)
+    assert s.n_ok == 3 and out.read_text().splitlines()[0] == ",".join(old)
+    clf = FakeClassifier()
+    clf.bundle = _PanesBundle()
+    (tmp_path / "in" / "more.png").write_bytes((tmp_path / "in" / "dual.png").read_bytes() + b"\0")
+    with pytest.raises(OutputError, match="pane column"):
+        predict_files(clf, [tmp_path / "in" / "more.png"], out, progress=False)

@@ -49,11 +49,13 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         ``panes``: like ``detect``, but every detected pane is its own frame
         (one file -> N frames per decoded frame, frame-major, panes left to
         right), ``frame.pane`` its 0-based index and ``frame.region`` its box;
-        a one-pane image gives exactly ``detect``'s frame with ``pane == 0``
-        (so does a file cropped to its DICOM tissue region).  Panes that touch
-        (no black gap) are one field: a field at least ``WIDE_FIELD_RATIO``
-        times wider than high is kept whole and flagged with a ``"wide field:
-        ..."`` note.
+        a one-pane image gives ``detect``'s frame (the same region and
+        pixels) with ``pane == 0``, and so does a file cropped to its DICOM
+        tissue region.  Panes that touch (no black gap) are one bright field:
+        it is cut at the seams between them
+        (:func:`thyrofast.io.regions.split_at_seams`); a pane still at least
+        ``WIDE_FIELD_RATIO`` times wider than high is kept whole and flagged
+        with a ``"wide field: ..."`` note.
     doppler : "flag" | "reject"
         Files with Doppler / color-flow regions, and frames whose tissue field
         is at least 1% strongly colored pixels (a color / power Doppler overlay
