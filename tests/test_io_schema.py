@@ -54,3 +54,21 @@ def test_assign_splits_keeps_given_splits_and_carves_val():
     with pytest.raises(InputError) as e:
         assign_splits(recs + [Record("/d/x.png", "pt", 0, "train")], keep=True)
     assert e.value.code == "bad_split"
+
+
+def test_every_folder_walk_takes_the_same_image_files(tmp_path):
+    # one extension list (io.schema): predict's walk once skipped .dic/.ima DICOM files that train and check read
+    from thyrofast import check
+    from thyrofast.io import manifest
+    from thyrofast.io.schema import DICOM_EXTENSIONS, IMAGE_EXTENSIONS
+    from thyrofast.predict import IMAGE_EXTENSIONS as PREDICT_EXTENSIONS
+    from thyrofast.predict import expand_inputs
+
+    assert {".dic", ".ima", ".dcm"} <= DICOM_EXTENSIONS <= IMAGE_EXTENSIONS
+    assert IMAGE_EXTENSIONS <= PREDICT_EXTENSIONS and IMAGE_EXTENSIONS <= manifest.IMAGE_EXTS
+    assert check.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    for ext in sorted(IMAGE_EXTENSIONS):
+        (tmp_path / f"a{ext}").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not an image")
+    got = sorted(p.path.rsplit(".", 1)[1] for p in expand_inputs([tmp_path]))
+    assert got == sorted(e[1:] for e in IMAGE_EXTENSIONS)

@@ -15,7 +15,7 @@ Checks (each finding is a :class:`Problem` with severity ``error`` or ``warning`
   256,036 pairs of distinct images of different patients (closest pair: 7),
   and caught 100% of JPEG q60 re-encodes, 99% of x0.75 and 92% of x0.5
   resizes, 99% of +25 brightness shifts, 63% of -25 ones
-  (``tools/near_duplicate_threshold.py``; README, "Training on your own data").
+  (``tools/near_duplicate_threshold.py``; docs/own-data.md).
   Duplicates within one patient are fine (cine frames, repeated views).
 * **manifest** — listed files that are missing or unreadable, image files
   beside the manifest it does not list, a file listed twice, patients with
@@ -39,14 +39,13 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .io.schema import DEFAULT_CLASSES, IMAGE_EXTENSIONS
 
 __all__ = ["check_dataset", "check_before_training", "CheckReport", "Problem", "dhash", "hamming", "NEAR_DUPLICATE_DISTANCE"]
 
 #: Two panes whose dHashes differ in at most this many of 64 bits are near duplicates.
 NEAR_DUPLICATE_DISTANCE = 6
 
-CLASSES = ("BTN", "NMTN", "MMTN")
-_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".ima"}
 _MAX_LISTED = 20  # examples printed per problem in the text report (the JSON has them all)
 
 
@@ -71,7 +70,7 @@ class CheckReport:
     problems: list[Problem] = dataclasses.field(default_factory=list)
     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE
     #: the data set's classes (from its labels or class folders, as ``thyrofast train`` takes them)
-    classes: list[str] = dataclasses.field(default_factory=lambda: list(CLASSES))
+    classes: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_CLASSES))
 
     @property
     def errors(self) -> list[Problem]:
@@ -173,7 +172,7 @@ def _either(read, source: str) -> list:
     """The records as the paper's preset (BTN/NMTN/MMTN) when they are, else with the data's own
     classes (labels / folder names, as ``thyrofast train`` takes them)."""
     try:
-        return read(source, classes=CLASSES)
+        return read(source, classes=DEFAULT_CLASSES)
     except InputError:
         return read(source, classes=None)
 
@@ -211,10 +210,10 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
     rep = CheckReport(source=data, layout=layout, n_images=len(records),
                       n_patients=len({r.patient_id for r in records}), near_duplicate_distance=int(near_distance))
     err = rep.problems.append
-    classes = tuple(records[0].classes) if records else CLASSES
-    if set(classes) <= set(CLASSES):  # the paper's preset: checked against all of its classes
-        records = [r.replace(label=CLASSES.index(r.label_name), classes=CLASSES) for r in records]
-        classes = CLASSES
+    classes = tuple(records[0].classes) if records else DEFAULT_CLASSES
+    if set(classes) <= set(DEFAULT_CLASSES):  # the paper's preset: checked against all of its classes
+        records = [r.replace(label=DEFAULT_CLASSES.index(r.label_name), classes=DEFAULT_CLASSES) for r in records]
+        classes = DEFAULT_CLASSES
     rep.classes = list(classes)
 
     # --- manifest / labels ------------------------------------------------------------
@@ -239,14 +238,14 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
         listed = {os.path.normcase(os.path.abspath(r.path)) for r in records}
         for r in records:  # other columns naming files (e.g. the synthetic cohort's dicom_path)
             for v in r.extra.values():
-                if v and not os.path.isabs(v) and os.path.splitext(v)[1].lower() in _IMAGE_EXTS:
+                if v and not os.path.isabs(v) and os.path.splitext(v)[1].lower() in IMAGE_EXTENSIONS:
                     listed.add(os.path.normcase(os.path.abspath(os.path.join(root, v))))
         unlisted = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 full = os.path.join(dirpath, fn)
-                if (not fn.startswith(".") and os.path.splitext(fn)[1].lower() in _IMAGE_EXTS
+                if (not fn.startswith(".") and os.path.splitext(fn)[1].lower() in IMAGE_EXTENSIONS
                         and os.path.normcase(os.path.abspath(full)) not in listed):
                     unlisted.append(os.path.relpath(full, root))
         if unlisted:

@@ -49,6 +49,7 @@ from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
 from .clinical import clinical_fields
 from .errors import InputError
 from .io.reader import DEFAULT_MAX_BYTES
+from .io import schema
 from .io.schema import DEFAULT_CLASSES
 from .operating_point import decide
 from ._fs import open_regular, sha256_file
@@ -65,7 +66,7 @@ __all__ = [
     "csv_fields",
 ]
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".npy"}
+IMAGE_EXTENSIONS = schema.IMAGE_EXTENSIONS | {".npy"}  # and NumPy arrays (predict only)
 MANIFEST_EXTENSIONS = {".csv"}
 
 _PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .._fs import atomic_write
 from ..errors import InputError
 from .frame import hash_patient_id
-from .schema import DEFAULT_CLASSES, SPLITS, classes_from_names, label_index
+from .schema import DEFAULT_CLASSES, IMAGE_EXTENSIONS, PICTURE_EXTENSIONS, SPLITS, classes_from_names, label_index
 from .splits import check_split
 
 __all__ = ["Record", "read_manifest", "read_dataset", "manifest_csv", "write_manifest", "scan_folder",
@@ -38,7 +38,7 @@ log = logging.getLogger("thyrofast.io")
 #: The manifest a cohort folder holds.
 MANIFEST_NAME = "manifest.csv"
 _KNOWN = ("path", "patient_id", "label", "split", "view", "frame_index", "pane")
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".dic", ".ima", ""}
+IMAGE_EXTS = IMAGE_EXTENSIONS | {""}  # "": extensionless DICOM files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +376,7 @@ def _patient_for(fpath: str, rel_parts: list[str], how, salt) -> tuple[str, str]
         return None
     if how in ("auto", "dicom"):
         pid = _dicom_patient(fpath, salt) if os.path.splitext(fpath)[1].lower() not in (
-            ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") else None
+            PICTURE_EXTENSIONS) else None
         if pid is not None:
             return pid, "dicom"
         if how == "dicom":

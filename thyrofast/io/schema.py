@@ -14,11 +14,17 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-__all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "crop_mode", "label_index",
-           "classes_from_names"]
+__all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "PICTURE_EXTENSIONS", "DICOM_EXTENSIONS",
+           "IMAGE_EXTENSIONS", "crop_mode", "label_index", "classes_from_names"]
 
 #: The paper's class preset: benign thyroid nodule, non-metastatic and metastatic malignant.
 DEFAULT_CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
+#: File name extensions of the picture formats :func:`thyrofast.read` opens (Pillow).
+PICTURE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+#: Extensions DICOM files carry (a DICOM file may also have none: readers check the ``DICM`` preamble).
+DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom", ".dic", ".ima"})
+#: What a folder walk (``scan_folder``, ``check``, ``predict``) takes as an image file.
+IMAGE_EXTENSIONS: frozenset[str] = PICTURE_EXTENSIONS | DICOM_EXTENSIONS
 #: Split names of a manifest's ``split`` column.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: ``thyrofast.read(crop=...)``: "auto" (the DICOM tissue region, else the whole frame), "detect"

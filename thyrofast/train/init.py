@@ -9,7 +9,7 @@
 * a PyTorch / torchvision / timm state dict converted to ``.safetensors``.
   thyrofast never unpickles (``tests/test_hardening_predict.py``), so a
   ``.pt`` / ``.pth`` file is refused, pointing to the conversion you run on
-  your own, trusted file (README, "Fine-tuning from a pretrained file";
+  your own, trusted file (docs/own-data.md, "Fine-tuning from a pretrained file";
   ``tools/state_dict_to_safetensors.py`` in the source tree).  ``module.``
   prefixes (DataParallel) are stripped.
 
@@ -69,7 +69,7 @@ def prepare_init(path: str | os.PathLike, work: str | os.PathLike, *, arch: str,
             raise ValueError(f"--init-member {member}: {src} is a single network")
     elif src.suffix.lower() in TORCH_SUFFIXES:
         raise ValueError(f"--init {src}: a pickled PyTorch checkpoint, and thyrofast never unpickles; convert "
-                         "your own, trusted file to .safetensors first (README, 'Fine-tuning from a pretrained "
+                         "your own, trusted file to .safetensors first (docs/own-data.md, 'Fine-tuning from a pretrained "
                          "file', or tools/state_dict_to_safetensors.py)")
     else:
         raise ValueError(f"--init {src}: expected a bundle folder or a .safetensors file")
