@@ -459,3 +459,30 @@ def test_a_results_csv_from_before_the_pane_column_still_resumes(tmp_path):
     (tmp_path / "in" / "more.png").write_bytes((tmp_path / "in" / "dual.png").read_bytes() + b"\0")
     with pytest.raises(OutputError, match="pane column"):
         predict_files(clf, [tmp_path / "in" / "more.png"], out, progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(TOUCHING))
+def test_touching_panes_are_split_in_a_jpeg_screenshot_too(tmp_path, name):
+    spec, gap, tops = TOUCHING[name]
+    img, true = _screen([_pane(s, f) for s, f in spec], gap, tops=tops)
+    Image.fromarray(img).save(tmp_path / "dual.jpg", quality=75)
+    frames = read(tmp_path / "dual.jpg", crop="panes")
+    assert len(frames) == len(true) and all(_iou(f.region, t) > 0.95 for f, t in zip(frames, true))
+
+
+def test_a_wide_single_field_is_never_cut():
+    """Controls for the seam search: wide crops (2-3x wider than high) of 12 single rendered fields,
+    some with a vertical dotted caliper line across them (seed 110), each stay one pane."""
+    from thyrofast.io import split_at_seams
+
+    for seed in range(100, 112):
+        rng = np.random.default_rng(seed)
+        r = synth.render(synth.sample_patient(rng, ("BTN", "NMTN", "MMTN")[seed % 3]), seed=seed,
+                         view=("transverse", "longitudinal")[seed % 2])
+        g = r.region
+        for frac in (0.6, 0.45):
+            hh = int((g.y1 - g.y0) * frac)
+            img = np.zeros_like(r.image)
+            img[g.y0:g.y0 + hh, g.x0:g.x1] = r.image[g.y0:g.y0 + hh, g.x0:g.x1]
+            assert len(detect_panes(img, split_touching=True)) == 1, (seed, frac)
+            assert split_at_seams(img, (g.x0, g.y0, g.x1, g.y0 + hh)) == [(g.x0, g.y0, g.x1, g.y0 + hh)]
