@@ -96,9 +96,9 @@ def test_one_ok_record_per_input_with_contract_fields(tmp_path):
     assert (s.n_ok, s.n_error, s.n_frames) == (6, 0, 6) and len(recs) == 6
     assert len({r["sha256"] for r in recs}) == 6
     r = recs[0]
-    assert list(r) == ["kind", "input", "sha256", "frame_index", "patient_id", "status", "probs", "pred", "decision",
-                       "provenance"]
-    assert r["status"] == "ok" and r["frame_index"] == 0 and r["patient_id"] is None
+    assert list(r) == ["kind", "input", "sha256", "frame_index", "pane", "patient_id", "status", "probs", "pred",
+                       "decision", "provenance"]
+    assert r["status"] == "ok" and r["frame_index"] == 0 and r["pane"] is None and r["patient_id"] is None
     assert set(r["probs"]) == set(CLASSES) and abs(sum(r["probs"].values()) - 1) < 1e-9
     assert r["pred"] == max(r["probs"], key=r["probs"].get)
     assert r["provenance"] == FakeClassifier.provenance

@@ -225,10 +225,10 @@ def check_dataset(data: str | os.PathLike, *, near_distance: int = NEAR_DUPLICAT
     if several:
         err(Problem("several_labels", "error", f"{len(several)} patient(s) have images with different labels "
                     "(thyrofast train refuses this; one label per patient)", several))
-    seen_rows: dict[tuple[str, int | None], int] = defaultdict(int)
+    seen_rows: dict[tuple[str, int | None, int | None], int] = defaultdict(int)
     for r in records:
-        seen_rows[(r.path, r.frame_index)] += 1
-    twice = sorted(os.path.relpath(p, root) for (p, _), n in seen_rows.items() if n > 1)
+        seen_rows[(r.path, r.frame_index, r.pane)] += 1  # one row per pane (crop="panes") is not twice
+    twice = sorted(os.path.relpath(p, root) for (p, _, _), n in seen_rows.items() if n > 1)
     if twice:
         err(Problem("listed_twice", "warning", f"{len(twice)} file(s) are listed more than once", twice))
     missing = sorted({os.path.relpath(r.path, root) for r in records if not os.path.isfile(r.path)})

@@ -3,7 +3,9 @@
 Output (docs/contracts.md, "Prediction records"): one record per image, then
 per-patient records.  Guarantees:
 
-* **one record per input**: ``ok`` (one line per frame of the input) or
+* **one record per input**: ``ok`` (one line per frame of the input; with a
+  bundle that reads ``crop="panes"``, one per frame and B-mode pane, ``pane``
+  its index, otherwise ``pane`` is null / empty) or
   ``error`` with the :class:`~thyrofast.errors.InputError` code;
 * **atomic appends**: each input's lines go out in one ``write`` of whole
   lines, then flush + fsync.  A run killed at any point leaves at most one
@@ -68,7 +70,7 @@ IMAGE_EXTENSIONS = schema.IMAGE_EXTENSIONS | {".npy"}  # and NumPy arrays (predi
 MANIFEST_EXTENSIONS = {".csv"}
 
 _PROVENANCE_FIELDS = ("thyrofast", "bundle_sha256", "backend", "precision", "device")
-_CSV_HEAD = ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred", "decision")
+_CSV_HEAD = ("kind", "input", "sha256", "frame_index", "pane", "patient_id", "status", "pred", "decision")
 _CSV_TAIL = ("n_images", "error_code", "error_message", "saliency", *_PROVENANCE_FIELDS)
 
 
@@ -94,6 +96,7 @@ class InputItem:
     path: str
     patient_id: str | None = None
     frame_index: int | None = None  # a manifest row may name one frame of a cine
+    pane: int | None = None  # ... and one B-mode pane of it (read with crop="panes")
 
 
 @dataclasses.dataclass
@@ -151,13 +154,17 @@ def _manifest_items(path: Path) -> list[InputItem]:
         if not p.is_absolute():
             p = path.parent / p
         pid = _hash_id((row.get("patient_id") or "").strip() or None)
-        fi = (row.get("frame_index") or "").strip()
-        try:
-            frame_index = int(fi) if fi else None
-        except ValueError:
-            raise InputError("bad_manifest", f"frame_index {fi!r} is not an integer", source=str(path)) from None
-        items.append(InputItem(str(p), pid, frame_index))
+        frame_index, pane = (_manifest_int(row, k, path) for k in ("frame_index", "pane"))
+        items.append(InputItem(str(p), pid, frame_index, pane))
     return items
+
+
+def _manifest_int(row: dict, key: str, path: Path) -> int | None:
+    v = (row.get(key) or "").strip()
+    try:
+        return int(v) if v else None
+    except ValueError:
+        raise InputError("bad_manifest", f"{key} {v!r} is not an integer", source=str(path)) from None
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[InputItem]:
@@ -198,14 +205,17 @@ def _hash_id(pid: str | None) -> str | None:
     return hash_patient_id(pid)
 
 
-def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
-                ) -> tuple[list[tuple[int, np.ndarray]], str | None, dict]:
+def read_frames(path: str, frame_index: int | None = None, crop: str = "auto", pane: int | None = None
+                ) -> tuple[list[tuple[int, np.ndarray]], str | None, list[dict]]:
     """``[(frame_index, pixels), ...]`` of one input, its hashed patient id (or None)
-    and ``{frame_index: {"region_source", "notes"}}`` where the crop is worth recording.
+    and, aligned with them, what each record should say about its crop:
+    ``{"region_source", "notes"}`` (``{}`` for ``.npy``), and with ``crop="panes"``
+    also ``"pane"`` and ``"region"`` (the pane's box): one entry per frame and pane.
 
     Images and DICOM go through :func:`thyrofast.read` (tissue-region crop,
     memory guard, InputError codes); ``.npy`` arrays (uint8/uint16 ``(H, W)``,
-    ``(H, W, 3)`` or a stack) are read here without pickle.
+    ``(H, W, 3)`` or a stack) are read here without pickle.  ``pane``: keep
+    that pane only (a manifest row naming one).
     """
     if frame_index is not None and frame_index < 0:  # a manifest row's own error, not the run's
         raise InputError("frame_out_of_range", f"frame_index must be >= 0, got {frame_index}", source=path)
@@ -213,7 +223,7 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
         frames = _read_npy(path)
         pairs = list(enumerate(frames))
         pid = None
-        regions = {}
+        regions: list[dict] = [{} for _ in pairs]
     else:
         from .io import read
 
@@ -227,12 +237,19 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto"
         pairs = [(int(f.frame_index), f.pixels) for f in got]
         pid = next((f.patient_hash for f in got if f.patient_hash), None)
         # how each frame was cropped, e.g. a degenerate DICOM region replaced by the detected field
-        regions = {int(f.frame_index): {"region_source": f.region_source, "notes": list(f.notes)} for f in got}
-    if frame_index is not None:
-        pairs = [(i, f) for i, f in pairs if i == frame_index]
-        if not pairs:
-            raise InputError("empty", f"the input has no frame {frame_index}", source=path)
-    return pairs, pid, regions
+        regions = [{"region_source": f.region_source, "notes": list(f.notes)} for f in got]
+        for f, meta in zip(got, regions):
+            if f.pane is not None:
+                meta.update(pane=int(f.pane), region=[int(v) for v in f.region])
+    keep = [n for n, (i, _) in enumerate(pairs) if frame_index is None or i == frame_index]
+    if frame_index is not None and not keep:
+        raise InputError("empty", f"the input has no frame {frame_index}", source=path)
+    if pane is not None:
+        keep = [n for n in keep if regions[n].get("pane") == pane]
+        if not keep:
+            raise InputError("frame_out_of_range", f"the input has no pane {pane}"
+                             + ("" if crop == "panes" else " (panes are read with crop='panes')"), source=path)
+    return [pairs[n] for n in keep], pid, [regions[n] for n in keep]
 
 
 def _read_npy(path: str) -> list[np.ndarray]:
@@ -255,7 +272,7 @@ def _read_npy(path: str) -> list[np.ndarray]:
 
 
 def _flatten(rec: dict, fields: Sequence[str] = CSV_FIELDS) -> dict:
-    row = {k: rec.get(k) for k in ("kind", "input", "sha256", "frame_index", "patient_id", "status", "pred",
+    row = {k: rec.get(k) for k in ("kind", "input", "sha256", "frame_index", "pane", "patient_id", "status", "pred",
                                    "decision", "n_images", "saliency")}
     for c, v in (rec.get("probs") or {}).items():
         row[f"prob_{c}"] = v
@@ -270,6 +287,8 @@ def _unflatten(row: dict) -> dict:
                                                              "decision")}
     if row.get("frame_index"):
         rec["frame_index"] = int(row["frame_index"])
+    if row.get("pane"):
+        rec["pane"] = int(row["pane"])
     if row.get("n_images"):
         rec["n_images"] = int(row["n_images"])
     probs = {k[5:]: float(v) for k, v in row.items() if k and k.startswith("prob_") and v not in (None, "")}
@@ -345,6 +364,8 @@ class RecordWriter:
         elif text:
             reader = csv.DictReader(io.StringIO(text))
             header = tuple(reader.fieldnames or ())
+            if header == tuple(h for h in self.fields if h != "pane"):
+                self.fields = header  # written before the pane column: resumed as it is (no panes in it)
             if header != self.fields:
                 theirs = [h[5:] for h in header if h.startswith("prob_")]
                 if header[:len(_CSV_HEAD)] == _CSV_HEAD and header[len(header) - len(_CSV_TAIL):] == _CSV_TAIL:
@@ -366,6 +387,9 @@ class RecordWriter:
             self._append(buf.getvalue().encode())
 
     def _encode(self, records: Sequence[dict]) -> bytes:
+        if self.format == "csv" and "pane" not in self.fields and any(r.get("pane") is not None for r in records):
+            raise OutputError(f"{self.path} was written without a pane column and this run reads panes "
+                              "(crop='panes'); write to another --out")
         if self.format == "jsonl":
             return "".join(json.dumps(r, allow_nan=False, ensure_ascii=False) + "\n" for r in records).encode()
         buf = io.StringIO()
@@ -449,7 +473,7 @@ def _our_line_start(tail: bytes, fmt: str, *, header_done: bool, fields: Sequenc
 
 def _error_record(item: InputItem, sha: str | None, exc: InputError, provenance: dict) -> dict:
     return {
-        "kind": "image", "input": item.path, "sha256": sha, "frame_index": None,
+        "kind": "image", "input": item.path, "sha256": sha, "frame_index": None, "pane": item.pane,
         "patient_id": item.patient_id, "status": "error",
         "error": {"code": exc.code, "message": str(exc)}, "provenance": dict(provenance),
     }
@@ -466,7 +490,7 @@ def _patient_records(records: list[dict], classes: Sequence[str], provenance: di
     probs = np.array([[r["probs"][c] for c in classes] for r in ok], dtype=np.float64)
     agg = aggregate_patients(probs, [r["patient_id"] for r in ok], aggregation)
     n_ood: dict = {}  # images of each patient the OOD gate referred (counted once per image record)
-    for r in {(r["input"], r.get("frame_index"), r["patient_id"]): r for r in ok}.values():
+    for r in {(r["input"], r.get("frame_index"), r.get("pane"), r["patient_id"]): r for r in ok}.values():
         n_ood[r["patient_id"]] = n_ood.get(r["patient_id"], 0) + bool((r.get("ood") or {}).get("refer"))
     last = {r["patient_id"]: r for r in records if r.get("kind") == "patient"}
     out = []
@@ -524,13 +548,16 @@ def predict_files(
     with RecordWriter(out, fmt, classes) as writer, _progress(len(items), progress) as bar:
         summary.mixed_settings = _check_resume_provenance(writer, provenance)
         # Resume keys: path and SHA-256 (whole file), and with #frame (one frame
-        # named by a manifest row).
+        # named by a manifest row) and /pane (one pane of it).
         done_sha: dict[str, str | None] = {}
         for r in writer.records:
             if r.get("kind") == "image" and r.get("sha256"):
                 done_sha.setdefault(_key(r["sha256"], r["input"]), r.get("status"))
                 if r.get("frame_index") is not None:
                     done_sha.setdefault(_key(r["sha256"], r["input"], r["frame_index"]), r.get("status"))
+                    if r.get("pane") is not None:
+                        done_sha.setdefault(_key(r["sha256"], r["input"], r["frame_index"], r["pane"]),
+                                            r.get("status"))
         done_path = {r["input"] for r in writer.records if r.get("kind") == "image" and not r.get("sha256")}
         pending: list[tuple[InputItem, str, list[tuple[int, np.ndarray]], str | None]] = []
         pending_sha: set[str] = set()
@@ -560,7 +587,7 @@ def predict_files(
                         err = InputError("unsupported_format", f"the model's preprocessing refused it: {got}",
                                          source=item.path)
                         writer.write([_error_record(item, sha, err, provenance)])
-                        done_sha[_key(sha, item.path, item.frame_index)] = "error"
+                        done_sha[_key(sha, item.path, item.frame_index, item.pane)] = "error"
                         summary.n_error += 1
                         summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
                         bar.update(1)
@@ -570,11 +597,12 @@ def predict_files(
                     item_probs = probs
                 recs = []
                 oods = gate.check([f for _, f in fs]) if gate is not None else [None] * len(fs)
-                for (j, f), ood in zip(fs, oods):
+                for (j, f), meta, ood in zip(fs, regions, oods):
                     p = item_probs[k]
                     k += 1
+                    pane = meta.get("pane")
                     rec = {
-                        "kind": "image", "input": item.path, "sha256": sha, "frame_index": j,
+                        "kind": "image", "input": item.path, "sha256": sha, "frame_index": j, "pane": pane,
                         "patient_id": item.patient_id or pid, "status": "ok",
                         "probs": {c: float(v) for c, v in zip(classes, p)},
                         "pred": classes[int(np.argmax(p))], "decision": decide(p, classes, op)[0],
@@ -582,13 +610,12 @@ def predict_files(
                     }
                     rec.update(clinical_fields(p, classes, conformal, "image", ood))
                     summary.n_referred_images += bool(rec.get("refer"))
-                    if j in regions:
-                        rec.update(regions[j])
+                    rec.update((key, v) for key, v in meta.items() if key != "pane")
                     if saliency_dir is not None:
-                        rec["saliency"] = str(_write_saliency(classifier, f, Path(saliency_dir), sha, j))
+                        rec["saliency"] = str(_write_saliency(classifier, f, Path(saliency_dir), sha, j, pane))
                     recs.append(rec)
                 writer.write(recs)
-                done_sha[_key(sha, item.path, item.frame_index)] = "ok"
+                done_sha[_key(sha, item.path, item.frame_index, item.pane)] = "ok"
                 summary.n_ok += 1
                 summary.n_frames += len(fs)
                 bar.update(1)
@@ -614,14 +641,14 @@ def predict_files(
                     summary.error_codes[err.code] = summary.error_codes.get(err.code, 0) + 1
                 bar.update(1)
                 continue
-            key = _key(sha, item.path, item.frame_index)
+            key = _key(sha, item.path, item.frame_index, item.pane)
             if key in done_sha or key in pending_sha:
                 summary.n_skipped += 1
                 summary.n_error_recorded += done_sha.get(key) == "error"
                 bar.update(1)
                 continue
             try:
-                frames, pid, regions = read_frames(item.path, item.frame_index, crop)
+                frames, pid, regions = read_frames(item.path, item.frame_index, crop, item.pane)
                 if not frames:
                     raise InputError("empty", "the input holds no frames", source=item.path)
                 frames = list(zip([i for i, _ in frames], _check_frames([f for _, f in frames], item.path)))
@@ -677,9 +704,12 @@ def _check_resume_provenance(writer: "RecordWriter", provenance: dict) -> dict:
     return mixed
 
 
-def _key(sha: str, path: str, frame_index: int | None = None) -> str:
+def _key(sha: str, path: str, frame_index: int | None = None, pane: int | None = None) -> str:
     key = f"{sha}:{path}"
-    return key if frame_index is None else f"{key}#{frame_index}"
+    if frame_index is None and pane is not None:
+        frame_index = 0  # a manifest row naming a pane but no frame: a still's one frame
+    key = key if frame_index is None else f"{key}#{frame_index}"
+    return key if pane is None else f"{key}/{pane}"
 
 
 def _check_frames(frames: list[np.ndarray], source: str) -> list[np.ndarray]:
@@ -705,9 +735,10 @@ def _prepare_saliency_dir(directory: Path) -> None:
                           f"{exc.strerror or exc}") from None
 
 
-def _write_saliency(classifier, frame: np.ndarray, directory: Path, sha: str, index: int) -> Path:
+def _write_saliency(classifier, frame: np.ndarray, directory: Path, sha: str, index: int,
+                    pane: int | None = None) -> Path:
     frame = frame[..., 0] if frame.ndim == 3 and frame.shape[-1] == 1 else frame
-    name = f"{sha[:16]}_{index}"
+    name = f"{sha[:16]}_{index}" + ("" if pane is None else f"_p{pane}")
     final = directory / f"{name}.png"
     tmp_name = f".{name}.tmp"
     classifier.save_saliency([frame], directory, [tmp_name])

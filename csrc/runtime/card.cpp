@@ -34,7 +34,7 @@ constexpr double kTemperatureLo = 0.01, kTemperatureHi = 100.0;
 constexpr int64_t kMaxRoi = (int64_t{1} << 31) - 1;  // preprocessing/params.py MAX_ROI
 const char* const kArchs[] = {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "mobilenet_v3_large",
                               "convnext_tiny"};      // models.ARCHS
-const char* const kCrops[] = {"auto", "detect", "regions", "none"};  // io.schema.CROP_MODES
+const char* const kCrops[] = {"auto", "detect", "regions", "none", "panes"};  // io.schema.CROP_MODES
 constexpr int kMaxMembers = 8;                      // models.MAX_MEMBERS
 constexpr double kF32Max = 3.4028234663852886e38, kF16Max = 65504.0;
 

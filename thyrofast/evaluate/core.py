@@ -565,7 +565,9 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
             wanted.setdefault(path, set()).add(fi)
     for path in tqdm(list(wanted), desc="evaluate: predicting", unit="file", leave=False, disable=not progress):
         try:
-            frames = _frames_of(read(path))
+            got = read(path)
+            frames = _frames_of(got)
+            at = _frame_panes(got, len(frames))
         except InputError as exc:
             records.append({"kind": "image", "input": path, "status": "error",
                             "error": {"code": exc.code, "message": str(exc)}})
@@ -578,14 +580,29 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
             p = np.asarray(classifier.predict(batch), dtype=np.float64)
             probs.append(p.reshape(-1, len(_classes())))
         probs = np.vstack(probs)
-        for fi, p in enumerate(probs):
+        for n, p in enumerate(probs):
+            fi, pane = at[n] if at is not None else (n, None)
             if want is not None and fi not in want and len(probs) > 1:
                 continue
-            records.append({"kind": "image", "input": path, "frame_index": fi, "status": "ok",
-                            "probs": dict(zip(_classes(), map(float, p))),
-                            "pred": _classes()[int(np.argmax(p))],
-                            "provenance": getattr(classifier, "provenance", None)})
+            rec = {"kind": "image", "input": path, "frame_index": fi, "status": "ok",
+                   "probs": dict(zip(_classes(), map(float, p))),
+                   "pred": _classes()[int(np.argmax(p))],
+                   "provenance": getattr(classifier, "provenance", None)}
+            if pane is not None:  # crop="panes": one record per frame and B-mode pane
+                rec = {**dict(list(rec.items())[:3]), "pane": pane, **dict(list(rec.items())[3:])}
+            records.append(rec)
     return records
+
+
+def _frame_panes(obj, n: int) -> list[tuple[int, int]] | None:
+    """``[(frame_index, pane)]`` of what ``thyrofast.read`` returned with ``crop="panes"`` (one per
+    frame and pane); None for any other reader or crop (frames are then numbered in order)."""
+    if not isinstance(obj, (list, tuple)) or len(obj) != n:
+        return None
+    at = [(getattr(f, "frame_index", None), getattr(f, "pane", None)) for f in obj]
+    if any(pane is None or not isinstance(fi, (int, np.integer)) for fi, pane in at):
+        return None
+    return [(int(fi), int(pane)) for fi, pane in at]
 
 
 def _manifest_of(data) -> str:

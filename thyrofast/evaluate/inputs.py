@@ -160,6 +160,8 @@ def _records_from_csv(path: Path) -> list[dict]:
             rec["probs"] = {k[5:]: r[k] for k in cols}
         fi = (r.get("frame_index") or "").strip()
         rec["frame_index"] = int(fi) if fi.lstrip("-").isdigit() else 0
+        pane = (r.get("pane") or "").strip()  # predict's pane column (crop="panes"); empty otherwise
+        rec["pane"] = int(pane) if pane.isdigit() else None
         rec.setdefault("kind", "image")
         rec.setdefault("status", "ok" if "probs" in rec else "error")
         out.append(rec)
@@ -270,6 +272,8 @@ def image_table(records: Sequence[Mapping], labels: Labels, source: str = "predi
                 unmatched_examples.append(inp)
             continue
         key = f"{labels.path[i]}#{int(rec.get('frame_index') or 0)}"
+        if rec.get("pane") is not None:  # one B-mode pane of a split screen (crop="panes"): its own image
+            key += f"/{int(rec['pane'])}"
         if key in seen:  # e.g. a resumed run that wrote a record twice
             stats["duplicates"] += 1
             continue

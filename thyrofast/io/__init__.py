@@ -18,17 +18,19 @@ import importlib
 _LAZY = {
     "read": "reader", "DEFAULT_MAX_BYTES": "reader", "count_frames": "reader",
     "Frame": "frame", "hash_patient_id": "frame",
-    "detect_field": "regions", "detect_panes": "regions",
+    "detect_field": "regions", "detect_panes": "regions", "split_at_seams": "regions",
     "Record": "manifest", "read_manifest": "manifest", "read_dataset": "manifest", "scan_folder": "manifest",
-    "write_manifest": "manifest", "expand_frames": "manifest", "manifest_csv": "manifest",
+    "write_manifest": "manifest", "expand_frames": "manifest", "count_panes": "manifest",
+    "manifest_csv": "manifest",
     "split_patients": "splits", "assign_splits": "splits", "kfold_patients": "splits", "check_split": "splits",
     "DEFAULT_CLASSES": "schema", "SPLITS": "schema", "CROP_MODES": "schema", "label_index": "schema",
     "FrameDataset": "dataset",  # needs the compiled preprocessing core
 }
 
 __all__ = [
-    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "detect_panes", "hash_patient_id", "count_frames",
-    "Record", "read_manifest", "read_dataset", "scan_folder", "write_manifest", "expand_frames", "manifest_csv",
+    "read", "Frame", "DEFAULT_MAX_BYTES", "detect_field", "detect_panes", "split_at_seams", "hash_patient_id",
+    "count_frames", "Record", "read_manifest", "read_dataset", "scan_folder", "write_manifest", "expand_frames",
+    "count_panes", "manifest_csv",
     "split_patients", "assign_splits", "kfold_patients", "check_split",
     "DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "label_index",
     "FrameDataset",

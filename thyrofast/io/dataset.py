@@ -7,6 +7,9 @@
 Works as a ``torch.utils.data.Dataset`` as is (``__len__``/``__getitem__``).
 Every frame of a multi-frame file is one item unless the record names a
 ``frame_index``; ``read_options`` (e.g. ``{"stride": 5}``) go to :func:`read`.
+With ``read_options={"crop": "panes"}`` every B-mode pane of a frame is one item
+(a split-screen screenshot gives one item per pane) unless the record names a
+``pane``.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import numpy as np
 
 from .._fs import atomic_write
 from ..errors import InputError
-from .manifest import Record, read_dataset
+from .manifest import Record, count_panes, read_dataset
 from .reader import DEFAULT_MAX_BYTES, count_frames, read, read_options as _validate_read_options
 from .schema import DEFAULT_CLASSES, SPLITS
 from .splits import check_split
@@ -82,14 +85,26 @@ class FrameDataset:
             records = [r for r in records if r.split == split]
         self.records: list[Record] = records
         self.skipped: list[tuple[str, str]] = []  # (path, error code) skipped while indexing
-        self._items: list[tuple[int, int]] = []  # (record index, frame index)
+        # (record index, frame index, pane): pane is None unless read with crop="panes"
+        self._items: list[tuple[int, int, int | None]] = []
         self._cine: dict[int, list[int]] = {}  # record index -> its frames, for multi-frame records
+        panes = opts.get("crop") == "panes"
+        max_bytes = opts.get("max_bytes", DEFAULT_MAX_BYTES)
         for ri, r in enumerate(records):
-            if r.frame_index is not None:
-                self._items.append((ri, r.frame_index))
-                continue
+            if r.pane is not None and not panes:
+                raise InputError("bad_manifest", f"{os.path.basename(r.path)} names pane {r.pane}, but the "
+                                 "frames are not read with crop='panes'", source=r.path)
             try:
-                n = count_frames(r.path, max_bytes=opts.get("max_bytes", DEFAULT_MAX_BYTES))
+                if r.frame_index is not None:
+                    fis = [r.frame_index]
+                else:
+                    fis = list(range(0, count_frames(r.path, max_bytes=max_bytes), self._stride))
+                if panes:
+                    # each frame's panes, found as read() finds them when the item is loaded
+                    items = [(ri, fi, p) for fi in fis for p in (
+                        [r.pane] if r.pane is not None else range(count_panes(r.path, fi, max_bytes=max_bytes)))]
+                else:
+                    items = [(ri, fi, None) for fi in fis]
             except (InputError, OSError) as exc:
                 code = getattr(exc, "code", "unreadable")
                 if on_error == "raise":
@@ -99,14 +114,14 @@ class FrameDataset:
                 self.skipped.append((r.path, code))
                 log.warning("skipping %s (%s)", os.path.basename(r.path), code)
                 continue
-            fis = list(range(0, n, self._stride))
-            self._items.extend((ri, fi) for fi in fis)
-            if len(fis) > 1:
+            self._items.extend(items)
+            if r.frame_index is None and len(fis) > 1 and not panes:
                 self._cine[ri] = fis
 
         self._cache_kind, self._cache_dir = _cache_kind(cache)
         self._mem: dict[int, np.ndarray] = {}
         self._last: tuple[str, dict[int, np.ndarray]] | None = None  # decoded frames of the last cine
+        self._last_panes: tuple[tuple[str, int], dict[int, np.ndarray]] | None = None  # the last frame's panes
         self._key_base = json.dumps({"params": params.to_dict(), "read": {k: v for k, v in sorted(opts.items())
                                                                           if k not in ("timeout",)}},
                                     sort_keys=True, default=str)
@@ -124,22 +139,24 @@ class FrameDataset:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
-        ri, fi = self._items[i]
+        ri, fi, _ = self._items[i]
         r = self.records[ri]
         return self._frame(i, r, fi), r.label, r.patient_id
 
     @property
     def labels(self) -> np.ndarray:
-        return np.array([self.records[ri].label for ri, _ in self._items], dtype=np.int64)
+        return np.array([self.records[ri].label for ri, _, _ in self._items], dtype=np.int64)
 
     @property
     def patient_ids(self) -> list[str]:
-        return [self.records[ri].patient_id for ri, _ in self._items]
+        return [self.records[ri].patient_id for ri, _, _ in self._items]
 
     def item_record(self, i: int) -> tuple[Record, int]:
-        """The record and frame index behind item ``i``."""
-        ri, fi = self._items[i]
-        return self.records[ri], fi
+        """The record and frame index behind item ``i`` (with ``crop="panes"``, the record names the
+        item's pane: ``record.pane``)."""
+        ri, fi, pane = self._items[i]
+        r = self.records[ri]
+        return (r if pane is None or r.pane == pane else r.replace(pane=pane)), fi
 
     def class_counts(self) -> dict[str, int]:
 
@@ -173,13 +190,13 @@ class FrameDataset:
             return self._mem[i]
         path = None
         if self._cache_kind == "dir":
-            path = os.path.join(self._cache_dir, self._key(r.path, fi) + ".npy")
+            path = os.path.join(self._cache_dir, self._key(r.path, fi, self._items[i][2]) + ".npy")
             if os.path.exists(path):
                 try:
                     return np.load(path, allow_pickle=False)
                 except (OSError, ValueError):
                     pass  # a damaged cache entry is recomputed
-        x = self._pre(self._pixels(self._items[i][0], r, fi))[0]
+        x = self._pre(self._pixels(self._items[i][0], r, fi, self._items[i][2]))[0]
         if self._cache_kind == "memory":
             self._mem[i] = x
         elif path is not None:
@@ -188,7 +205,17 @@ class FrameDataset:
                     np.save(f, x, allow_pickle=False)
         return x
 
-    def _pixels(self, ri: int, r: Record, fi: int) -> np.ndarray:
+    def _pixels(self, ri: int, r: Record, fi: int, pane: int | None = None) -> np.ndarray:
+        if pane is not None:
+            # crop="panes": decode the frame once, keep its panes for the next items
+            if self._last_panes is None or self._last_panes[0] != (r.path, fi):
+                got = read(r.path, frames=[fi], **self.read_options)
+                self._last_panes = ((r.path, fi), {f.pane: f.pixels for f in got})
+            got_panes = self._last_panes[1]
+            if pane not in got_panes:
+                raise InputError("frame_out_of_range", f"pane {pane} of frame {fi} asked, the frame has "
+                                 f"{len(got_panes)} pane(s)", source=r.path)
+            return got_panes[pane]
         if self._last is not None and self._last[0] == r.path and fi in self._last[1]:
             return self._last[1][fi]
         if ri in self._cine:
@@ -198,9 +225,10 @@ class FrameDataset:
             return self._last[1][fi]
         return read(r.path, frames=[fi], **self.read_options)[0].pixels
 
-    def _key(self, path: str, fi: int) -> str:
+    def _key(self, path: str, fi: int, pane: int | None = None) -> str:
         st = os.stat(path)
-        raw = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{fi}\0{self._key_base}"
+        at = fi if pane is None else f"{fi}\0pane {pane}"
+        raw = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{at}\0{self._key_base}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 

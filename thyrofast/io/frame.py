@@ -67,6 +67,9 @@ class Frame:
     doppler: bool = False  # Doppler / color-flow regions, or >= 1% colored pixels in the field
     color_fraction: float = 0.0  # share of strongly colored pixels (channel spread > 40/255) in the crop
     notes: tuple[str, ...] = ()
+    #: ``crop="panes"``: which B-mode pane of the screen this frame is (0-based, left to right; ``region``
+    #: is its box); every other crop mode: None
+    pane: int | None = None
 
     @property
     def color(self) -> str:
@@ -84,6 +87,7 @@ class Frame:
         return d
 
     def __repr__(self) -> str:
-        return (f"Frame({os.path.basename(self.source)!r}, index={self.frame_index}, "
+        pane = "" if self.pane is None else f", pane={self.pane}"
+        return (f"Frame({os.path.basename(self.source)!r}, index={self.frame_index}{pane}, "
                 f"shape={self.pixels.shape}, dtype={self.pixels.dtype}, region={self.region}, "
                 f"spacing_cm={self.spacing_cm})")

@@ -6,9 +6,11 @@ The one record type and manifest reader of the package: ``train``,
 Manifest (docs/contracts.md): UTF-8 CSV with a header; required ``path``
 (relative to the manifest's folder, or absolute), ``patient_id``, ``label``
 (BTN/NMTN/MMTN); optional ``split`` (train/val/test), ``view``,
-``frame_index``; other columns (the synthetic cohort's features, posteriors)
+``frame_index``, ``pane`` (one B-mode pane of a split-screen screenshot read with
+``crop="panes"``, 0-based left to right); other columns (the synthetic cohort's features, posteriors)
 are kept in ``Record.extra``.  A row without a ``frame_index`` stands for
-*every* frame of its file (:func:`expand_frames` makes one record per frame).
+*every* frame of its file (:func:`expand_frames` makes one record per frame,
+and with ``crop="panes"`` one per frame and pane).
 
 Patient ids are hashed (:func:`hash_patient_id`) in everything written or
 logged here; error messages name patients only by their hash.
@@ -29,13 +31,13 @@ from .schema import DEFAULT_CLASSES, IMAGE_EXTENSIONS, PICTURE_EXTENSIONS, SPLIT
 from .splits import check_split
 
 __all__ = ["Record", "read_manifest", "read_dataset", "manifest_csv", "write_manifest", "scan_folder",
-           "expand_frames", "MANIFEST_NAME"]
+           "expand_frames", "count_panes", "MANIFEST_NAME"]
 
 log = logging.getLogger("thyrofast.io")
 
 #: The manifest a cohort folder holds.
 MANIFEST_NAME = "manifest.csv"
-_KNOWN = ("path", "patient_id", "label", "split", "view", "frame_index")
+_KNOWN = ("path", "patient_id", "label", "split", "view", "frame_index", "pane")
 IMAGE_EXTS = IMAGE_EXTENSIONS | {""}  # "": extensionless DICOM files
 
 
@@ -54,6 +56,9 @@ class Record:
     rel: str | None = dataclasses.field(default=None, compare=False)
     #: the data set's class list, which ``label`` indexes (the preset unless read with ``classes=None``)
     classes: tuple[str, ...] = dataclasses.field(default=DEFAULT_CLASSES, compare=False, repr=False)
+    #: ``crop="panes"``: the B-mode pane of the frame (0-based, left to right); None: the whole crop
+    #: (every pane, for records expanded with ``crop="panes"``)
+    pane: int | None = None
 
     @property
     def label_name(self) -> str:
@@ -64,7 +69,8 @@ class Record:
 
     def __repr__(self) -> str:  # never print a raw patient id
         return (f"Record({os.path.basename(self.path)!r}, patient={hash_patient_id(self.patient_id)}, "
-                f"label={self.label_name}, split={self.split}, frame_index={self.frame_index})")
+                f"label={self.label_name}, split={self.split}, frame_index={self.frame_index}"
+                + ("" if self.pane is None else f", pane={self.pane}") + ")")
 
 
 def _rel(path: str, root: str) -> str:
@@ -156,23 +162,43 @@ def read_dataset(data: str | os.PathLike, *, classes: Sequence[str] | None = DEF
     return scan_folder(data, classes=classes, **scan) if path is None else read_manifest(path, classes=classes)
 
 
-def expand_frames(records: Iterable[Record], *, max_bytes: int | None = None) -> list[Record]:
+def expand_frames(records: Iterable[Record], *, max_bytes: int | None = None,
+                  crop: str | None = None) -> list[Record]:
     """One record per frame: a record without ``frame_index`` becomes one record for every
     frame of its file (frame count from the header, :func:`thyrofast.io.count_frames`);
-    records that name a frame are kept.  Order: the records', then frame order."""
+    records that name a frame are kept.  Order: the records', then frame order.
+
+    ``crop="panes"``: one record per frame *and* B-mode pane (:func:`thyrofast.read` with
+    ``crop="panes"`` decodes each frame once here to find its panes); records that name a
+    pane are kept.  Order: frame, then pane (left to right)."""
     from .reader import DEFAULT_MAX_BYTES, count_frames
 
+    max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     out: list[Record] = []
     for r in records:
         if r.frame_index is not None:
-            out.append(r)
-            continue
-        try:
-            n = count_frames(r.path, max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
-        except OSError as exc:
-            raise InputError("unreadable", f"cannot read: {exc.strerror or exc}", source=r.path) from None
-        out.extend(r.replace(frame_index=i) for i in range(n))
+            per_frame = [r]
+        else:
+            try:
+                n = count_frames(r.path, max_bytes=max_bytes)
+            except OSError as exc:
+                raise InputError("unreadable", f"cannot read: {exc.strerror or exc}", source=r.path) from None
+            per_frame = [r.replace(frame_index=i) for i in range(n)]
+        if crop == "panes" and r.pane is None:
+            out.extend(q.replace(pane=k) for q in per_frame
+                       for k in range(count_panes(q.path, q.frame_index, max_bytes=max_bytes)))
+        else:
+            out.extend(per_frame)
     return out
+
+
+def count_panes(path: str, frame_index: int = 0, *, max_bytes: int | None = None) -> int:
+    """How many frames ``thyrofast.read(path, crop="panes", frames=[frame_index])`` gives: the
+    B-mode panes of that frame (1 for a file cropped to its DICOM tissue region)."""
+    from .reader import DEFAULT_MAX_BYTES, read
+
+    return len(read(path, crop="panes", frames=[frame_index],
+                    max_bytes=DEFAULT_MAX_BYTES if max_bytes is None else max_bytes))
 
 
 def _field(row: Mapping[str, Any], key: str) -> str:
@@ -195,27 +221,32 @@ def _record(row: Mapping[str, Any], base: str, *, line: int, source: str,
     split = _field(row, "split").lower() or None
     if split is not None and split not in SPLITS:
         raise InputError("bad_manifest", f"{where}: split must be one of {SPLITS}, got {split!r}", source=source)
-    fi_s = _field(row, "frame_index")
-    frame_index = None
-    if fi_s:
-        try:
-            frame_index = int(fi_s)
-        except ValueError:
-            frame_index = -1
-        if frame_index < 0:
-            raise InputError("bad_manifest", f"{where}: frame_index must be an integer >= 0, got {fi_s!r}",
-                             source=source)
+    frame_index, pane = (_index(row, k, where, source) for k in ("frame_index", "pane"))
     extra = {k: ("" if v is None else str(v)) for k, v in row.items()
              if k is not None and k not in _KNOWN}
     full = p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p))
     return Record(full, pid, label, split, frame_index, _field(row, "view") or None, extra, _rel(full, base),
-                  classes)
+                  classes, pane)
+
+
+def _index(row: Mapping[str, Any], key: str, where: str, source: str) -> int | None:
+    """An optional index column (``frame_index``, ``pane``): None when empty, else an integer >= 0."""
+    s = _field(row, key)
+    if not s:
+        return None
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise InputError("bad_manifest", f"{where}: {key} must be an integer >= 0, got {s!r}", source=source)
+    return v
 
 
 def _check_consistent(records: list[Record], source: str) -> None:
-    owner: dict[tuple[str, int | None], str] = {}
+    owner: dict[tuple[str, int | None, int | None], str] = {}
     for r in records:
-        key = (r.path, r.frame_index)
+        key = (r.path, r.frame_index, r.pane)
         prev = owner.setdefault(key, r.patient_id)
         if prev != r.patient_id:
             raise InputError("bad_manifest", f"{os.path.basename(r.path)} is listed for two patients "
@@ -237,7 +268,9 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
         for k in r.extra:
             if k not in extra_cols and k not in _KNOWN:
                 extra_cols.append(k)
-    cols = ["path", "patient_id", "label", "split", "view", "frame_index", *extra_cols]
+    panes = any(r.pane is not None for r in records)  # the pane column only where a record names one
+    cols = ["path", "patient_id", "label", "split", "view", "frame_index", *(["pane"] if panes else []),
+            *extra_cols]
     with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
@@ -246,7 +279,9 @@ def write_manifest(records: Iterable[Record], path: str | os.PathLike, *, hash_i
             p = r.path if rel.startswith("..") else rel.replace(os.sep, "/")
             pid = hash_patient_id(r.patient_id, salt=salt) if hash_ids else r.patient_id
             w.writerow([p, pid, r.label_name, r.split or "", r.view or "",
-                        "" if r.frame_index is None else r.frame_index, *(r.extra.get(k, "") for k in extra_cols)])
+                        "" if r.frame_index is None else r.frame_index,
+                        *(["" if r.pane is None else r.pane] if panes else []),
+                        *(r.extra.get(k, "") for k in extra_cols)])
     return path
 
 

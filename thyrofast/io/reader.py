@@ -22,17 +22,17 @@ _CROPS = CROP_MODES
 _DOPPLER = ("flag", "reject")
 _COLORS = ("auto", "rgb", "gray")
 _DICOM_EXTS = {"", ".dcm", ".dicom", ".dic", ".ima"}
-_OPTION_NAMES = ("crop", "doppler", "color", "frames", "stride", "max_bytes", "timeout", "salt")
+_OPTION_NAMES = ("crop", "doppler", "color", "frames", "stride", "max_bytes", "timeout", "salt", "mask_annotations")
 
 
 def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", color: str = "auto",
          frames: int | Iterable[int] | None = None, stride: int = 1, max_bytes: int = DEFAULT_MAX_BYTES,
-         timeout: float | None = None, salt: str | None = None) -> list[Frame]:
+         timeout: float | None = None, salt: str | None = None, mask_annotations: bool = False) -> list[Frame]:
     """Read the frames of one PNG / JPEG / BMP / TIFF / DICOM file.
 
     Parameters
     ----------
-    crop : "auto" | "detect" | "regions" | "none"
+    crop : "auto" | "detect" | "regions" | "none" | "panes"
         ``auto``: crop to the largest B-mode tissue region of the DICOM
         Sequence of Ultrasound Regions when the file has one, else keep the full
         frame.  ``detect``: like auto, but without regions find the ultrasound
@@ -46,6 +46,16 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         screenshot (several B-mode panes, :func:`thyrofast.io.detect_panes`)
         is cropped to the box around all its panes, with a ``"split screen:
         N panes ..."`` note naming each pane's box: no pane is dropped.
+        ``panes``: like ``detect``, but every detected pane is its own frame
+        (one file -> N frames per decoded frame, frame-major, panes left to
+        right), ``frame.pane`` its 0-based index and ``frame.region`` its box;
+        a one-pane image gives ``detect``'s frame (the same region and
+        pixels) with ``pane == 0``, and so does a file cropped to its DICOM
+        tissue region.  Panes that touch (no black gap) are one bright field:
+        it is cut at the seams between them
+        (:func:`thyrofast.io.regions.split_at_seams`); a pane still at least
+        ``WIDE_FIELD_RATIO`` times wider than high is kept whole and flagged
+        with a ``"wide field: ..."`` note.
     doppler : "flag" | "reject"
         Files with Doppler / color-flow regions, and frames whose tissue field
         is at least 1% strongly colored pixels (a color / power Doppler overlay
@@ -73,12 +83,18 @@ def read(path: str | os.PathLike, *, crop: str = "auto", doppler: str = "flag", 
         ``timeout`` (for untrusted input in long-running services).
     salt
         Secret mixed into the patient-id hash (default ``$THYROFAST_ID_SALT``).
+    mask_annotations
+        Replace burned-in annotations inside the crop (saturated caliper marks
+        and text glyphs over darker tissue; colored marks unless the frame is
+        a color-Doppler image) by the median of the surrounding tissue
+        (:func:`thyrofast.io.annotations.mask_annotations`), with an
+        ``"annotations masked: N px"`` note.  Off by default: pixels unchanged.
 
     Returns a list of :class:`Frame`; raises :class:`thyrofast.InputError`
     (never another exception type) for any problem with the file itself.
     """
     opts = read_options(crop=crop, doppler=doppler, color=color, frames=frames, stride=stride,
-                        max_bytes=max_bytes, timeout=timeout, salt=salt)
+                        max_bytes=max_bytes, timeout=timeout, salt=salt, mask_annotations=mask_annotations)
     path = os.fspath(path)
     if opts["timeout"] is not None:
         from ._isolate import call_with_timeout
@@ -93,11 +109,14 @@ def read_options(**kw: Any) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown read option(s): {sorted(unknown)}")
     o = {"crop": "auto", "doppler": "flag", "color": "auto", "frames": None, "stride": 1,
-         "max_bytes": DEFAULT_MAX_BYTES, "timeout": None, "salt": None}
+         "max_bytes": DEFAULT_MAX_BYTES, "timeout": None, "salt": None, "mask_annotations": False}
     o.update(kw)
     for name, allowed in (("crop", _CROPS), ("doppler", _DOPPLER), ("color", _COLORS)):
         if o[name] not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {o[name]!r}")
+    if not isinstance(o["mask_annotations"], (bool, np.bool_)):
+        raise ValueError(f"mask_annotations must be True or False, got {o['mask_annotations']!r}")
+    o["mask_annotations"] = bool(o["mask_annotations"])
     if isinstance(o["stride"], bool) or not isinstance(o["stride"], (int, np.integer)) or o["stride"] < 1:
         raise ValueError(f"stride must be an integer >= 1, got {o['stride']!r}")
     o["stride"] = int(o["stride"])
@@ -254,7 +273,7 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
     if tissue is not None:
         spacing = tissue.spacing_cm or spacing
     crop = opts["crop"]
-    detect = crop == "detect"
+    detect = crop in ("detect", "panes")
     if crop != "none" and src.regions:
         small = select_tissue_region(src.regions, min_size=1) if tissue is None else None
         if tissue is None and small is None:
@@ -278,35 +297,77 @@ def _read(path: str, opts: dict[str, Any]) -> list[Frame]:
         notes.append("ultrasound region ran past the image and was clipped")
 
     out: list[Frame] = []
+    per_pane = crop == "panes"
+    pane_boxes: list[tuple[int, int, int, int]] | None = None  # panes mode: every pane of the screen
     for i, full in src.iter_frames(idx):
         if full.shape[:2] != (h, w):
             raise InputError("unreadable", f"frame {i} decoded to {full.shape[:2]}, header says {(h, w)}",
                              source=path)
         if detect and region_source == "full" and not out:
-            panes = detect_panes(full, source=path)
+            panes = detect_panes(full, source=path, split_touching=per_pane)
             box, region_source = panes[0], "detected"
-            if len(panes) > 1:
+            if per_pane:
+                pane_boxes = panes
+                if len(panes) > 1:
+                    notes.append(f"split screen: {len(panes)} panes {', '.join(str(tuple(p)) for p in panes)}; "
+                                 "one frame per pane")
+                for p in panes:
+                    _flag_wide(p, notes)
+            elif len(panes) > 1:
                 # a split-screen screenshot: keep every pane (never drop one), in one crop
                 box = (min(p[0] for p in panes), min(p[1] for p in panes),
                        max(p[2] for p in panes), max(p[3] for p in panes))
                 notes.append(f"split screen: {len(panes)} panes {', '.join(str(tuple(p)) for p in panes)}; "
                              "all are kept, in one crop")
-        x0, y0, x1, y1 = box
-        crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
-        colored = _color_fraction(crop_px)
-        if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
-            raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
-                             "(color / power Doppler overlay?)", source=path)
-        pix = _to_color(crop_px, opts["color"])
-        out.append(Frame(
-            pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
-            region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
-            patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
-            modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
-            doppler=bool(doppler_regions) or colored >= COLOR_DOPPLER_FRACTION, color_fraction=colored,
-            notes=tuple(notes),
-        ))
+        boxes = pane_boxes if pane_boxes is not None else [box]
+        for k, b in enumerate(boxes):
+            out.append(_frame(full, i, b, src, path, opts, region_source=region_source, clipped=clipped,
+                              spacing=spacing, doppler_regions=bool(doppler_regions), notes=notes,
+                              pane=k if per_pane else None))
     return out
+
+
+#: In ``crop="panes"`` mode, a pane still at least this many times wider than high after the seam
+#: search (:func:`thyrofast.io.regions.split_at_seams`) is flagged: it may be side-by-side panes
+#: that touch and that the search could not tell apart.
+WIDE_FIELD_RATIO = 1.8
+
+
+def _flag_wide(box: tuple[int, int, int, int], notes: list[str]) -> None:
+    x0, y0, x1, y1 = box
+    ratio = (x1 - x0) / max(1, y1 - y0)
+    if ratio >= WIDE_FIELD_RATIO:
+        notes.append(f"wide field: {box} is {ratio:.1f} times wider than high; possibly side-by-side panes "
+                     "with no gap between them, kept as one frame")
+
+
+def _frame(full: np.ndarray, i: int, box: tuple[int, int, int, int], src: Any, path: str, opts: dict[str, Any], *,
+           region_source: str, clipped: bool, spacing: Any, doppler_regions: bool, notes: list[str],
+           pane: int | None) -> Frame:
+    """One :class:`Frame`: ``full`` cropped to ``box``, the Doppler check, the color conversion."""
+    h, w = full.shape[:2]
+    x0, y0, x1, y1 = box
+    crop_px = np.ascontiguousarray(full[y0:y1, x0:x1])
+    colored = _color_fraction(crop_px)
+    if colored >= COLOR_DOPPLER_FRACTION and opts["doppler"] == "reject":
+        raise InputError("doppler_region", f"{colored:.1%} of the tissue field is colored "
+                         "(color / power Doppler overlay?)", source=path)
+    doppler = doppler_regions or colored >= COLOR_DOPPLER_FRACTION
+    frame_notes = tuple(notes)
+    if opts["mask_annotations"]:
+        from .annotations import mask_annotations
+
+        crop_px, n_masked = mask_annotations(crop_px, colored=not doppler)
+        if n_masked:
+            frame_notes += (f"annotations masked: {n_masked} px",)
+    pix = _to_color(crop_px, opts["color"])
+    return Frame(
+        pixels=pix, source=path, frame_index=int(i), n_frames=src.n_frames, region=tuple(int(v) for v in box),
+        region_source=region_source, region_clipped=clipped, original_shape=(h, w), spacing_cm=spacing,
+        patient_hash=src.patient_hash, format=src.format, photometric=src.photometric,
+        modality=src.modality, sop_class=src.sop_class, transfer_syntax=src.transfer_syntax,
+        doppler=doppler, color_fraction=colored, notes=frame_notes, pane=pane,
+    )
 
 
 def count_frames(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:

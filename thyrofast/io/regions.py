@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "detect_panes", "DOPPLER_DATA_TYPES", "MIN_REGION_PX"]
+__all__ = ["UsRegion", "parse_regions", "select_tissue_region", "detect_field", "detect_panes",
+           "split_at_seams", "DOPPLER_DATA_TYPES", "MIN_REGION_PX"]
 
 # Region Spatial Format (0018,6012)
 SPATIAL_2D = 1
@@ -224,7 +225,7 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> float:
 
 
 def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: float = 0.05,
-                 source: str | None = None) -> list[tuple[int, int, int, int]]:
+                 source: str | None = None, split_touching: bool = False) -> list[tuple[int, int, int, int]]:
     """Every B-mode pane of a side-by-side (dual / split-screen) screenshot, left to right.
 
     Dual / split-screen displays show two (or more) fields side by side.  The
@@ -234,7 +235,8 @@ def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
     largest (side by side; a component above or below, such as a spectral
     Doppler strip, is not a pane), and its grown box overlaps no other pane.  A single-field screenshot gives ``[detect_field(pixels)]``,
     unchanged.  Panes that touch (no black gap) are one component and stay one
-    box here; :func:`thyrofast.read` notes a field that is much wider than high.
+    box here unless ``split_touching``: then each box at least ``SEAM_MIN_RATIO``
+    times wider than high is cut at the seams :func:`split_at_seams` finds.
     """
     lit, boxes, sizes = _field_components(pixels, threshold, source)
     first = _grow(lit, boxes[0])
@@ -253,5 +255,79 @@ def detect_panes(pixels: np.ndarray, *, threshold: float = 0.05, min_fraction: f
         if (g[2] - g[0]) * (g[3] - g[1]) < min_fraction * lit.shape[0] * lit.shape[1]:
             continue
         panes.append(g)
+    if split_touching:
+        panes = [q for p in panes for q in split_at_seams(pixels, p)]
     panes.sort(key=lambda b: (b[0], b[1]))
     return [tuple(int(v) for v in p) for p in panes]
+
+
+#: :func:`split_at_seams` looks for a seam only in a field at least this many times wider than high ...
+SEAM_MIN_RATIO = 1.2
+#: ... a seam is where every column pair across it (up to 3 columns each side) correlates (over the
+#: field's rows) below this, where nearby columns of one B-mode image correlate at ~0.8-0.99
+#: (speckle is wider than a pixel) ...
+SEAM_MAX_CORRELATION = 0.5
+#: ... and each part is at least this many times as wide as the field is high.
+SEAM_MIN_PART = 0.3
+#: Columns are high-passed first: minus their running mean over this many rows.
+SEAM_SMOOTH_ROWS = 15
+
+
+def split_at_seams(pixels: np.ndarray, box: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """Cut a field made of side-by-side panes that touch (no black gap) at the seams; left to right.
+
+    Nearby columns of one B-mode image are strongly correlated; across the
+    seam between two independent images they are not (a thin bright line such
+    as a dotted caliper decorrelates only itself: columns either side of it
+    still correlate).  A box narrower than
+    ``SEAM_MIN_RATIO`` times its height is returned as is; otherwise it is cut
+    at its least correlated column pair when that correlation is below
+    ``SEAM_MAX_CORRELATION`` and both parts are at least ``SEAM_MIN_PART``
+    times the height wide, and each part is searched again.  Every part is
+    trimmed to its own lit rows.
+    """
+    x0, y0, x1, y1 = (int(v) for v in box)
+    hgt, wid = y1 - y0, x1 - x0
+    if hgt <= 0 or wid < SEAM_MIN_RATIO * hgt:
+        return [(x0, y0, x1, y1)]
+    from scipy import ndimage
+
+    a = _gray(pixels)[y0:y1, x0:x1].astype(np.float32)
+    # keep the speckle, drop what changes slowly with depth (gain, layers such as the skin line):
+    # two images of one neck share those, and would correlate across their seam
+    a = a - ndimage.uniform_filter1d(a, SEAM_SMOOTH_ROWS, axis=0, mode="nearest")
+    a = a - a.mean(axis=0)
+    norm = np.sqrt((a * a).sum(axis=0))
+    flat = norm < 1e-3  # flat columns (black, a bar) say nothing
+    z = a / np.where(flat, 1.0, norm)
+    lo = max(3, int(np.ceil(SEAM_MIN_PART * hgt)))
+    if wid - 2 * lo < 1:
+        return [(x0, y0, x1, y1)]
+    # score[j]: the strongest correlation of a column j-2..j with a column j+1..j+3.  At a seam
+    # (between columns j and j+1) every such pair spans two images; a thin bright line (a dotted
+    # caliper, a scan line) decorrelates only its own column, so pairs that skip it stay correlated
+    j = np.arange(lo - 1, wid - lo)
+    score = np.full(j.shape, -np.inf, np.float32)
+    for left in (0, 1, 2):
+        for right in (1, 2, 3):
+            c = (z[:, j - left] * z[:, j + right]).sum(axis=0)
+            c[flat[j - left] | flat[j + right]] = 1.0
+            score = np.maximum(score, c)
+    k = int(np.argmin(score))
+    if score[k] >= SEAM_MAX_CORRELATION:
+        return [(x0, y0, x1, y1)]
+    j = int(j[k])
+    cut = x0 + j + 1
+    return [q for part in ((x0, y0, cut, y1), (cut, y0, x1, y1))
+            for q in split_at_seams(pixels, _lit_rows(pixels, part))]
+
+
+def _lit_rows(pixels: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``box`` trimmed to its first and last rows that are mostly not black."""
+    x0, y0, x1, y1 = box
+    a = _gray(pixels)[y0:y1, x0:x1]
+    top = 255.0 if a.dtype == np.uint8 else (float(np.percentile(a.astype(np.float32), 99.5)) or 1.0)
+    rows = np.nonzero((_unit(a, top) > 0.008).mean(axis=1) >= 0.4)[0]
+    if rows.size == 0:
+        return box
+    return (x0, y0 + int(rows[0]), x1, y0 + int(rows[-1]) + 1)

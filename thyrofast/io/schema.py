@@ -29,8 +29,9 @@ IMAGE_EXTENSIONS: frozenset[str] = PICTURE_EXTENSIONS | DICOM_EXTENSIONS
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: ``thyrofast.read(crop=...)``: "auto" (the DICOM tissue region, else the whole frame), "detect"
 #: (like auto, but the ultrasound field is detected when there are no regions), "regions" (the file
-#: must have a DICOM tissue region), "none" (never crop).
-CROP_MODES: tuple[str, ...] = ("auto", "detect", "regions", "none")
+#: must have a DICOM tissue region), "none" (never crop), "panes" (like detect, but each B-mode pane
+#: of a split-screen screenshot is its own frame, ``Frame.pane``).  The CLIs' ``--crop`` choices.
+CROP_MODES: tuple[str, ...] = ("auto", "detect", "regions", "none", "panes")
 #: The crops of a rendered phantom frame (pretraining's lexicon): "regions" is its true ultrasound
 #: region, as a DICOM file's regions give it; "auto" is not offered (a rendering always has one).
 RENDER_CROPS: tuple[str, ...] = ("detect", "regions", "none")

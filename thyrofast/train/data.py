@@ -26,7 +26,8 @@ __all__ = ["Record", "read_manifest", "manifest_csv", "split_records", "Split", 
            "decode_image"]
 
 
-def read_manifest(data: str | os.PathLike, classes: Sequence[str] | None = None) -> list[Record]:
+def read_manifest(data: str | os.PathLike, classes: Sequence[str] | None = None, *,
+                  crop: str | None = None) -> list[Record]:
     """The training rows of a cohort: :func:`thyrofast.io.read_dataset`, one record per frame.
 
     ``data``: the CSV, a folder holding ``manifest.csv``, or a folder laid out
@@ -37,9 +38,10 @@ def read_manifest(data: str | os.PathLike, classes: Sequence[str] | None = None)
     becomes one training image per frame (:func:`thyrofast.io.expand_frames`).
     ``classes``: None (default) takes the classes from the data (the manifest's
     labels or the class-folder names, :func:`thyrofast.io.schema.classes_from_names`);
-    each record's ``classes`` holds them.
+    each record's ``classes`` holds them.  ``crop="panes"``: one record per frame and B-mode
+    pane (a split-screen screenshot gives one training image per pane, ``Record.pane``).
     """
-    return expand_frames(read_dataset(data, classes=classes))
+    return expand_frames(read_dataset(data, classes=classes), crop=crop)
 
 
 @dataclasses.dataclass
@@ -85,13 +87,27 @@ def split_records(records: Sequence[Record], *, val_fraction: float = 0.15, seed
 def decode_image(record: Record, crop: str = "auto") -> np.ndarray:
     """The record's frame as the preprocessing core takes it, read by :func:`thyrofast.read`
     with ``crop`` (the reader ``thyrofast predict`` uses with the bundle's ``read``
-    options, so training sees what inference sees)."""
+    options, so training sees what inference sees).  With ``crop="panes"`` the record's
+    ``pane`` (a record without one: a file with one pane only; a split screen is
+    ``InputError('bad_manifest')``, never one pane of it silently)."""
     from ..io.reader import read
 
     if record.frame_index is None:
         raise ValueError("decode_image takes one frame: expand the records first (read_manifest does)")
     frames = read(record.path, frames=[record.frame_index], crop=crop)
-    return frames[0].pixels
+    if crop != "panes":
+        return frames[0].pixels
+    if record.pane is None:
+        if len(frames) > 1:
+            raise InputError("bad_manifest", f"frame {record.frame_index} has {len(frames)} panes and the record "
+                             "names none: expand the records with crop='panes' (read_manifest(crop=...))",
+                             source=str(record.path))
+        return frames[0].pixels
+    got = [f for f in frames if f.pane == record.pane]
+    if not got:
+        raise InputError("frame_out_of_range", f"pane {record.pane} of frame {record.frame_index} asked, the "
+                         f"frame has {len(frames)} pane(s)", source=str(record.path))
+    return got[0].pixels
 
 
 def data_fingerprint(records: Sequence[Record], split: Split) -> str:
@@ -127,7 +143,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
         except OSError as exc:
             raise InputError("unreadable", f"cannot read: {exc.strerror}", source=str(r.path)) from None
         h.update(hashlib.sha256(data).digest())
-        h.update(str(r.frame_index).encode())
+        h.update(str(r.frame_index).encode() if r.pane is None else f"{r.frame_index}/{r.pane}".encode())
     key = h.hexdigest()
     cache = Path(cache_dir) / f"frames-{key[:32]}.npy" if cache_dir is not None else None
     if cache is not None and cache.is_file():
