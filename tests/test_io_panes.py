@@ -486,3 +486,28 @@ def test_a_wide_single_field_is_never_cut():
             img[g.y0:g.y0 + hh, g.x0:g.x1] = r.image[g.y0:g.y0 + hh, g.x0:g.x1]
             assert len(detect_panes(img, split_touching=True)) == 1, (seed, frac)
             assert split_at_seams(img, (g.x0, g.y0, g.x1, g.y0 + hh)) == [(g.x0, g.y0, g.x1, g.y0 + hh)]
+
+
+def test_train_with_crop_panes_trains_on_every_pane(tmp_path):
+    """train(crop="panes"): each pane of a split-screen screenshot is one training image, recorded in the bundle."""
+    pytest.importorskip("torch")
+    import csv
+
+    from thyrofast.train import train
+
+    rows = []
+    for i in range(12):  # 12 patients, one dual-pane screenshot each (2 panes, a gap between them)
+        img, _ = _screen([_pane(40 + 2 * i, 0.6), _pane(41 + 2 * i, 0.6)], 24)
+        Image.fromarray(img).save(tmp_path / f"s{i}.png")
+        rows.append({"path": f"s{i}.png", "patient_id": f"p{i}", "label": ("benign", "malignant")[i % 2],
+                     "split": ("train", "train", "val", "val", "train", "train")[i % 6]})
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    b = train(tmp_path / "manifest.csv", tmp_path / "bundle", crop="panes", arch="resnet18", width=0.25, epochs=1,
+              image_size=48, batch_size=8, progress=False, threads=1, log=lambda m: None)
+    assert b.manifest["read"] == {"crop": "panes"}
+    data = b.manifest["training"]["data"]
+    assert data["n_images"] == {"train": 16, "val": 8}  # 8 + 4 patients, 2 panes each
+    assert data["n_patients"] == {"train": 8, "val": 4}

@@ -5,6 +5,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from ..io.schema import CROP_MODES
 from .augment import AugmentConfig
 
 __all__ = ["TrainConfig", "DEFAULTS", "config_to_dict", "default_width", "resolve_device", "merged_fields"]
@@ -58,8 +59,8 @@ class TrainConfig:
             raise ValueError("ghost_batches must divide batch_size")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.crop not in ("auto", "detect", "regions", "none"):
-            raise ValueError(f"crop must be 'auto', 'detect', 'regions' or 'none', got {self.crop!r}")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, got {self.crop!r}")
         if self.aggregation not in ("pooled_logistic", "mean_log_prob"):
             raise ValueError(f"aggregation must be 'pooled_logistic' or 'mean_log_prob', got {self.aggregation!r}")
         if not 0.0 <= self.backbone_lr_scale <= 1.0:

@@ -336,7 +336,7 @@ def _load_data(cfg: TrainConfig, data, out: Path, world: int, main: bool, thread
 
     from .. import PreprocessParams
 
-    records = read_manifest(data)  # classes from the data: the manifest's labels or the class folders
+    records = read_manifest(data, crop=cfg.crop)  # classes from the data: the manifest's labels or the class folders
     CLASSES = records[0].classes if records else ()
     split = split_records(records, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=CLASSES)
     say(f"classes: {', '.join(CLASSES)}")
