@@ -74,7 +74,7 @@ def preprocess_params() -> dict:
 def reference_preprocess(frames: np.ndarray) -> np.ndarray:
     """(N,1,64,64) float32: thyrofast.preprocess when built, else resize + min-max in torch."""
     try:
-        from thyrofast.preprocessing import PreprocessParams, Preprocessor
+        from thyrofast.preprocessing import Preprocessor, PreprocessParams
     except ImportError:
         pass
     else:

@@ -166,10 +166,10 @@ def peak_rss_kib() -> int:
 
 def main() -> int:
     limit_address_space()
+    from pydicom.data import get_testdata_file
+
     from thyrofast import InputError
     from thyrofast.io import read
-
-    from pydicom.data import get_testdata_file
 
     for warm in ("US1_J2KR.dcm", "examples_ybr_color.dcm", "OBXXXX1A_rle.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm"):
         read(get_testdata_file(warm, download=False))  # load the decoder plugins before timing cases

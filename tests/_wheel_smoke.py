@@ -13,6 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import thyrofast  # noqa: E402
+
 from _reference import preprocess_ref, speckle_frames  # noqa: E402
 
 

@@ -4,9 +4,9 @@ import argparse
 import pytest
 
 from thyrofast import cli
+from thyrofast.bench.preprocess_bench import format_rows
 from thyrofast.cli import bench as bench_cli
 from thyrofast.cli._errors import CommandError
-from thyrofast.bench.preprocess_bench import format_rows
 
 
 def _row(median_ms, limit_ms=None):

@@ -10,8 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from thyrofast import InputError, PreprocessParams  # noqa: E402
-from thyrofast.bundle import (ARTIFACT_FILES, BUNDLE_FILE, Bundle, BundleIntegrityError,  # noqa: E402
-                              atomic_write, atomic_write_bytes)
+from thyrofast.bundle import ARTIFACT_FILES, BUNDLE_FILE, Bundle, BundleIntegrityError, atomic_write, atomic_write_bytes  # noqa: E402
 from thyrofast.models import arch_config, build_model  # noqa: E402
 
 PARAMS = PreprocessParams(size=(40, 40), denoise="median3", normalize="percentile")

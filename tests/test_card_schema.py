@@ -14,9 +14,10 @@ import shutil
 import numpy as np
 import pytest
 
-import _bundle_fixture as fx
 from thyrofast.bundle import Bundle
 from thyrofast.errors import InputError
+
+import _bundle_fixture as fx
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,7 @@ import pytest
 
 from thyrofast.classifier import Classifier, Prediction, aggregate_patients, softmax
 
-
-
-
 import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
-
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,13 @@
 """Grad-CAM: maps at the input's size that highlight the lesion on a trained phantom model."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from thyrofast.classifier import Classifier
 from thyrofast.saliency import grad_cam, overlay, to_frame
 
-
-
-
 import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
-
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_preprocess_command_keeps_same_named_inputs_apart_and_refuses_bad_option
 def test_shared_options_offer_what_the_library_accepts():
     import argparse
 
-    from thyrofast import PreprocessParams, Preprocessor
+    from thyrofast import Preprocessor, PreprocessParams
     from thyrofast.cli import _options
     from thyrofast.engines.base import BACKENDS, PRECISIONS
     from thyrofast.engines.select import DEVICES

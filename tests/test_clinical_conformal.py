@@ -59,10 +59,10 @@ SPLITS, ALPHA = 20, 0.1
 def _fresh_patient_probs(tmp_path_factory):
     """Patient probabilities (bundle's aggregation) of a cohort the fixture model never saw: 150 patients,
     4 images each, lesions fainter and smaller than in training so the model errs on some."""
-    import _train_fixture as TF
-
     from thyrofast import Classifier
     from thyrofast.aggregation import aggregate
+
+    import _train_fixture as TF
 
     bundle, _ = TF.load().trained_bundle(tmp_path_factory)
     rng = np.random.default_rng(2027)
@@ -119,11 +119,11 @@ def test_patient_coverage_over_random_splits(tmp_path_factory):
 
 def test_evaluate_reports_coverage_and_set_size(tmp_path_factory, tmp_path):
     """`evaluate` of a bundle with conformal calibration reports coverage, per-class coverage and set size."""
-    import _train_fixture as TF
-
     from thyrofast.bundle import Bundle
     from thyrofast.evaluate import evaluate_bundle
     from thyrofast.evaluate.report import write_report
+
+    import _train_fixture as TF
 
     bundle, manifest = TF.load().trained_bundle(tmp_path_factory)
     assert Bundle.load(bundle).conformal is not None

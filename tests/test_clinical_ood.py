@@ -21,10 +21,10 @@ def _gray(f):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import _train_fixture as TF
-
     from thyrofast import read
     from thyrofast.bundle import Bundle
+
+    import _train_fixture as TF
 
     path, manifest = TF.load().trained_bundle(tmp_path_factory)
     bundle = Bundle.load(path)
@@ -37,8 +37,8 @@ def setup(tmp_path_factory):
 
 
 def _ood_sets(val, crop):
-    from pydicom.data import get_testdata_file
     from PIL import Image
+    from pydicom.data import get_testdata_file
 
     from thyrofast import read
 

@@ -230,9 +230,9 @@ def _geometry(base: list[np.ndarray], rng) -> tuple[list[np.ndarray], list[np.nd
 def _fresh_cohort(tmp_path_factory, crop) -> list[np.ndarray]:
     import csv
 
-    import _train_fixture as TF
-
     from thyrofast import read
+
+    import _train_fixture as TF
 
     manifest = TF.write_cohort(tmp_path_factory.mktemp("fresh") / "phantom", seed=FRESH_SEED)
     with open(manifest, newline="") as fh:
@@ -242,9 +242,9 @@ def _fresh_cohort(tmp_path_factory, crop) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
-    import _train_fixture as TF
-
     from thyrofast.bundle import Bundle
+
+    import _train_fixture as TF
 
     path, _ = TF.load().trained_bundle(tmp_path_factory)
     bundle = Bundle.load(path)

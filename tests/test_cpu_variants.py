@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import thyrofast
+
 from _cpu_variants import run_in_variant, runnable_variants
 from _reference import speckle_frames
 

@@ -100,12 +100,12 @@ def test_cli_endpoint(tmp_path, capsys):
 
 def test_train_declares_endpoints_in_the_bundle_and_evaluate_reports_them(tmp_path):
     pytest.importorskip("torch")
-    import _train_fixture as fx
-
     from thyrofast.bundle import Bundle
     from thyrofast.card_schema import check_card_fields
     from thyrofast.evaluate.core import evaluate_bundle
     from thyrofast.train import train
+
+    import _train_fixture as fx
 
     manifest = fx.write_cohort(tmp_path / "data", patients_per_class=(6, 6, 6), images_per_patient=2)
     with pytest.raises(ValueError, match="'cancer' is not one of the classes"):  # before any training

@@ -8,11 +8,7 @@ import pytest
 
 from thyrofast.engines import engine_class
 
-
-
-
 import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
-
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,8 @@ CUDA; skipped (with the reason) everywhere else.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
-
-
 
 import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
 

@@ -19,11 +19,9 @@ import pytest
 from thyrofast.engines import tensorrt_engine as te
 from thyrofast.engines.engine_cache import EngineCache, EngineCacheError
 
-
-
-
-import _fake_tensorrt as fake  # noqa: E402  (tests/ is on pythonpath)
 import _bundle_fixture as _fixture  # noqa: E402
+import _fake_tensorrt as fake  # noqa: E402  (tests/ is on pythonpath)
+
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 SHAPE = (1, 16, 16)
 

@@ -6,8 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from thyrofast.models import (arch_config, build_from_config, build_model, pretrained_members,  # noqa: E402
-                              stack_members)
+from thyrofast.models import arch_config, build_from_config, build_model, pretrained_members, stack_members  # noqa: E402
 
 
 def test_an_ensemble_averages_its_members_logits():
@@ -103,8 +102,9 @@ def test_members_train_side_by_side_with_the_numbers_of_one_after_another(ensemb
 
 def test_members_may_share_one_lexicon_rendered_once(ensemble, tmp_path, monkeypatch):
     # the demo's setting: shared lesions, members side by side (threads=2: two processes)
-    import thyrofast.synth.lexicon as lexicon
     from safetensors.torch import load_file
+
+    import thyrofast.synth.lexicon as lexicon
 
     rendered, said = [], []
     real = lexicon.lexicon_images
@@ -179,11 +179,12 @@ def test_pretrain_refuses_bad_ensembles(tmp_path):
 
 
 def test_zero_epochs_keep_every_member_and_export_one_graph(ensemble, tmp_path_factory, tmp_path):
-    import _train_fixture
     from safetensors.torch import load_file
 
     from thyrofast.export import onnx_logits
     from thyrofast.train import train
+
+    import _train_fixture
 
     out, _ = ensemble
     start = load_file(str(out / "backbone.safetensors"))
@@ -223,9 +224,9 @@ def test_unreadable_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_an_ensemble_is_not_trained_further(ensemble, tmp_path_factory, tmp_path):
-    import _train_fixture
-
     from thyrofast.train import train
+
+    import _train_fixture
 
     out, _ = ensemble
     with pytest.raises(ValueError, match="is an ensemble"):

@@ -13,8 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto  # noqa: E402
 
 from thyrofast.bundle import Bundle  # noqa: E402
-from thyrofast.export import (INPUT_NAME, KEEP_FP32_OPS, OUTPUT_NAME, convert_fp16,  # noqa: E402
-                              int8_gate, onnx_logits)
+from thyrofast.export import INPUT_NAME, KEEP_FP32_OPS, OUTPUT_NAME, convert_fp16, int8_gate, onnx_logits  # noqa: E402
 
 
 def _fixture():

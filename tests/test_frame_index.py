@@ -68,7 +68,8 @@ def test_expand_frames_makes_one_record_per_frame(cohort):
 
 
 def test_train_reads_every_frame_of_a_row_without_frame_index(cohort):
-    from thyrofast.train.data import decode_image, read_manifest as train_read_manifest
+    from thyrofast.train.data import decode_image
+    from thyrofast.train.data import read_manifest as train_read_manifest
 
     _, man = cohort
     recs = train_read_manifest(man)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import thyrofast
+
 from _proc import rss_kib
 from _reference import preprocess_ref
 

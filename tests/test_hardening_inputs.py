@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import _bundle_fixture as fx
 from thyrofast.classifier import Classifier
 from thyrofast.errors import InputError
-from thyrofast.preprocessing import PreprocessParams, Preprocessor
+from thyrofast.preprocessing import Preprocessor, PreprocessParams
+
+import _bundle_fixture as fx
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from thyrofast.predict import OutputError, predict_files
+
 from _proc import rss_kib
 from conftest import REPO
-from thyrofast.predict import OutputError, predict_files
 
 _SCRIPT = textwrap.dedent("""
     import sys, time, numpy as np

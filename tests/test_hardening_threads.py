@@ -12,8 +12,9 @@ import threading
 import numpy as np
 import pytest
 
-import _bundle_fixture as fx
 from thyrofast.classifier import Classifier
+
+import _bundle_fixture as fx
 
 N_THREADS = 8
 ROUNDS = 3

@@ -10,8 +10,7 @@ pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.encaps import get_frame  # noqa: E402
 
-from thyrofast.io.codestream import (CodestreamError, CodestreamInfo, codestream_info, j2k_info,  # noqa: E402
-                                     jpeg_info)
+from thyrofast.io.codestream import CodestreamError, CodestreamInfo, codestream_info, j2k_info, jpeg_info  # noqa: E402
 
 
 def _frame(name: str) -> tuple[bytes, object]:

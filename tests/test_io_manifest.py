@@ -10,8 +10,16 @@ import pytest
 from PIL import Image
 
 from thyrofast import InputError
-from thyrofast.io import (Record, check_split, hash_patient_id, kfold_patients, read_manifest, scan_folder,
-                          split_patients, write_manifest)
+from thyrofast.io import (
+    Record,
+    check_split,
+    hash_patient_id,
+    kfold_patients,
+    read_manifest,
+    scan_folder,
+    split_patients,
+    write_manifest,
+)
 from thyrofast.io.splits import assign_splits, patient_labels
 
 

@@ -227,9 +227,9 @@ def test_predict_gives_one_record_per_pane(tmp_path, fmt):
     import csv
     import json
 
-    from test_predict_records import FakeClassifier
-
     from thyrofast.predict import predict_files
+
+    from test_predict_records import FakeClassifier
 
     true = _pane_files(tmp_path / "in")
     clf = FakeClassifier()
@@ -259,9 +259,9 @@ def test_predict_gives_one_record_per_pane(tmp_path, fmt):
 def test_predict_without_panes_leaves_the_pane_empty_and_a_manifest_may_name_one(tmp_path):
     import csv
 
-    from test_predict_records import FakeClassifier
-
     from thyrofast.predict import predict_files
+
+    from test_predict_records import FakeClassifier
 
     _pane_files(tmp_path / "in")
     out = tmp_path / "res.csv"
@@ -444,9 +444,9 @@ def test_mask_annotations_is_validated_and_reaches_every_pane(tmp_path):
 
 
 def test_a_results_csv_from_before_the_pane_column_still_resumes(tmp_path):
-    from test_predict_records import FakeClassifier
-
     from thyrofast.predict import OutputError, csv_fields, predict_files
+
+    from test_predict_records import FakeClassifier
 
     _pane_files(tmp_path / "in")
     out = tmp_path / "old.csv"

@@ -8,7 +8,6 @@ import pytest
 
 from thyrofast import metrics as M
 
-
 # ----------------------------------------------------------------------------
 # undefined and degenerate cases never raise
 

@@ -15,11 +15,11 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 import _base_install_driver as driver
 import thyrofast

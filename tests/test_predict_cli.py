@@ -10,11 +10,7 @@ from PIL import Image
 
 from thyrofast.cli import main
 
-
-
-
 import _bundle_fixture as fx  # noqa: E402  (tests/ is on pythonpath)
-
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import thyrofast
+
 from _reference import preprocess_ref, speckle_frames
 
 TOL = 1e-4  # float32 output vs the float64 reference, as in test_preprocess_reference.py

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import thyrofast
-from conftest import cuda_available
+
 from _reference import speckle_frames
+from conftest import cuda_available
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not cuda_available(), reason="no CUDA device or thyrofast built without CUDA")]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import thyrofast
-from thyrofast import PreprocessParams, Preprocessor
+from thyrofast import Preprocessor, PreprocessParams
+
 from _reference import speckle_frames
 
 

@@ -6,6 +6,7 @@ import pytest
 
 import thyrofast
 from thyrofast import _core
+
 from _reference import speckle_frames
 
 DENOISE = ["none", "median3", "median5", "srad"]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import thyrofast
+
 from _reference import preprocess_ref, speckle_frames
 
 # dtype tolerance table: max abs error of the core's output vs the float64 reference

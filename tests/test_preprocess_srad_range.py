@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import thyrofast
+
 from _reference import preprocess_ref
 
 

@@ -130,12 +130,12 @@ def _op_bundle(src, dst):
 
 @pytest.fixture(scope="module")
 def runtime_data(bundle_dir, tmp_path_factory):
-    import _bundle_fixture
-
     from thyrofast.aggregation import aggregate
     from thyrofast.bundle import Bundle
     from thyrofast.errors import InputError
     from thyrofast.operating_point import decide
+
+    import _bundle_fixture
 
     d = tmp_path_factory.mktemp("runtime_data")
     frames, _, _ = _bundle_fixture.phantom(N_FRAMES, seed=26)

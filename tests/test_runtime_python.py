@@ -148,6 +148,7 @@ def test_without_openvino_core_imports_and_build_info_says_runtime_absent():
     import sys
 
     import thyrofast
+
     from conftest import REPO
 
     # the thyrofast under test (installed, or the dev tree with a built _core), not the bare source tree

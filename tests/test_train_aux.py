@@ -104,11 +104,12 @@ def _annotated_cohort(tmp_path_factory, tmp_path):
 
 
 def test_training_uses_aux_heads_and_exports_the_bare_model(tmp_path_factory, tmp_path):
-    import _train_fixture
     import onnxruntime as ort
 
     from thyrofast.bundle import Bundle
     from thyrofast.train import train
+
+    import _train_fixture
 
     manifest = _annotated_cohort(tmp_path_factory, tmp_path)
     kw = dict(_train_fixture.TRAIN_KW, epochs=2)
@@ -133,10 +134,10 @@ def test_training_uses_aux_heads_and_exports_the_bare_model(tmp_path_factory, tm
 
 
 def test_trained_bundle_carries_a_fitted_aggregation_and_the_read_crop(tmp_path_factory):
-    import _train_fixture
-
     from thyrofast.aggregation import POOLED_LOGISTIC, check_spec
     from thyrofast.bundle import Bundle
+
+    import _train_fixture
 
     path, _ = _train_fixture.trained_bundle(tmp_path_factory)
     b = Bundle.load(path)
@@ -162,12 +163,12 @@ def test_bad_aux_weight_and_crop_are_refused():
 
 def test_the_configured_augmentation_is_the_one_applied(tmp_path_factory, tmp_path, monkeypatch):
     """Regression: the loop used to call augment() with its default config, ignoring TrainConfig.augment."""
-    import _train_fixture
-
     import thyrofast.train.loop as loop
     from thyrofast.bundle import Bundle
     from thyrofast.train import train
     from thyrofast.train.augment import AugmentConfig
+
+    import _train_fixture
 
     seen = []
     real = loop.augment

@@ -16,8 +16,8 @@ import thyrofast  # noqa: E402
 from thyrofast import InputError  # noqa: E402
 from thyrofast.aggregation import aggregate  # noqa: E402
 from thyrofast.bundle import Bundle  # noqa: E402
-from thyrofast.train import train  # noqa: E402
 from thyrofast.train import _metrics as M  # noqa: E402
+from thyrofast.train import train  # noqa: E402
 from thyrofast.train.data import load_frames, read_manifest, split_records  # noqa: E402
 
 # A smaller, faster configuration for the runs that only compare two trainings.

@@ -8,8 +8,14 @@ import pytest
 
 from thyrofast import PreprocessParams
 from thyrofast.synth import features as F
-from thyrofast.synth.lexicon import (ANNOTATION_COLUMNS, NODE_VIEW_SHARE, annotation_row, lesion_posterior,
-                                     lexicon_images, lexicon_item)
+from thyrofast.synth.lexicon import (
+    ANNOTATION_COLUMNS,
+    NODE_VIEW_SHARE,
+    annotation_row,
+    lesion_posterior,
+    lexicon_images,
+    lexicon_item,
+)
 from thyrofast.train.aux import TASKS, aux_targets_from_rows
 
 torch = pytest.importorskip("torch")
@@ -311,9 +317,9 @@ def test_pretrain_cli_passes_the_diagnosis_target(tmp_path, monkeypatch):
 
 
 def test_train_records_the_pretraining_it_started_from(pretrained, tmp_path_factory, tmp_path):
-    import _train_fixture
-
     from thyrofast.train import train
+
+    import _train_fixture
 
     out, report = pretrained
     bundle = train(_train_fixture.cohort(tmp_path_factory), tmp_path / "b", epochs=1, image_size=32,
@@ -324,10 +330,11 @@ def test_train_records_the_pretraining_it_started_from(pretrained, tmp_path_fact
 
 
 def test_backbone_lr_scale_zero_keeps_the_pretrained_backbone(pretrained, tmp_path_factory, tmp_path):
-    import _train_fixture
     from safetensors.torch import load_file
 
     from thyrofast.train import train
+
+    import _train_fixture
 
     out, _ = pretrained
     start = load_file(str(out / "backbone.safetensors"))
@@ -343,10 +350,11 @@ def test_backbone_lr_scale_zero_keeps_the_pretrained_backbone(pretrained, tmp_pa
 
 
 def test_zero_epochs_keep_the_pretrained_network_and_fit_only_the_rule(pretrained, tmp_path_factory, tmp_path):
-    import _train_fixture
     from safetensors.torch import load_file
 
     from thyrofast.train import train
+
+    import _train_fixture
 
     out, _ = pretrained
     start = load_file(str(out / "backbone.safetensors"))
@@ -365,10 +373,10 @@ def test_zero_epochs_keep_the_pretrained_network_and_fit_only_the_rule(pretraine
 
 
 def test_zero_epochs_need_a_pretrained_class_head(tmp_path_factory, tmp_path):
-    import _train_fixture
-
     from thyrofast.models import pretrained_has_head
     from thyrofast.train import train
+
+    import _train_fixture
 
     _pretrain(tmp_path / "f", images=24, epochs=1, diagnosis_weight=0.0)
     findings_only = tmp_path / "f" / "backbone.safetensors"

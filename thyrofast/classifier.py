@@ -169,7 +169,7 @@ class Classifier:
         required; False: the Python engine).
         """
         from .engines import engine_class, resolve
-        from .preprocessing import PreprocessParams, Preprocessor, check_threads
+        from .preprocessing import Preprocessor, PreprocessParams, check_threads
 
         # C ints in every runtime: checked here, with the parameter's name, not deep inside one
         threads = check_threads(threads)

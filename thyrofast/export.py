@@ -278,8 +278,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
     preprocessed frames (N, C, H, W) the activation ranges are measured on.
     ``method``: ``"minmax"`` or ``"percentile"`` (99.999th, clips outliers).
     """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if mode not in ("s8s8", "u8s8"):
         raise ValueError(f"mode must be 's8s8' or 'u8s8', got {mode!r}")

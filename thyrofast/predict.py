@@ -45,14 +45,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._fs import open_regular, sha256_file
 from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
 from .clinical import clinical_fields
 from .errors import InputError
-from .io.reader import DEFAULT_MAX_BYTES
 from .io import schema
+from .io.reader import DEFAULT_MAX_BYTES
 from .io.schema import DEFAULT_CLASSES
 from .operating_point import decide
-from ._fs import open_regular, sha256_file
 from .output_lock import OutputLock
 
 __all__ = [

@@ -34,7 +34,7 @@ PEER_KEY = "peer: OpenCV + torch eager fp32"
 def timing_bundle(root: Path, arch: str = "resnet18", size: int = 224, width: float = 1.0) -> Path:
     import torch
 
-    from .. import PreprocessParams, Preprocessor
+    from .. import Preprocessor, PreprocessParams
     from ..bundle import Bundle
     from ..export import export_onnx, quantize_int8
     from ..models import arch_config, build_model

@@ -62,9 +62,9 @@ def main(args: argparse.Namespace) -> int:
                                       threads=args.threads)
             results.extend(res)
         if args.what == "stream":  # live cine through the C++ runtime (not part of "all": it takes 20 s)
-            from thyrofast.bench import stream_bench
-
             import tempfile
+
+            from thyrofast.bench import stream_bench
 
             with tempfile.TemporaryDirectory(prefix="thyrofast-bench-stream-") as tmp:
                 results.append(("stream", stream_bench.run(_stream_bundle(args, tmp), precision=args.precision)))

@@ -88,7 +88,6 @@ def summary_lines(summary: dict) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
-
     from thyrofast.train.cv import cross_validate
 
     require("torch", "torchvision", needed_for="cross-validation")

@@ -38,7 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
-
     from thyrofast.demo import DemoConfig, run_demo
 
     # pretraining and training need PyTorch: say so before the cohort is rendered

@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from thyrofast import InputError, PreprocessParams, Preprocessor, read
+    from thyrofast import InputError, Preprocessor, PreprocessParams, read
 
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None}
     if "size" in given:

@@ -59,7 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
-
     from thyrofast.train.pretrain import BACKBONE_FILE, pretrain
 
     require("torch", "torchvision", needed_for="pretraining")

@@ -81,7 +81,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from thyrofast._extras import require
-
     from thyrofast.train.loop import train
 
     require("torch", "torchvision", needed_for="training")

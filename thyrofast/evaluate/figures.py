@@ -17,8 +17,6 @@ from matplotlib.ticker import MaxNLocator
 from .inputs import classes as _classes
 from .inputs import with_result_classes as _result_classes
 
-
-
 DPI = 200
 # colour-blind safe (Okabe & Ito 2008)
 MODEL_COLOR = "#0072B2"

@@ -12,8 +12,6 @@ from .._fs import atomic_write_text
 from .inputs import classes as _classes
 from .inputs import with_result_classes as _result_classes
 
-
-
 #: Display names, in the paper's order.
 RATER_TITLES = {"model": "Model (thyrofast)", "bayes": "Bayes reference", "junior": "Junior radiologist",
                 "senior": "Senior radiologist"}
@@ -229,7 +227,7 @@ def render_markdown(result: Mapping, figures: Mapping[str, str] | None = None,
         rn = cmx["row_normalized"][i]
         rows.append([f"**{cls}**"] + [f"{int(cnt[j])} ({_pct_plain(rn[j])})" for j in range(len(_classes()))])
     L += _table(["truth \\ predicted"] + list(_classes()), rows) + [""]
-    for key, name, mm in rs[1:]:
+    for _key, name, mm in rs[1:]:
         cmx = mm["confusion_matrix"]
         rows = [[f"**{cls}**"] + [str(int(v)) for v in cmx["counts"][i]] for i, cls in enumerate(_classes())]
         L += [f"{name}:", ""] + _table(["truth \\ call"] + list(_classes()), rows) + [""]

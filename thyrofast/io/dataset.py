@@ -24,7 +24,8 @@ import numpy as np
 from .._fs import atomic_write
 from ..errors import InputError
 from .manifest import Record, count_panes, read_dataset
-from .reader import DEFAULT_MAX_BYTES, count_frames, read, read_options as _validate_read_options
+from .reader import DEFAULT_MAX_BYTES, count_frames, read
+from .reader import read_options as _validate_read_options
 from .schema import DEFAULT_CLASSES, SPLITS
 from .splits import check_split
 

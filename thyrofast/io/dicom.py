@@ -20,8 +20,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import InputError
-from .codestream import (J2K_MAX_TILES, J2K_TRANSFER_SYNTAXES, JPEG_LS_TRANSFER_SYNTAXES, JPEG_TRANSFER_SYNTAXES,
-                         CodestreamError, codestream_info)
+from .codestream import (
+    J2K_MAX_TILES,
+    J2K_TRANSFER_SYNTAXES,
+    JPEG_LS_TRANSFER_SYNTAXES,
+    JPEG_TRANSFER_SYNTAXES,
+    CodestreamError,
+    codestream_info,
+)
 from .frame import hash_patient_id
 from .regions import UsRegion, parse_regions
 

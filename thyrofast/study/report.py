@@ -16,7 +16,6 @@ from .._fs import atomic_write_text
 from . import analysis as A
 
 
-
 def oracle_note(proto: dict) -> str:
     """What the pretraining rungs know that real data would not (the sentence every result carries)."""
     n = max([int((r.get("pretrain") or {}).get("images", 0)) for r in proto["rungs"].values()] or [0])
@@ -374,7 +373,6 @@ def render_markdown(rep: dict, proto: dict) -> str:
 
 def write_report(study) -> dict:
     from ..evaluate.report import to_jsonable
-
     from .figures import draw
 
     rep = to_jsonable(build_report(study))

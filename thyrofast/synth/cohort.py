@@ -230,8 +230,8 @@ def _image_name(pl: PatientPlan, spec: ImageSpec, ext: str) -> str:
 def _render_patient(args) -> tuple[int, list[dict]]:
     """Render and write all images of one patient; returns per-image metadata."""
     (root, seed, pl, dicom) = args
-    from .pngio import encode_png_gray8
     from .imaging import Device, render
+    from .pngio import encode_png_gray8
 
     root = Path(root)
     device = Device.sample(np.random.default_rng(seed_sequence(seed, 5, pl.index)))

@@ -32,8 +32,8 @@ def make_contact_sheet(path: str, seed: int = 0, per_class: int = 4, patients: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .imaging import Device, render
     from .cohort import seed_sequence
+    from .imaging import Device, render
 
     plans = plan_cohort("paper", seed, patients)
     fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(4.2 * per_class, 3.6 * len(CLASSES)), dpi=110)

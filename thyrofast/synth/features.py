@@ -24,7 +24,6 @@ import numpy as np
 
 from ..io.schema import DEFAULT_CLASSES as CLASSES  # the paper's preset: the phantom models these three
 
-
 COMPOSITIONS = ("cystic", "spongiform", "mixed", "solid")
 ECHOGENICITIES = ("anechoic", "hyperechoic", "isoechoic", "hypoechoic", "very_hypoechoic")
 SHAPES = ("wider_than_tall", "taller_than_wide")

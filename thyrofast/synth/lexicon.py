@@ -110,7 +110,7 @@ def lesion_posterior(rows) -> np.ndarray:
 
 def _render_chunk(args) -> list[tuple[np.ndarray, dict[str, str], int]]:
     seed, indices, params_dict, crop = args
-    from .. import PreprocessParams, Preprocessor
+    from .. import Preprocessor, PreprocessParams
     from ..io.regions import detect_field
     from .imaging import Device, render
 

@@ -21,8 +21,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .features import (CLASSES, COMPOSITIONS, FOCI, MARGINS, NODE_SHORT_AXIS_RANGE_MM, SHAPES, SIZE_RANGE_MM,
-                       LymphNode, Nodule, Patient, posterior)
+from .features import (
+    CLASSES,
+    COMPOSITIONS,
+    FOCI,
+    MARGINS,
+    NODE_SHORT_AXIS_RANGE_MM,
+    SHAPES,
+    SIZE_RANGE_MM,
+    LymphNode,
+    Nodule,
+    Patient,
+    posterior,
+)
 
 _ECHO_ORDER = ("hyperechoic", "isoechoic", "hypoechoic", "very_hypoechoic")
 _FOCI_ORDER = FOCI  # none, comet tail, macro, rim, punctate: adjacent = easily confused

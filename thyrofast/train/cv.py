@@ -171,10 +171,10 @@ def cross_validate(data: str | os.PathLike, out: str | os.PathLike, *, folds: in
     """
     from tqdm.auto import tqdm
 
+    from ..check import check_before_training
     from ..evaluate import evaluate_predictions
     from ..io.manifest import read_dataset, write_manifest
     from ..io.splits import kfold_patients
-    from ..check import check_before_training
     from .loop import resolve_device
     from .loop import train as _train_default
 
