@@ -2,7 +2,7 @@
 
 Each builder returns the bytes of a small file whose header or codestream asks
 the reader for far more memory than the file holds.  Used by
-tests/test_io_dicom.py (the regressions) and tests/_io_fuzz_worker.py (the
+tests/io/test_io_dicom.py (the regressions) and tests/_io_fuzz_worker.py (the
 harness, which measures peak RSS per bomb).  Codestream sizes are patched in
 place, so every length in the file stays valid.
 """

@@ -1,4 +1,4 @@
-"""Fuzz worker for tests/test_io_fuzz.py (run as a child process; not a test module).
+"""Fuzz worker for tests/io/test_io_fuzz.py (run as a child process; not a test module).
 
 Reads case specs ``{"id", "file", "seed", "kind"}`` as JSON lines on stdin,
 builds the mutated file deterministically from (file, seed, kind), calls

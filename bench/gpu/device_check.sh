@@ -66,8 +66,8 @@ for tool in $SANITIZERS; do
 done
 
 t0=$(date +%s)
-timeout 240 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/test_preprocess_cuda.py" \
-  "$REPO/tests/test_engines_cuda.py" --junitxml="$LOG/cuda_tests.xml" > "$LOG/cuda_tests.log" 2>&1
+timeout 240 python3 -m pytest -q -p no:cacheprovider -rs "$REPO/tests/preprocessing/test_preprocess_cuda.py" \
+  "$REPO/tests/engines/test_engines_cuda.py" --junitxml="$LOG/cuda_tests.xml" > "$LOG/cuda_tests.log" 2>&1
 tests_rc=$?
 status "cuda tests" "rc=$tests_rc $(tail -1 "$LOG/cuda_tests.log") ($(( $(date +%s) - t0 )) s)"
 skips=$(grep -c "^SKIPPED" "$LOG/cuda_tests.log")

@@ -55,7 +55,7 @@ DECISION_NOISE_PER_EPS = 4.0
 #: perception error rate whose mean 3-class accuracy over ``draws`` reader draws on a ``patients``-patient
 #: paper-preset cohort (``plan_cohort("paper", seed, patients)``, the cohort's own prior) is the paper's
 #: clinical reader accuracy; decision noise = DECISION_NOISE_PER_EPS * eps.  Verified on another
-#: 10,000-patient cohort over 20 draws (tests/test_synth_readers.py; docs/synth.md has the numbers).
+#: 10,000-patient cohort over 20 draws (tests/synth/test_synth_readers.py; docs/synth.md has the numbers).
 READER_FIT = {"method": "bisection on eps (14 steps), common random numbers per patient and draw",
               "targets": {"junior": 0.73, "senior": 0.84}, "cohort": {"preset": "paper", "seed": 7001,
                                                                       "patients": 20000},

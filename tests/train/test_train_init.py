@@ -37,7 +37,7 @@ def _tool():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "state_dict_to_safetensors.py"
+    path = Path(__file__).resolve().parents[2] / "tools" / "state_dict_to_safetensors.py"
     spec = importlib.util.spec_from_file_location("state_dict_to_safetensors", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

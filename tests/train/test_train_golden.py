@@ -5,7 +5,7 @@ issue-23 restructuring of thyrofast/train/ (one epoch loop, thyrofast.train.engi
 so that restructuring (and any later one meant to be "behaviour unchanged") is
 proven bit-identical on the CPU.
 
-Where the values came from: computed with ``python tests/test_train_golden.py`` on
+Where the values came from: computed with ``python tests/train/test_train_golden.py`` on
 the code of main at d01e4f3 (thyrofast/train/ there equals 54423f5's except an
 import rename in train/init.py), torch 2.14.1+cu130, CPU only, CPU capability AVX2
 (torch.backends.cpu.get_cpu_capability()), one torch thread.  Float results depend
@@ -143,7 +143,7 @@ def test_bit_identical_to_the_golden_values(name, tmp_path):
 if __name__ == "__main__":  # prints the GOLDEN table for this machine
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared fixtures
     print(f"# torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     with tempfile.TemporaryDirectory() as d:
         for n in sorted(RUNS):

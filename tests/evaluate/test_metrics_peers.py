@@ -25,7 +25,7 @@ sm_contingency = pytest.importorskip("statsmodels.stats.contingency_tables")
 sm_proportion = pytest.importorskip("statsmodels.stats.proportion")
 sm_inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
 
-ASAH = Path(__file__).resolve().parents[1].parent / "shared" / "external" / "aSAH.csv"
+ASAH = Path(__file__).resolve().parents[2].parent / "shared" / "external" / "aSAH.csv"
 
 
 # ----------------------------------------------------------------------------

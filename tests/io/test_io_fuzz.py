@@ -24,7 +24,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/io/ -> the repository
 WORKER = os.path.join(ROOT, "tests", "_io_fuzz_worker.py")
 HANG_S = 20.0
 N_WORKERS = 2
