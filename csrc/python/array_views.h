@@ -92,6 +92,18 @@ inline Layout4 frames_4d(int nd, const int64_t* shape, const int64_t* strides) {
 // A NumPy array of an accepted layout -> FrameBatch (element strides, any
 // sign).  No view is built on the Python side: that costs more than the
 // call itself when the interpreter's caches are cold.
+// (N, H, W, C) shape and element strides into a batch (host and device arrays alike).
+inline void set_layout(FrameBatch& b, const int64_t* shape, const int64_t* strides) {
+  b.n = shape[0];
+  b.h = shape[1];
+  b.w = shape[2];
+  b.c = shape[3];
+  b.stride_n = strides[0];
+  b.stride_h = strides[1];
+  b.stride_w = strides[2];
+  b.stride_c = strides[3];
+}
+
 inline FrameBatch host_batch(const py::array& a) {
   FrameBatch b;
   b.type = pixel_type_of(a.dtype());
@@ -105,14 +117,7 @@ inline FrameBatch host_batch(const py::array& a) {
   }
   const Layout4 l = frames_4d(nd, shape.data(), strides.data());
   b.data = a.data();
-  b.n = l.shape[0];
-  b.h = l.shape[1];
-  b.w = l.shape[2];
-  b.c = l.shape[3];
-  b.stride_n = l.strides[0];
-  b.stride_h = l.strides[1];
-  b.stride_w = l.strides[2];
-  b.stride_c = l.strides[3];
+  set_layout(b, l.shape, l.strides);
   return b;
 }
 
@@ -133,14 +138,7 @@ inline FrameBatch device_batch(const DeviceFrames& f) {
   if (f.dtype_code != 0 && f.dtype_code != 1) throw std::invalid_argument("internal: bad dtype code");
   b.type = static_cast<PixelType>(f.dtype_code);
   b.data = reinterpret_cast<const void*>(f.ptr);
-  b.n = f.shape[0];
-  b.h = f.shape[1];
-  b.w = f.shape[2];
-  b.c = f.shape[3];
-  b.stride_n = f.strides[0];
-  b.stride_h = f.strides[1];
-  b.stride_w = f.strides[2];
-  b.stride_c = f.strides[3];
+  set_layout(b, f.shape.data(), f.strides.data());
   return b;
 }
 
