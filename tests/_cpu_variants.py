@@ -23,11 +23,14 @@ def runnable_variants() -> list[str]:
     return thyrofast.build_info()["cpu_variants_runnable"].split(",")
 
 
-def run_in_variant(variant: str, code: str, cwd: pathlib.Path) -> dict:
-    """Run ``code`` (which must print one JSON object last) with the variant forced; return that object."""
+def run_in_variant(variant: str, code: str, cwd: pathlib.Path, *, path: pathlib.Path | None = None) -> dict:
+    """Run ``code`` (which must print one JSON object last) with the variant forced; return that object.
+
+    The child imports from ``tests/`` and from ``path`` (the calling test's folder, for its own module)."""
     env = dict(os.environ, THYROFAST_CPU_VARIANT=variant)
     pkg = str(pathlib.Path(thyrofast.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([pkg, str(TESTS), env.get("PYTHONPATH", "")])
+    extra = [str(path)] if path is not None else []
+    env["PYTHONPATH"] = os.pathsep.join([pkg, str(TESTS), *extra, env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])

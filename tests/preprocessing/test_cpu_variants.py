@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ import thyrofast
 
 from _cpu_variants import run_in_variant, runnable_variants
 from _reference import speckle_frames
+
+HERE = Path(__file__).resolve().parent  # the child imports this module by name
 
 
 def test_build_info_reports_the_running_variant():
@@ -103,7 +106,7 @@ def matrix_hashes() -> dict:
 
 @pytest.mark.skipif(len(runnable_variants()) < 2, reason="this CPU runs one variant only")
 def test_every_variant_gives_the_same_bits(tmp_path):
-    results = {v: run_in_variant(v, _CHILD, tmp_path) for v in runnable_variants()}
+    results = {v: run_in_variant(v, _CHILD, tmp_path, path=HERE) for v in runnable_variants()}
     first, *rest = results
     for v in rest:
         wrong = [k for k in results[first] if results[v][k] != results[first][k]]

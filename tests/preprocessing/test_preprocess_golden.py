@@ -18,6 +18,7 @@ native) must give them, each forced in a subprocess (THYROFAST_CPU_VARIANT).
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ import thyrofast
 
 from _cpu_variants import run_in_variant, runnable_variants
 from _reference import speckle_frames
+
+HERE = Path(__file__).resolve().parent  # the child imports this module by name
 
 GOLDEN = {
     (5, "srad", 1): "9ce151d1c87c3665",
@@ -84,7 +87,7 @@ print(json.dumps({"variant": thyrofast.build_info()["cpu_variant"], "hashes": g.
 
 @pytest.mark.parametrize("variant", runnable_variants())
 def test_output_bits_unchanged(variant, tmp_path):
-    got = run_in_variant(variant, _CHILD, tmp_path)
+    got = run_in_variant(variant, _CHILD, tmp_path, path=HERE)
     assert got["variant"] == variant
     wrong = [key for key in sorted(GOLDEN) if got["hashes"][repr(key)] != GOLDEN[key]]
     assert not wrong, f"variant {variant}: {len(wrong)} of {len(GOLDEN)} outputs moved, e.g. {wrong[:3]}"
