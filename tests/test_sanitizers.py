@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None,
                                  reason="needs cmake and g++")]
 
-CORE_TESTS = ["preprocessing/test_preprocess_inputs.py", "preprocessing/test_preprocess_properties.py", "preprocessing/test_preprocess_reference.py",
-              "preprocessing/test_preprocess_resize_cv2.py",
+CORE_TESTS = ["preprocessing/test_preprocess_inputs.py", "preprocessing/test_preprocess_properties.py",
+              "preprocessing/test_preprocess_reference.py", "preprocessing/test_preprocess_resize_cv2.py",
               # strided gather of the area pass; sizes at and past the frame limits
               "test_hardening_core.py::test_layout_does_not_change_a_bit",
               "test_hardening_core.py::test_layout_does_not_change_a_bit_with_roi_and_float16",
