@@ -139,17 +139,11 @@ def _is_dicom_without_extension(path: Path) -> bool:
 
 
 def _manifest_items(path: Path) -> list[InputItem]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError("bad_manifest", f"cannot read manifest: {exc}", source=str(path)) from None
-    if not rows:
-        raise InputError("empty", "manifest has no rows", source=str(path))
-    if "path" not in rows[0]:
-        raise InputError("bad_manifest", "manifest has no 'path' column", source=str(path))
+    from .io.manifest import manifest_rows
+
     items = []
-    for row in rows:
+    for _, row in manifest_rows(path, need="a manifest of inputs needs a path column "
+                                          "(patient_id, frame_index and pane are optional)"):
         p = Path(row["path"])
         if not p.is_absolute():
             p = path.parent / p

@@ -262,3 +262,24 @@ def test_frame_dataset_refuses_leaky_records(tmp_path):
     with pytest.raises(InputError) as e:
         FrameDataset(recs, None, split="train")
     assert e.value.code == "bad_split"
+
+
+def test_predict_reads_manifests_with_the_same_reader(tmp_path):
+    # one CSV reader (io.manifest.manifest_rows): a BOM and padded header names, as spreadsheets write
+    # them, read the same in train and predict; predict needs only the path column
+    from thyrofast.errors import InputError
+    from thyrofast.predict import expand_inputs
+
+    m = tmp_path / "m.csv"
+    m.write_text("\ufeff path , patient_id ,frame_index\na.png,P1,2\nb.png,,\n", encoding="utf-8")
+    items = expand_inputs([m])
+    assert [(os.path.basename(i.path), i.frame_index) for i in items] == [("a.png", 2), ("b.png", None)]
+    assert items[0].patient_id is not None and items[0].patient_id != "P1" and items[1].patient_id is None
+    (tmp_path / "nopath.csv").write_text("file,patient_id\na.png,P1\n")
+    with pytest.raises(InputError, match="missing column") as e:
+        expand_inputs([tmp_path / "nopath.csv"])
+    assert e.value.code == "bad_manifest"
+    (tmp_path / "empty.csv").write_text("path,patient_id\n")
+    with pytest.raises(InputError) as e:
+        expand_inputs([tmp_path / "empty.csv"])
+    assert e.value.code == "empty"

@@ -91,16 +91,9 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
     """
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
+    rows = manifest_rows(path, required=("path", "patient_id", "label"), allow_empty=True,
+                         need="a manifest needs path, patient_id, label[, split]")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in ("path", "patient_id", "label") if c not in header]
-            if missing:
-                raise InputError("bad_manifest", f"missing column(s) {missing}; a manifest needs "
-                                 "path, patient_id, label[, split]", source=path)
-            reader.fieldnames = header
-            rows = [(reader.line_num, row) for row in reader]
         if classes is None and rows:
             try:
                 classes = classes_from_names(_field(row, "label") for _, row in rows)
@@ -110,9 +103,6 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
         records = [_record(row, base, line=line, source=path, classes=classes) for line, row in rows]
     except InputError:
         raise
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError("bad_manifest", f"cannot read the manifest ({type(exc).__name__}: {exc})",
-                         source=path) from None
     if not records:
         raise InputError("empty", "the manifest has no rows", source=path)
     if check_files:
@@ -122,6 +112,33 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
     _check_consistent(records, path)
     check_split(records, source=path)
     return records
+
+
+def manifest_rows(path: str | os.PathLike, *, required: Sequence[str] = ("path",), need: str = "",
+                  allow_empty: bool = False) -> list[tuple[int, dict[str, str]]]:
+    """``(line, row)`` of each row of a CSV manifest, header names stripped (UTF-8, a BOM allowed).
+
+    The one CSV reader of manifests (training's :func:`read_manifest`, ``predict``'s inputs):
+    ``InputError("bad_manifest")`` when it cannot be read or lacks a ``required`` column (``need``
+    says what a manifest needs), ``InputError("empty")`` when it has no rows (unless ``allow_empty``).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputError("bad_manifest", f"missing column(s) {missing}" + (f"; {need}" if need else ""),
+                                 source=path)
+            reader.fieldnames = header
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("bad_manifest", f"cannot read the manifest ({type(exc).__name__}: {exc})",
+                         source=path) from None
+    if not rows and not allow_empty:
+        raise InputError("empty", "the manifest has no rows", source=path)
+    return rows
 
 
 #: What a data set may be, for error messages.
