@@ -198,13 +198,13 @@ def test_int8_calibration_reads_files_as_training_did(trained, tmp_path_factory,
     seen = []
 
     def fake_load_frames(records, idx, params, **kw):
-        seen.append(kw.get("crop"))
+        seen.append(kw.get("read"))
         raise RuntimeError("stop here")  # only the read options matter
 
     monkeypatch.setattr(train_data, "load_frames", fake_load_frames)
     with pytest.raises(RuntimeError, match="stop here"):
         export_lib.export_from_data(b, manifest, n_calib=4, progress=False)
-    assert seen == [b.read_options["crop"]]
+    assert seen == [{"crop": b.read_options["crop"], "mask_annotations": False}]  # the bundle's read options
     for bad in (0, -5, 1.5):
         with pytest.raises(ValueError, match="n_calib must be a positive integer"):
             export_lib.export_from_data(b, "unused", n_calib=bad)

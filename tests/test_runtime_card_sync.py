@@ -29,6 +29,14 @@ def test_vocabularies_match_python():
     assert _strings("kCrops") == tuple(CROP_MODES)
 
 
+def test_read_keys_match_python():
+    # the card's "read" options (crop, the optional mask_annotations) are the same on both sides
+    from thyrofast.io.schema import READ_KEYS
+
+    assert _strings("kReadKeys") == tuple(READ_KEYS)
+    assert re.search(r'rd\["mask_annotations"\]\.is_boolean\(\)', CARD)
+
+
 def test_limits_match_python():
     from thyrofast import card_schema, models, preprocessing
 

@@ -169,10 +169,14 @@ def check_card_fields(m: dict, bad: Callable[[str], NoReturn]) -> None:
     # the rest
     rd = m.get("read", {"crop": "auto"})
     from .io.schema import CROP_MODES as READ_CROPS
+    from .io.schema import READ_KEYS
 
-    if not (isinstance(rd, dict) and set(rd) <= {"crop"} and isinstance(rd.get("crop", "auto"), str)
-            and rd.get("crop", "auto") in READ_CROPS):
-        field("read", f"must be {{'crop': one of {READ_CROPS}}}, got {rd!r:.80}")
+    # {"crop": ..., "mask_annotations": bool}: the thyrofast.read options training used; mask_annotations
+    # is optional (absent: False, as in the cards written before it)
+    if not (isinstance(rd, dict) and set(rd) <= set(READ_KEYS) and isinstance(rd.get("crop", "auto"), str)
+            and rd.get("crop", "auto") in READ_CROPS and isinstance(rd.get("mask_annotations", False), bool)):
+        field("read", f"must be {{'crop': one of {READ_CROPS}, 'mask_annotations': True or False (optional)}}, "
+                      f"got {rd!r:.80}")
     if "training" in m and not isinstance(m["training"], dict):
         field("training", f"must be an object, got {_type(m['training'])}")
     if "thyrofast_version" in m and not isinstance(m["thyrofast_version"], str):

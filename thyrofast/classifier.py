@@ -84,10 +84,14 @@ def aggregate_patients(probs: np.ndarray, patient_ids: Sequence[Any], aggregatio
     return aggregate(probs, patient_ids, aggregation)
 
 
-def bundle_crop(classifier) -> str:
-    """The ``thyrofast.read`` crop of the classifier's bundle ("auto" for stand-ins without one)."""
-    opts = getattr(getattr(classifier, "bundle", None), "read_options", None) or {}
-    return opts.get("crop", "auto")
+def bundle_read_options(classifier) -> dict:
+    """The ``thyrofast.read`` options of the classifier's bundle, ``{"crop", "mask_annotations"}``
+    (:func:`thyrofast.io.schema.file_read_options`; the defaults for stand-ins without a bundle):
+    how every step that reads files for the model (predict, evaluate, export's calibration,
+    ``preprocess --bundle``) reads them, as training did."""
+    from .io.schema import file_read_options
+
+    return file_read_options(getattr(getattr(classifier, "bundle", None), "read_options", None) or {})
 
 
 def bundle_aggregation(classifier) -> Any:
@@ -264,9 +268,10 @@ class Classifier:
         ``(N, H, W, 1|3|4)`` (uint8 or uint16), or a list of frames of any sizes.
         A 3-D array with a last axis of 1 or 2 is refused as ambiguous (see
         :func:`frame_layout`).
-        Arrays are used as given: crop them to the ultrasound field the way
-        ``self.bundle.read_options`` says the model was trained (files read by
-        ``thyrofast predict`` / ``evaluate`` are cropped that way for you).
+        Arrays are used as given: crop them to the ultrasound field (and mask
+        burned-in annotations) the way ``self.bundle.read_options`` says the model
+        was trained (files read by ``thyrofast predict`` / ``evaluate`` are read
+        that way for you).
         """
         probs = softmax(self.logits(frames), self.temperature)
         return Prediction(probs, self.classes, self.provenance)

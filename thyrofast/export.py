@@ -437,6 +437,7 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     ``thyrofast export --int8 --calib DATA`` and the demo call this.
     """
     from .bundle import Bundle
+    from .io.schema import file_read_options
     from .train.data import load_frames, read_manifest, split_records
 
     if isinstance(n_calib, bool) or not isinstance(n_calib, int) or n_calib < 1:
@@ -447,15 +448,16 @@ def export_from_data(bundle, data, *, fp16: bool = True, n_calib: int = 128, see
     cfg = bundle.manifest.get("training", {}).get("config", {})
     val_fraction = cfg.get("val_fraction", 0.15)
     seed = cfg.get("seed", seed)
-    records = read_manifest(data, classes=bundle.classes)
+    # files read as in training and predict (the bundle's read options: tissue crop, annotation masking),
+    # so INT8 is tuned and gated on what it will see; crop="panes" expands the records per pane as training did
+    opts = file_read_options(bundle.read_options or {})
+    records = read_manifest(data, classes=bundle.classes, crop=opts["crop"])
     split = split_records(records, val_fraction=val_fraction, seed=seed, classes=bundle.classes)
     rng = np.random.default_rng(seed)
     calib_idx = sorted(rng.permutation(split.train)[:n_calib].tolist())
     params = bundle.preprocess_params
-    # files read as in training and predict (the bundle's tissue crop), so INT8 is tuned and gated on what it will see
-    crop = (bundle.read_options or {}).get("crop", "auto")
-    calib, _ = load_frames(records, calib_idx, params, progress=progress, crop=crop)
-    val, _ = load_frames(records, split.val, params, progress=progress, crop=crop)
+    calib, _ = load_frames(records, calib_idx, params, progress=progress, read=opts)
+    val, _ = load_frames(records, split.val, params, progress=progress, read=opts)
     labels = np.array([records[i].label for i in split.val])
     return export_bundle(bundle, fp16=fp16, int8=True, calib=calib, val_frames=val.astype(np.float32),
                          val_labels=labels, n_calib=n_calib, seed=seed, log=log)

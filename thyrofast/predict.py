@@ -41,17 +41,17 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ._fs import open_regular, sha256_file
-from .classifier import bundle_aggregation, bundle_crop, bundle_operating_point
+from .classifier import bundle_aggregation, bundle_operating_point, bundle_read_options
 from .clinical import clinical_fields
 from .errors import InputError
 from .io import schema
 from .io.reader import DEFAULT_MAX_BYTES
-from .io.schema import DEFAULT_CLASSES
+from .io.schema import DEFAULT_CLASSES, file_read_options
 from .operating_point import decide
 from .output_lock import OutputLock
 
@@ -199,18 +199,21 @@ def _hash_id(pid: str | None) -> str | None:
     return hash_patient_id(pid)
 
 
-def read_frames(path: str, frame_index: int | None = None, crop: str = "auto", pane: int | None = None
-                ) -> tuple[list[tuple[int, np.ndarray]], str | None, list[dict]]:
+def read_frames(path: str, frame_index: int | None = None, read: str | Mapping[str, Any] | None = None,
+                pane: int | None = None) -> tuple[list[tuple[int, np.ndarray]], str | None, list[dict]]:
     """``[(frame_index, pixels), ...]`` of one input, its hashed patient id (or None)
     and, aligned with them, what each record should say about its crop:
     ``{"region_source", "notes"}`` (``{}`` for ``.npy``), and with ``crop="panes"``
     also ``"pane"`` and ``"region"`` (the pane's box): one entry per frame and pane.
 
-    Images and DICOM go through :func:`thyrofast.read` (tissue-region crop,
-    memory guard, InputError codes); ``.npy`` arrays (uint8/uint16 ``(H, W)``,
-    ``(H, W, 3)`` or a stack) are read here without pickle.  ``pane``: keep
-    that pane only (a manifest row naming one).
+    Images and DICOM go through :func:`thyrofast.read` (tissue-region crop, memory
+    guard, InputError codes) with the read options ``read``: the bundle's
+    ``{"crop", "mask_annotations"}``, or a crop mode alone (default: crop "auto",
+    unmasked).  ``.npy`` arrays (uint8/uint16 ``(H, W)``, ``(H, W, 3)`` or a stack) are read
+    here without pickle, as given.  ``pane``: keep that pane only (a manifest row
+    naming one).
     """
+    opts = file_read_options(read)
     if frame_index is not None and frame_index < 0:  # a manifest row's own error, not the run's
         raise InputError("frame_out_of_range", f"frame_index must be >= 0, got {frame_index}", source=path)
     if Path(path).suffix.lower() == ".npy":
@@ -219,11 +222,10 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto", p
         pid = None
         regions: list[dict] = [{} for _ in pairs]
     else:
-        from .io import read
+        from .io import read as read_file
 
         read_kw = {"frames": [frame_index]} if frame_index is not None else {}
-        read_kw["crop"] = crop
-        got = read(path, **read_kw)
+        got = read_file(path, **read_kw, **opts)
         modality = next((f.modality for f in got if f.modality), None)
         if modality and modality.strip().upper() in NON_ULTRASOUND_MODALITIES:
             raise InputError("unsupported_format", f"DICOM Modality {modality} is not ultrasound; "
@@ -242,7 +244,8 @@ def read_frames(path: str, frame_index: int | None = None, crop: str = "auto", p
         keep = [n for n in keep if regions[n].get("pane") == pane]
         if not keep:
             raise InputError("frame_out_of_range", f"the input has no pane {pane}"
-                             + ("" if crop == "panes" else " (panes are read with crop='panes')"), source=path)
+                             + ("" if opts["crop"] == "panes" else " (panes are read with crop='panes')"),
+                             source=path)
     return [pairs[n] for n in keep], pid, [regions[n] for n in keep]
 
 
@@ -526,8 +529,8 @@ def predict_files(
     classes = tuple(classifier.classes)
     provenance = dict(classifier.provenance)
     op = bundle_operating_point(classifier)  # the bundle's decision threshold (None: argmax)
-    # files are read as the model was trained (the bundle's tissue crop)
-    crop = bundle_crop(classifier)
+    # files are read as the model was trained (the bundle's read options: tissue crop, annotation masking)
+    read_opts = bundle_read_options(classifier)
     # clinical outputs: prediction sets + refer, and the OOD gate (when the bundle is calibrated for them)
     conformal = _bundle_field(classifier, "conformal")
     gate = None
@@ -642,7 +645,7 @@ def predict_files(
                 bar.update(1)
                 continue
             try:
-                frames, pid, regions = read_frames(item.path, item.frame_index, crop, item.pane)
+                frames, pid, regions = read_frames(item.path, item.frame_index, read_opts, item.pane)
                 if not frames:
                     raise InputError("empty", "the input holds no frames", source=item.path)
                 frames = list(zip([i for i, _ in frames], _check_frames([f for _, f in frames], item.path)))

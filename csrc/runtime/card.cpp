@@ -35,6 +35,7 @@ constexpr int64_t kMaxRoi = (int64_t{1} << 31) - 1;  // preprocessing/params.py 
 const char* const kArchs[] = {"resnet18", "resnet34", "resnet50", "efficientnet_b0", "mobilenet_v3_large",
                               "convnext_tiny"};      // models.ARCHS
 const char* const kCrops[] = {"auto", "detect", "regions", "none", "panes"};  // io.schema.CROP_MODES
+const char* const kReadKeys[] = {"crop", "mask_annotations"};  // io.schema.READ_KEYS
 constexpr int kMaxMembers = 8;                      // models.MAX_MEMBERS
 constexpr double kF32Max = 3.4028234663852886e38, kF16Max = 65504.0;
 
@@ -365,14 +366,21 @@ void check_fields(const json& m, Card& card) {
   if (m.contains("read")) {
     const json& rd = m["read"];
     bool ok = rd.is_object();
-    for (auto it = ok ? rd.begin() : rd.end(); ok && it != rd.end(); ++it) ok = it.key() == "crop";
+    for (auto it = ok ? rd.begin() : rd.end(); ok && it != rd.end(); ++it) {
+      bool key_ok = false;
+      for (const char* k : kReadKeys) key_ok = key_ok || it.key() == k;
+      ok = key_ok;
+    }
     if (ok && rd.contains("crop")) {
       ok = rd["crop"].is_string();
       bool known = false;
       for (const char* cm : kCrops) known = known || (ok && rd["crop"].get<std::string>() == cm);
       ok = ok && known;
     }
-    if (!ok) field("read", "must be {'crop': one of ('auto', 'detect', 'regions', 'none')}");
+    // optional: files read with thyrofast.read(mask_annotations=...); absent means false
+    if (ok && rd.contains("mask_annotations")) ok = rd["mask_annotations"].is_boolean();
+    if (!ok) field("read", "must be {'crop': one of ('auto', 'detect', 'regions', 'none', 'panes'), "
+                           "'mask_annotations': true or false (optional)}");
   }
   if (m.contains("training") && !m["training"].is_object()) field("training", "must be an object");
   if (m.contains("thyrofast_version") && !m["thyrofast_version"].is_string()) field("thyrofast_version", "must be a string");

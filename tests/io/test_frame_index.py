@@ -75,7 +75,7 @@ def test_train_reads_every_frame_of_a_row_without_frame_index(cohort):
     recs = train_read_manifest(man)
     assert [(r.rel, r.frame_index, r.label) for r in recs] == [
         ("cine.dcm", 0, 0), ("cine.dcm", 1, 0), ("cine.dcm", 2, 0), ("still.png", 0, 2), ("second.png", 0, 1)]
-    means = [float(decode_image(r, crop="none").mean()) for r in recs[:N]]
+    means = [float(decode_image(r, read="none").mean()) for r in recs[:N]]
     want = [float(f.mean()) for f in _frames()]
     assert means == pytest.approx(want, abs=0.5)  # three different frames, not frame 0 three times
 
@@ -86,7 +86,7 @@ def test_predict_reads_every_frame_of_a_row_without_frame_index(cohort):
     _, man = cohort
     items = expand_inputs([str(man)])
     assert [i.frame_index for i in items] == [None, None, 0]
-    pairs, _, _ = read_frames(items[0].path, items[0].frame_index, crop="none")
+    pairs, _, _ = read_frames(items[0].path, items[0].frame_index, read="none")
     assert [fi for fi, _ in pairs] == list(range(N))
 
 

@@ -108,7 +108,7 @@ def test_export_fp32_fp16_int8_two_outputs(binary, tmp_path):
     b = Bundle.load(path)
     recs = train_rows(manifest, classes=b.classes)
     frames, _ = load_frames(recs, list(range(16)), b.preprocess_params, progress=False,
-                            crop=b.read_options["crop"])
+                            read=b.read_options)
     frames = frames.astype(np.float32)
     with torch.no_grad():
         ref = b.build_model()(torch.from_numpy(frames)).numpy()

@@ -40,7 +40,7 @@ def _patient_probs(bundle: Bundle, manifest, split_name: str):
     records = read_manifest(manifest)
     idx = [i for i, r in enumerate(records) if r.split == split_name]
     frames, _ = load_frames(records, idx, bundle.preprocess_params, progress=False,
-                            crop=bundle.read_options["crop"])
+                            read=bundle.read_options)
     with torch.no_grad():
         logits = bundle.build_model()(torch.from_numpy(frames.astype(np.float32))).numpy()
     lp = M.log_softmax(logits / bundle.temperature)

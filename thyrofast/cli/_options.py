@@ -63,6 +63,16 @@ def add_crop(p: argparse.ArgumentParser, *, default: str | None = None, help: st
     p.add_argument("--crop", default=default, choices=tuple(CROP_MODES if choices is None else choices), help=help)
 
 
+def add_mask_annotations(p: argparse.ArgumentParser, *, help: str, negatable: bool = False) -> None:
+    """``--mask-annotations``: :func:`thyrofast.read`'s ``mask_annotations`` (burned-in calipers and text
+    inside the field filled from the tissue around); ``negatable``: ``--no-mask-annotations`` too and the
+    default None (not given: the command's own default, e.g. a bundle's)."""
+    if negatable:
+        p.add_argument("--mask-annotations", default=None, action=argparse.BooleanOptionalAction, help=help)
+    else:
+        p.add_argument("--mask-annotations", action="store_true", help=help)
+
+
 def add_device(p: argparse.ArgumentParser, *, default: str = AUTO, auto: bool = True, help: str | None = None,
                checked: bool = True) -> None:
     """``--device``: the engines' devices (and "auto" unless ``auto=False``), ``default`` listed first;

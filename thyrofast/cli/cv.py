@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="default: %(default)s")
     opt.add_aggregation(p)
     opt.add_crop(p, default=DEFAULTS.crop)
+    opt.add_mask_annotations(p, help="read every file with burned-in annotations masked (as thyrofast train "
+                                     "--mask-annotations)")
     p.add_argument("--positive", default=None, metavar="CLASS", help="operating point class (as thyrofast train)")
     p.add_argument("--target-sensitivity", type=float, default=None, metavar="S",
                    help="operating point: sensitivity >= S on each fold's validation patients (default: Youden)")
@@ -93,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
     require("torch", "torchvision", needed_for="cross-validation")
     kw = {k: getattr(args, k) for k in _TRAIN_OPTS}
     kw["preprocess"] = opt.preprocess_overrides(args)
+    if args.mask_annotations:  # only when asked: the plan (cv.json) of a run without it stays as it was
+        kw["mask_annotations"] = True
     with reported(InputError, ValueError, OSError):
         summary = cross_validate(args.data, args.out, folds=args.folds, repeats=args.repeats, seed=args.seed,
                                  device=args.device, endpoints=args.endpoint, n_boot=args.bootstrap,

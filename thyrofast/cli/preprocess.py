@@ -1,9 +1,11 @@
-"""``thyrofast preprocess INPUTS... --out DIR [--bundle BUNDLE] [--crop ...]``: run the core on image/DICOM files.
+"""``thyrofast preprocess INPUTS... --out DIR [--bundle BUNDLE] [--crop ...] [--mask-annotations]``: run
+the core on image/DICOM files.
 
 Writes one ``.npy`` (N, C, H, W) per input and, with ``--png``, an 8-bit
 preview of each frame, so the effect of the parameters can be looked at.
-With ``--bundle`` the files are read (cropped) and preprocessed exactly as
-``predict`` does for that bundle: what its network sees.
+With ``--bundle`` the files are read (cropped, annotations masked when the
+bundle says so) and preprocessed exactly as ``predict`` does for that bundle:
+what its network sees.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from thyrofast.cli._errors import reported
-from thyrofast.cli._options import add_crop, add_denoise, add_normalize
+from thyrofast.cli._options import add_crop, add_denoise, add_mask_annotations, add_normalize
 
 #: the preprocessing options and their defaults without a bundle
 _DEFAULTS = {"size": (224, 224), "denoise": "srad", "normalize": "percentile", "srad_iterations": 10,
@@ -23,10 +25,14 @@ _DEFAULTS = {"size": (224, 224), "denoise": "srad", "normalize": "percentile", "
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image or DICOM files")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--bundle", type=Path, help="use this model bundle's preprocessing parameters and crop "
-                   "(what its network sees); options given beside it override the bundle's")
+    p.add_argument("--bundle", type=Path, help="use this model bundle's preprocessing parameters and read "
+                   "options (crop, annotation masking: what its network sees); options given beside it override "
+                   "the bundle's")
     add_crop(p, help="how files are cropped before preprocessing, as in train/predict "
                      "(default: the bundle's, else auto)")
+    add_mask_annotations(p, negatable=True,
+                         help="fill burned-in annotations (calipers, text) inside the field from the tissue "
+                              "around, as thyrofast.read(mask_annotations=True) (default: the bundle's, else off)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (default 224 224)")
     add_denoise(p, help="(default srad)")
     add_normalize(p, help="(default percentile)")
@@ -54,26 +60,33 @@ def main(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None}
     if "size" in given:
         given["size"] = tuple(given["size"])
-    base, crop = PreprocessParams(**_DEFAULTS), args.crop or "auto"
+    from thyrofast.io.schema import file_read_options
+
+    base, read_opts = PreprocessParams(**_DEFAULTS), file_read_options()
     if args.bundle is not None:
         from thyrofast.bundle import Bundle
 
         with reported(InputError, TypeError, ValueError, OSError, prefix="cannot use the bundle: "):
             bundle = Bundle.load(args.bundle, verify=False)  # only its manifest is used
-            base, crop = bundle.preprocess_params, args.crop or bundle.read_options.get("crop", "auto")
+            base, read_opts = bundle.preprocess_params, file_read_options(bundle.read_options)
+    # --crop / --mask-annotations given beside the bundle override its read options
+    read_opts.update({k: v for k, v in (("crop", args.crop), ("mask_annotations", args.mask_annotations))
+                      if v is not None})
+    crop = read_opts["crop"]
     with reported(TypeError, ValueError):
         pre = Preprocessor(dataclasses.replace(base, **given))
     if args.bundle is not None:
         p = pre.params
         note = f" (overriding the bundle's {', '.join(sorted(given))})" if given else ""
-        print(f"preprocessing of {args.bundle}{note}: crop {crop}, size {p.size[0]}x{p.size[1]}, "
+        masked = ", annotations masked" if read_opts["mask_annotations"] else ""
+        print(f"preprocessing of {args.bundle}{note}: crop {crop}{masked}, size {p.size[0]}x{p.size[1]}, "
               f"denoise {p.denoise}, normalize {p.normalize}, {p.channels} channel(s)", file=sys.stderr)
     with reported(OSError, prefix=f"error: cannot make the output folder {args.out}: ", strerror=True):
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path, name in zip(args.inputs, _output_names(args.inputs)):
         try:
-            frames = read(path, crop=crop)
+            frames = read(path, **read_opts)
             x = np.concatenate([pre(f.pixels) for f in frames])
         except (InputError, TypeError, ValueError) as exc:
             print(f"{path}: {exc}", file=sys.stderr)

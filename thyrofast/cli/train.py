@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_crop(p, default=DEFAULTS.crop,
                  help="how files are cropped before preprocessing (stored in the bundle; default: "
                       "%(default)s = DICOM tissue region, else the detected ultrasound field)")
+    opt.add_mask_annotations(p, help="fill burned-in annotations (calipers, measurement text) inside the field "
+                                     "from the tissue around in every file read (thyrofast.read(mask_annotations="
+                                     "True)); stored in the bundle, so predict/evaluate/export read files the same "
+                                     "way (default: off)")
     opt.add_aggregation(p, help="image -> patient rule stored in the bundle (default: %(default)s, fitted on the "
                                 "training patients)")
     p.add_argument("--positive", default=None, metavar="CLASS",
@@ -92,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
                        pretrained=args.pretrained, device=args.device, resume=args.resume,
                        export=not args.no_export, int8=not args.no_int8,
                        ghost_batches=args.ghost_batches, threads=args.threads, preprocess=preprocess,
-                       aux_weight=args.aux_weight, crop=args.crop, aggregation=args.aggregation,
+                       aux_weight=args.aux_weight, crop=args.crop, mask_annotations=args.mask_annotations,
+                       aggregation=args.aggregation,
                        backbone_lr_scale=args.backbone_lr_scale,
                        positive=args.positive, target_sensitivity=args.target_sensitivity,
                        check=not args.no_check, allow_duplicates=args.allow_duplicates,

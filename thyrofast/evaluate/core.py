@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..aggregation import describe as describe_aggregation
-from ..classifier import bundle_aggregation, bundle_crop
+from ..classifier import bundle_aggregation, bundle_read_options
 from ..errors import InputError
 from . import inputs as I
 
@@ -550,12 +550,12 @@ def predict_manifest(classifier, labels: I.Labels, *, reader=None, batch_frames:
 
     read = reader or _default_reader()
     if reader is None and read is not _pil_read:
-        # the reader options the model was trained with (tissue crop)
-        crop = bundle_crop(classifier)
-        if crop != "auto":
+        # the reader options the model was trained with (tissue crop, annotation masking)
+        opts = bundle_read_options(classifier)
+        if opts != {"crop": "auto", "mask_annotations": False}:  # thyrofast.read's own defaults otherwise
             import functools  # noqa: PLC0415
 
-            read = functools.partial(read, crop=crop)
+            read = functools.partial(read, **opts)
     records = []
     wanted: dict[str, set[int] | None] = {}  # file -> frames listed in the manifest (None: all)
     for path, fi in zip(labels.path, labels.frame_index):

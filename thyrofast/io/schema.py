@@ -7,15 +7,18 @@
 * :data:`SPLITS`: the split names a manifest may use.
 * :data:`CROP_MODES`: what :func:`thyrofast.read` may crop to (``crop=``), the
   modes a bundle's ``read`` options may name.
+* :data:`READ_KEYS` / :func:`file_read_options`: the :func:`thyrofast.read` options a
+  model bundle records (its card's ``read`` field), so every step reads files the same way.
 
 This module imports nothing from the rest of the package.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = ["DEFAULT_CLASSES", "SPLITS", "CROP_MODES", "RENDER_CROPS", "PICTURE_EXTENSIONS", "DICOM_EXTENSIONS",
-           "IMAGE_EXTENSIONS", "crop_mode", "label_index", "classes_from_names"]
+           "IMAGE_EXTENSIONS", "READ_KEYS", "crop_mode", "file_read_options", "label_index",
+           "classes_from_names"]
 
 #: The paper's class preset: benign thyroid nodule, non-metastatic and metastatic malignant.
 DEFAULT_CLASSES: tuple[str, ...] = ("BTN", "NMTN", "MMTN")
@@ -45,6 +48,33 @@ def crop_mode(value: str, allowed: Sequence[str] = CROP_MODES) -> str:
     if v not in allowed:
         raise ValueError(f"crop must be one of {tuple(allowed)}, got {value!r}")
     return v
+
+
+#: The :func:`thyrofast.read` options a bundle's card records in ``read`` (how training read the
+#: files, so predict / evaluate / export / preprocess read them the same way): ``crop`` (one of
+#: :data:`CROP_MODES`, default "auto") and ``mask_annotations`` (bool, default False; optional,
+#: cards before it have only ``crop``).  csrc/runtime/card.cpp's ``kReadKeys`` mirrors it.
+READ_KEYS: tuple[str, ...] = ("crop", "mask_annotations")
+
+
+def file_read_options(read: str | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"crop": ..., "mask_annotations": ...}``: the read options of a bundle (its card's ``read``
+    field) or of a training run, every key present with its default ("auto", False) where left out.
+
+    ``read``: such a mapping, a crop mode alone (``"detect"``: that crop, unmasked), or None (the
+    defaults).  Pass the result to :func:`thyrofast.read` as ``**opts``.  ValueError for an
+    unknown key, a crop not in :data:`CROP_MODES` or a non-boolean ``mask_annotations``.
+    """
+    given: Mapping[str, Any] = {} if read is None else {"crop": read} if isinstance(read, str) else read
+    if not isinstance(given, Mapping):
+        raise ValueError(f"read options must be a mapping of {READ_KEYS}, got {read!r:.80}")
+    unknown = sorted(set(given) - set(READ_KEYS))
+    if unknown:
+        raise ValueError(f"unknown read option(s) {unknown}: a bundle records {READ_KEYS}")
+    mask = given.get("mask_annotations", False)
+    if type(mask) is not bool and type(mask).__name__ != "bool_":  # numpy.bool_ too, never 0/1
+        raise ValueError(f"mask_annotations must be True or False, got {mask!r:.80}")
+    return {"crop": crop_mode(given.get("crop", "auto")), "mask_annotations": bool(mask)}
 
 
 def label_index(value: Any, classes: Sequence[str] = DEFAULT_CLASSES) -> int:

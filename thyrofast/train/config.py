@@ -5,7 +5,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from ..io.schema import CROP_MODES
+from ..io.schema import CROP_MODES, file_read_options
 from .augment import AugmentConfig
 
 __all__ = ["TrainConfig", "DEFAULTS", "config_to_dict", "default_width", "resolve_device", "merged_fields"]
@@ -39,6 +39,7 @@ class TrainConfig:
     aux_weight: float = 1.0             # weight of the auxiliary finding heads (0: class head only)
     aggregation: str = "pooled_logistic"  # image -> patient rule fitted after training, or "mean_log_prob"
     crop: str = "detect"                # thyrofast.read crop: DICOM tissue region, else the detected field
+    mask_annotations: bool = False      # thyrofast.read(mask_annotations=...): fill burned-in calipers/text
     backbone_lr_scale: float = 1.0      # backbone learning rate / head learning rate (< 1 keeps pretrained features)
 
     def __post_init__(self):
@@ -61,6 +62,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.crop not in CROP_MODES:
             raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, got {self.crop!r}")
+        if not isinstance(self.mask_annotations, bool):
+            raise ValueError(f"mask_annotations must be True or False, got {self.mask_annotations!r}")
         if self.aggregation not in ("pooled_logistic", "mean_log_prob"):
             raise ValueError(f"aggregation must be 'pooled_logistic' or 'mean_log_prob', got {self.aggregation!r}")
         if not 0.0 <= self.backbone_lr_scale <= 1.0:
@@ -70,6 +73,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
+
+    @property
+    def read_options(self) -> dict:
+        """How every training and validation file is read (:func:`thyrofast.io.schema.file_read_options`:
+        ``crop`` and ``mask_annotations``); the bundle's card records them, so every later step reads
+        files the same way."""
+        return file_read_options({"crop": self.crop, "mask_annotations": self.mask_annotations})
+
+    @property
+    def card_read(self) -> dict:
+        """:attr:`read_options` as the card's ``read`` field: ``mask_annotations`` only when set
+        (a card without it reads unmasked, as cards before the option do)."""
+        return {k: v for k, v in self.read_options.items() if k != "mask_annotations" or v}
 
 
 def config_to_dict(cfg) -> dict:

@@ -12,14 +12,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.frame import hash_patient_id
 from ..io.manifest import Record, expand_frames, manifest_csv, read_dataset
-from ..io.schema import DEFAULT_CLASSES
+from ..io.schema import DEFAULT_CLASSES, file_read_options
 from ..io.splits import assign_splits
 
 __all__ = ["Record", "read_manifest", "manifest_csv", "split_records", "Split", "load_frames", "data_fingerprint",
@@ -84,18 +84,20 @@ def split_records(records: Sequence[Record], *, val_fraction: float = 0.15, seed
     return split
 
 
-def decode_image(record: Record, crop: str = "auto") -> np.ndarray:
+def decode_image(record: Record, read: str | Mapping[str, Any] | None = None) -> np.ndarray:
     """The record's frame as the preprocessing core takes it, read by :func:`thyrofast.read`
-    with ``crop`` (the reader ``thyrofast predict`` uses with the bundle's ``read``
-    options, so training sees what inference sees).  With ``crop="panes"`` the record's
-    ``pane`` (a record without one: a file with one pane only; a split screen is
-    ``InputError('bad_manifest')``, never one pane of it silently)."""
-    from ..io.reader import read
+    with the read options ``read`` (``{"crop", "mask_annotations"}``, or a crop mode alone; see
+    :func:`thyrofast.io.schema.file_read_options`): the options ``thyrofast predict`` reads files
+    with from the bundle's ``read`` field, so training sees what inference sees.  With
+    ``crop="panes"`` the record's ``pane`` (a record without one: a file with one pane only; a
+    split screen is ``InputError('bad_manifest')``, never one pane of it silently)."""
+    from ..io.reader import read as read_file
 
+    opts = file_read_options(read)
     if record.frame_index is None:
         raise ValueError("decode_image takes one frame: expand the records first (read_manifest does)")
-    frames = read(record.path, frames=[record.frame_index], crop=crop)
-    if crop != "panes":
+    frames = read_file(record.path, frames=[record.frame_index], **opts)
+    if opts["crop"] != "panes":
         return frames[0].pixels
     if record.pane is None:
         if len(frames) > 1:
@@ -122,11 +124,13 @@ def data_fingerprint(records: Sequence[Record], split: Split) -> str:
 
 def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
                 cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                progress: bool = True, crop: str = "auto") -> tuple[np.ndarray, str]:
+                progress: bool = True, read: str | Mapping[str, Any] | None = None) -> tuple[np.ndarray, str]:
     """Preprocess ``records[indices]`` with ``params`` -> float16 (N, C, H, W), content hash.
 
-    With ``cache_dir``, the result is stored as ``frames-<key>.npy`` where the
-    key covers the files' bytes and the parameters, and reused next time.
+    Each frame is read with the read options ``read`` (:func:`decode_image`; the bundle's
+    ``read`` field, or a crop mode alone).  With ``cache_dir``, the result is stored as
+    ``frames-<key>.npy`` where the key covers the files' bytes, the read options and the
+    parameters, and reused next time.
     """
     from tqdm.auto import tqdm
 
@@ -134,7 +138,10 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
 
     params = params.replace(dtype="float32")
     pre = Preprocessor(params, threads=threads)
-    h = hashlib.sha256(json.dumps([params.to_dict(), crop], sort_keys=True).encode())
+    opts = file_read_options(read)
+    # the key of unmasked reads is the one from before the option (caches stay valid)
+    what = [params.to_dict(), opts["crop"]] + ([{"mask_annotations": True}] if opts["mask_annotations"] else [])
+    h = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
     # Hash the raw bytes first: cheap, and it decides whether the cache is valid.
     for i in indices:
         r = records[i]
@@ -155,7 +162,7 @@ def load_frames(records: Sequence[Record], indices: Sequence[int], params, *,
     it = tqdm(range(len(indices)), desc="preprocess", unit="img", disable=not progress,
               leave=False, dynamic_ncols=True)
     for j in it:
-        out[j] = pre(decode_image(records[indices[j]], crop))[0]
+        out[j] = pre(decode_image(records[indices[j]], opts))[0]
     if cache is not None:
         from .._fs import atomic_write
 

@@ -153,6 +153,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     them off.  ``crop``: how :func:`thyrofast.read` crops each file ("detect":
     the DICOM tissue region, else the detected ultrasound field; stored in the
     bundle so ``predict``/``evaluate`` read files the same way).
+    ``mask_annotations``: read every file with ``thyrofast.read(...,
+    mask_annotations=True)`` (burned-in calipers and text inside the field filled
+    from the tissue around); stored in the bundle's ``read`` options like ``crop``.
     ``aggregation``: the image -> patient rule stored in the bundle,
     "pooled_logistic" (fitted on the training patients) or "mean_log_prob".
     ``augment_config``: an :class:`AugmentConfig` (or its fields as a dict)
@@ -370,12 +373,12 @@ def _load_data(cfg: TrainConfig, data, out: Path, world: int, main: bool, thread
     indices = split.train + split.val
     if main:
         frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
-                                         threads=threads, progress=progress, crop=cfg.crop)
+                                         threads=threads, progress=progress, read=cfg.read_options)
     if world > 1:
         dist.barrier()  # rank 0 has written the cache; the others read it
     if not main:
         frames, frames_key = load_frames(records, indices, params, cache_dir=work / "cache",
-                                         threads=threads, progress=False, crop=cfg.crop)
+                                         threads=threads, progress=False, read=cfg.read_options)
     n_train = len(split.train)
     x_all = torch.from_numpy(np.ascontiguousarray(frames))
     x_train, x_val = x_all[:n_train], x_all[n_train:]
@@ -721,7 +724,7 @@ def _finalize(cfg: TrainConfig, d: _Data, model, multi, best: dict, history: lis
                            classes=CLASSES,
                            preprocess=params, input_shape=[cfg.in_channels, *params.size],
                            temperature=temperature, training=training, aggregation=aggregation,
-                           read={"crop": cfg.crop})
+                           read=cfg.card_read)
     if export:
         from ..export import export_bundle
 
