@@ -95,6 +95,10 @@ BAD_FIELDS = [
     (("read",), {"crop": "everything"}, "read"),
     (("read",), {"crop": ["auto"]}, "read"),
     (("read",), "auto", "read"),
+    (("read",), {"crop": "detect", "mask_annotations": "yes"}, "read"),  # issue 24: a boolean only
+    (("read",), {"crop": "detect", "mask_annotations": 1}, "read"),
+    (("read",), {"crop": "detect", "mask_annotations": None}, "read"),
+    (("read",), {"crop": "detect", "mask": True}, "read"),
     (("training",), "fine", "training"),
     (("thyrofast_version",), 1, "thyrofast_version"),
     (("format_version",), True, "format_version"),
@@ -117,6 +121,15 @@ def test_the_fixture_card_itself_passes(tmp_path, card):
     Bundle.load(_write(tmp_path / "b", json.dumps(card)), verify=False)
     for t in (0.01, 0.05, 1, 20, 100):  # the sane range is inclusive
         Bundle.load(_write(tmp_path / f"t{t}", json.dumps(_edited(card, ("temperature",), t))), verify=False)
+
+
+@pytest.mark.parametrize("read", [{"crop": "detect", "mask_annotations": True},
+                                  {"crop": "auto", "mask_annotations": False}, {"mask_annotations": True},
+                                  {"crop": "panes"}])
+def test_read_may_name_mask_annotations(tmp_path, card, read):
+    # issue 24: the optional boolean beside crop; a card without it (as before) reads unmasked
+    b = Bundle.load(_write(tmp_path / "b", json.dumps(_edited(card, ("read",), read))), verify=False)
+    assert b.read_options == {"crop": "auto", **read}
 
 
 def test_deeply_nested_card_is_an_input_error_not_a_recursion_error(tmp_path, card):

@@ -68,6 +68,24 @@ def test_a_tampered_bundle_is_refused_by_the_runtime_with_the_python_code(bundle
     assert exc.value.code == "unreadable"
 
 
+def test_the_runtime_reads_a_card_with_mask_annotations(bundle_dir, tmp_path):
+    """Issue 24: the card's read options may name mask_annotations (a boolean) for the C++ card check too."""
+    from thyrofast import _runtime
+
+    for value, ok in ((True, True), (False, True), ("yes", False), (1, False)):
+        t = tmp_path / f"b-{value!r}"
+        shutil.copytree(bundle_dir, t)
+        card = json.loads((t / "thyrofast.json").read_text())
+        card["read"] = {"crop": "detect", "mask_annotations": value}
+        (t / "thyrofast.json").write_text(json.dumps(card))
+        if ok:
+            assert _runtime.Classifier(str(t), precision="fp32").classes == card["classes"]
+        else:
+            with pytest.raises(_runtime.RuntimeError, match="read") as exc:
+                _runtime.Classifier(str(t), precision="fp32")
+            assert exc.value.code == "unreadable"
+
+
 def test_stream_queue_never_exceeds_capacity_and_counts_drops(bundle_dir, frames):
     with thyrofast.Classifier.load(bundle_dir, backend="openvino", threads=1) as c:
         h, w = frames.shape[1:]

@@ -69,6 +69,45 @@ def test_bundle_without_a_read_field_reads_with_auto(bundle_dir, framed_png, tmp
     np.testing.assert_array_equal(np.load(out / "framed.npy"), _expected(b.preprocess_params, framed_png, "auto"))
 
 
+def test_bundle_that_masks_annotations_reads_files_masked(detect_bundle, tmp_path, capsys):
+    """Issue 24: a bundle trained with mask_annotations previews files read that way;
+    --no-mask-annotations beside it (and a bundle without the key) reads them unmasked."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(1)
+    img = np.zeros((200, 300), np.uint8)
+    img[40:170, 60:250] = rng.integers(60, 140, (130, 190))
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    for cx, cy in ((100, 100), (200, 100)):  # white calipers and text burned into the field
+        d.line([cx - 6, cy, cx + 6, cy], fill=255)
+        d.line([cx, cy - 6, cx, cy + 6], fill=255)
+    d.text((80, 140), "L 1.23cm", fill=255)
+    png = tmp_path / "marked.png"
+    im.save(png)
+    b = Bundle.load(detect_bundle)
+    params = b.preprocess_params
+    masked = Preprocessor(params)(read(png, crop="detect", mask_annotations=True)[0].pixels)
+    plain = _expected(params, png, "detect")
+    assert not np.array_equal(masked, plain)
+    cmd = ["preprocess", str(png), "--bundle", str(detect_bundle)]
+    assert cli.main([*cmd, "--out", str(tmp_path / "o0")]) == 0  # the bundle does not mask (no key)
+    np.testing.assert_array_equal(np.load(tmp_path / "o0" / "marked.npy"), plain)
+    b.update(read={"crop": "detect", "mask_annotations": True})
+    capsys.readouterr()
+    assert cli.main([*cmd, "--out", str(tmp_path / "o1")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o1" / "marked.npy"), masked)
+    assert "crop detect, annotations masked, size" in capsys.readouterr().err
+    assert cli.main([*cmd, "--out", str(tmp_path / "o2"), "--no-mask-annotations"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o2" / "marked.npy"), plain)
+    # and without a bundle, --mask-annotations asks for it
+    assert cli.main(["preprocess", str(png), "--out", str(tmp_path / "o3"), "--crop", "detect",
+                     "--mask-annotations", "--size", "48", "48"]) == 0
+    pre = Preprocessor(size=(48, 48), denoise="srad", normalize="percentile", srad_iterations=10)
+    np.testing.assert_array_equal(np.load(tmp_path / "o3" / "marked.npy"),
+                                  pre(read(png, crop="detect", mask_annotations=True)[0].pixels))
+
+
 @pytest.mark.parametrize("crop", ["auto", "detect", "none"])
 def test_crop_without_a_bundle(crop, framed_png, tmp_path):
     out = tmp_path / "out"

@@ -294,3 +294,98 @@ def test_ddp_two_cpu_processes_equal_single_process(tmp_path_factory, tmp_path):
             assert torch.equal(ddp[k], single[k]), k
     card = Bundle.load(tmp_path / "ddp").manifest["training"]
     assert card["world_size"] == 2
+
+
+# -- issue 24: train(mask_annotations=True) is recorded, and every later step reads files with it -----------
+
+def _with_marks(img: np.ndarray) -> np.ndarray:
+    """``img`` with white calipers, a dotted measuring line and text burned in (a device screenshot)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    h, w = img.shape
+    for cx, cy in ((w // 4, h // 2), (3 * w // 4, h // 2)):
+        d.line([cx - 4, cy, cx + 4, cy], fill=255)
+        d.line([cx, cy - 4, cx, cy + 4], fill=255)
+    for x in range(w // 4 + 6, 3 * w // 4 - 5, 4):
+        d.point((x, h // 2), fill=255)
+    d.text((3, 3), "L 1.2cm", fill=255)
+    return np.asarray(im)
+
+
+def test_mask_annotations_is_recorded_and_predict_reads_files_with_it(tmp_path, monkeypatch):
+    """train(mask_annotations=True) reads every training/validation file with
+    thyrofast.read(mask_annotations=True) and records it in the card's read options; predict reads
+    files the same way; a card without the key (as before the option) reads unmasked."""
+    import json
+
+    from PIL import Image
+
+    from thyrofast import Classifier, read
+    from thyrofast.classifier import bundle_read_options
+    from thyrofast.predict import predict_files
+    from thyrofast.train import data as tdata
+
+    fx = _fixture()
+    rng = np.random.default_rng(11)
+    for label, cls in enumerate(fx.CLASSES):
+        for j in range(4):
+            d = tmp_path / "data" / cls / f"{cls}-{j}"
+            d.mkdir(parents=True)
+            for k in range(2):
+                Image.fromarray(_with_marks(fx.lesion_frame(rng, label, 30, 40, 10))).save(d / f"{k}.png")
+    seen_reads = []
+    real_decode = tdata.decode_image
+
+    def spy(record, read=None):
+        seen_reads.append(read)
+        return real_decode(record, read)
+
+    monkeypatch.setattr(tdata, "decode_image", spy)
+    train(tmp_path / "data", tmp_path / "bundle", epochs=1, mask_annotations=True, **SMALL)
+    monkeypatch.undo()
+    masked_read = {"crop": "detect", "mask_annotations": True}
+    assert len(seen_reads) == 24 and all(r == masked_read for r in seen_reads)  # every train + val file
+    card = json.loads((tmp_path / "bundle" / "thyrofast.json").read_text())
+    assert card["read"] == masked_read and card["training"]["config"]["mask_annotations"] is True
+    b = Bundle.load(tmp_path / "bundle")
+    assert b.read_options == masked_read
+
+    png = str(tmp_path / "data" / "NMTN" / "NMTN-0" / "0.png")
+    f_masked = read(png, crop="detect", mask_annotations=True)[0].pixels
+    f_plain = read(png, crop="detect")[0].pixels
+    assert not np.array_equal(f_masked, f_plain)  # the marks are there, and masking changes them
+
+    def frames_predict_sees(bundle_path, name):
+        clf = Classifier.load(bundle_path, backend="torch", device="cpu", threads=1)
+        got, real_predict = [], clf.predict
+        monkeypatch.setattr(clf, "predict", lambda frames: (got.extend(list(frames)), real_predict(frames))[1])
+        predict_files(clf, [png], tmp_path / f"{name}.jsonl", progress=False)
+        rec = json.loads((tmp_path / f"{name}.jsonl").read_text().splitlines()[0])
+        assert rec["status"] == "ok", rec
+        return clf, got
+
+    clf, got = frames_predict_sees(tmp_path / "bundle", "masked")
+    assert bundle_read_options(clf) == masked_read
+    assert len(got) == 1 and np.array_equal(np.asarray(got[0]), f_masked)
+
+    # a card without the key (written before the option) still loads and reads unmasked
+    Bundle.load(tmp_path / "bundle").update(read={"crop": "detect"})
+    old = Bundle.load(tmp_path / "bundle")
+    assert "mask_annotations" not in json.loads((tmp_path / "bundle" / "thyrofast.json").read_text())["read"]
+    assert old.read_options == {"crop": "detect"}
+    clf, got = frames_predict_sees(tmp_path / "bundle", "plain")
+    assert bundle_read_options(clf) == {"crop": "detect", "mask_annotations": False}
+    assert len(got) == 1 and np.array_equal(np.asarray(got[0]), f_plain)
+
+
+def test_mask_annotations_is_validated():
+    from thyrofast.train import TrainConfig
+
+    with pytest.raises(ValueError, match="mask_annotations"):
+        TrainConfig(mask_annotations="yes")
+    assert TrainConfig().read_options == {"crop": "detect", "mask_annotations": False}
+    assert TrainConfig().card_read == {"crop": "detect"}  # unmasked cards as before
+    assert TrainConfig(mask_annotations=True).card_read == {"crop": "detect",
+                                                                           "mask_annotations": True}
