@@ -511,3 +511,35 @@ def test_train_with_crop_panes_trains_on_every_pane(tmp_path):
     data = b.manifest["training"]["data"]
     assert data["n_images"] == {"train": 16, "val": 8}  # 8 + 4 patients, 2 panes each
     assert data["n_patients"] == {"train": 8, "val": 4}
+
+
+def test_evaluate_reads_files_with_the_bundles_mask_annotations(tmp_path):
+    """Issue 24: evaluate reads each file with the bundle's read options, mask_annotations included."""
+    from thyrofast.evaluate.core import predict_manifest
+    from thyrofast.evaluate.inputs import load_labels
+
+    _, marked = _marked(3, False)
+    Image.fromarray(marked).save(tmp_path / "m.png")
+    (tmp_path / "labels.csv").write_text("path,patient_id,label\nm.png,p1,BTN\n")
+    labels = load_labels(tmp_path / "labels.csv")
+
+    class Card:
+        def __init__(self, read_options):
+            self.read_options = read_options
+
+    class Recording:
+        def __init__(self, read_options):
+            self.bundle, self.seen = Card(read_options), []
+
+        def predict(self, batch):
+            self.seen.extend(list(batch))
+            return np.full((len(batch), 3), 1 / 3)
+
+    got = {}
+    for masked in (True, False):
+        clf = Recording({"crop": "detect", **({"mask_annotations": True} if masked else {})})
+        predict_manifest(clf, labels, progress=False)
+        want, = read(tmp_path / "m.png", crop="detect", mask_annotations=masked)
+        assert len(clf.seen) == 1 and np.array_equal(np.asarray(clf.seen[0]), want.pixels)
+        got[masked] = np.asarray(clf.seen[0])
+    assert not np.array_equal(got[True], got[False])
