@@ -140,3 +140,32 @@ def test_a_failing_command_is_one_line_and_its_exit_code(monkeypatch, capsys):
     with pytest.raises(CommandError) as e:  # called directly, the command raises; only main prints
         run(types.SimpleNamespace(how="value"))
     assert (e.value.message, e.value.code) == ("error: bad value", 2)
+
+
+@pytest.mark.parametrize("command, module, function", [("train", "thyrofast.train.loop", "train"),
+                                                       ("cv", "thyrofast.train.cv", "cross_validate")])
+def test_mask_annotations_reaches_training(command, module, function, tmp_path, monkeypatch):
+    """Issue 24: `train/cv --mask-annotations` ask the library for it; without the flag cv's plan is as before."""
+    import importlib
+
+    pytest.importorskip("torch")
+    pytest.importorskip("torchvision")
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def fake(*args, **kw):
+        seen.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake)
+    for flag in (["--mask-annotations"], []):
+        with pytest.raises(Stop):
+            cli.main([command, str(tmp_path / "data"), "--out", str(tmp_path / "out"), *flag])
+    assert seen[0]["mask_annotations"] is True
+    if command == "train":
+        assert seen[1]["mask_annotations"] is False
+    else:  # cv passes it through only when asked: the cv.json of a run without it is unchanged
+        assert "mask_annotations" not in seen[1]
