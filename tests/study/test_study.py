@@ -18,7 +18,8 @@ def test_packaged_protocols_load_and_use_fresh_seeds():
     assert full["large_cohort"]["patients"] >= 1000
     assert all(r["cohort_seed"] >= 100 for r in full["replicates"])
     assert full["primary"]["non_inferiority_margin"] == 0.05
-    assert full["frozen_code_commit"].startswith("39c0095")
+    assert full["frozen_code_commit"].startswith("bb79175")  # amendment 1 (docs/study_protocol.md)
+    assert [a["id"] for a in full["amendments"]] == [1] and full["amendments"][0]["before_any_result"]
     # the recipe of rung (d) is the demo's
     from thyrofast.demo import RECIPE
 
@@ -28,6 +29,20 @@ def test_packaged_protocols_load_and_use_fresh_seeds():
     assert d["pretrain"]["diagnosis_target"] == RECIPE["pretrain_diagnosis_target"]
     assert d["train"]["epochs"] == RECIPE["epochs"]
     assert load_protocol("quick")["sha256"] != full["sha256"]
+
+
+def test_every_frozen_path_exists():
+    # a frozen path that no longer exists would make the frozen-paths check vacuous for it
+    # (thyrofast/preprocess.py and preprocessing.py became a package after the first freeze)
+    from pathlib import Path
+
+    import thyrofast
+
+    root = Path(thyrofast.__file__).resolve().parents[1]
+    if not (root / "csrc").is_dir():
+        pytest.skip("not a source checkout (an installed thyrofast)")
+    missing = [p for p in load_protocol("full")["frozen_paths"] if not (root / p).exists()]
+    assert not missing, f"frozen paths that do not exist: {missing}"
 
 
 def test_protocol_refuses_development_seeds_and_shared_seeds():
