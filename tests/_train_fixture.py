@@ -127,6 +127,15 @@ def trained_bundle(tmp_path_factory):
     return _CACHE["bundle"], cohort(tmp_path_factory)
 
 
+def tiny_pretrain(out, **kw):
+    """``thyrofast.train.pretrain`` at test size (32 px, 1 epoch, one thread and worker, quiet); ``kw`` overrides."""
+    from thyrofast.train.pretrain import pretrain
+
+    args = dict(epochs=1, image_size=32, progress=False, threads=1, workers=1, log=lambda m: None)
+    args.update(kw)
+    return pretrain(out, **args)
+
+
 def load():
     """This module, registered once so every test module shares its cache."""
     return sys.modules[__name__]

@@ -49,11 +49,9 @@ def test_stack_members_builds_the_ensembles_state_dict():
 
 
 def _pretrain(out, **kw):
-    from thyrofast.train.pretrain import pretrain
+    import _train_fixture
 
-    args = dict(images=24, epochs=1, image_size=32, progress=False, threads=1, workers=1, log=lambda m: None)
-    args.update(kw)
-    return pretrain(out, **args)
+    return _train_fixture.tiny_pretrain(out, **{"images": 24, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ BINARY = {"benign": "BTN", "malignant": "NMTN+MMTN"}
 
 
 def _pretrain(out, **kw):
-    from thyrofast.train.pretrain import pretrain
+    import _train_fixture
 
-    args = dict(images=48, epochs=1, image_size=32, progress=False, threads=1, workers=1, log=lambda m: None)
-    args.update(kw)
-    return pretrain(out, **args)
+    return _train_fixture.tiny_pretrain(out, **{"images": 48, **kw})
 
 
 @pytest.fixture(scope="module")
