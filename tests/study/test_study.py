@@ -104,6 +104,9 @@ def test_quick_study_runs_resumes_and_reports(tmp_path):
     assert "noisy-Bayes raters" in rep["reader_description"]
     md = (out / "report.md").read_text()
     assert "not clinical" in md and "oracle" in md and "d_lesion (primary)" in md
+    assert "compute, units and cohorts summed" in md and rep["wall"]["calls_cut_off"] == 0
+    state = json.loads((out / "state.json").read_text())
+    assert [c["status"] for c in state["calls"]] == ["done"] and state["calls"][0]["units_run"] == n_units
     # each unit's result is its own file; a rerun skips them all
     results = sorted((out / "results").glob("*.json"))
     assert len(results) == n_units
@@ -158,3 +161,44 @@ def test_cohort_tables_follow_refitted_readers(tmp_path):
     _, again = s.cohort(977, 6)
     assert any("reader constants changed" in m for m in msgs)
     assert again["reader_models"] == current and again["readers"] == table["readers"]
+
+
+def test_wall_summary_sums_calls_and_counts_cut_off_ones():
+    from thyrofast.study.report import wall_summary
+
+    state = {"seconds": {"cohort seed200_n1000": 480.0, "cohort seed101": 100.0, "r1/a_none": 300.5},
+             "calls": [{"wall_s": 900.0, "units_run": 1, "status": "done"},
+                       {"wall_s": 1200.0, "units_run": 2, "status": "running"},  # killed: no finally ran
+                       {"wall_s": 50.0, "units_run": 0, "status": "interrupted"},
+                       {"wall_s": 30.0, "units_run": 0}]}  # a call written by an older runner
+    w = wall_summary(state)
+    assert w == {"wall_s": 2180.0, "calls": 4, "calls_cut_off": 2, "compute_s": 880.5}
+    assert wall_summary({"seconds": {}, "wall_s_total": 12.0})["wall_s"] == 12.0  # no calls list
+
+
+def test_a_cut_off_call_keeps_its_wall_time_so_far(tmp_path):
+    from thyrofast.study import Study
+
+    s = Study("quick", tmp_path / "s", workers=1, progress=False, log=lambda m: None)
+    s.large = lambda: (None, None)
+    seen = []
+
+    def fake_unit(rep, rung):
+        on_disk = json.loads(s.state_path.read_text())["calls"][-1]
+        seen.append(dict(on_disk))
+        if len(seen) == 2:  # what a kill leaves behind: the state as written after the last finished unit
+            raise RuntimeError("cut off")
+        path = s.result_path(rep, rung)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        return {"seconds": 0.0}
+
+    s.run_unit = fake_unit
+    with pytest.raises(RuntimeError, match="cut off"):
+        s.run()
+    assert seen[0]["status"] == "running" and seen[0]["units_run"] == 0
+    assert seen[1]["status"] == "running" and seen[1]["units_run"] == 1 and seen[1]["wall_s"] >= 0.0
+    state = json.loads(s.state_path.read_text())
+    assert len(state["calls"]) == 1
+    assert state["calls"][0]["status"] == "interrupted" and state["calls"][0]["units_run"] == 1
+    assert state["wall_s_total"] == state["calls"][0]["wall_s"]

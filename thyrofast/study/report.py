@@ -262,14 +262,25 @@ def build_report(study) -> dict:
             ladder[f"{hi} - {lo}"] = A.pooled_difference(vals, ses, float(proto["ci_level"]))
 
     state = study.state
-    wall = float(state.get("wall_s_total", 0.0))
+    wall = wall_summary(state)
     missing = [f"{rep}/{rung}" for rep, rung in study.units() if (rep, rung) not in results]
     return {"format": "thyrofast-study", "protocol": {"name": proto["name"], "sha256": proto["sha256"]},
-            "provenance": provenance(proto), "wall_time_s": wall, "units_done": sorted(units),
+            "provenance": provenance(proto), "wall_time_s": wall["wall_s"], "wall": wall, "units_done": sorted(units),
             "units_missing": missing, "large_cohort": lc, "references": refs, "reader_draws_large": reader_draws,
             "reader_models": tables["large"]["reader_models"],
             "reader_description": tables["large"]["reader_description"], "units": units, "pooled": pooled,
             "ladder_large": ladder, "oracle_note": oracle_note(proto), "data": "phantom (thyrofast synth): NOT clinical"}
+
+
+def wall_summary(state: dict) -> dict:
+    """The study's time from its state.json: the calls' wall time together (a call cut off counts up to its
+    last finished unit; one still marked running was killed), and the compute time, every unit's and cohort's
+    seconds summed (a unit's seconds exclude the cohorts it generated, which have their own entries)."""
+    calls = state.get("calls") or []
+    wall = (sum(float(c.get("wall_s", 0.0)) for c in calls) if calls else float(state.get("wall_s_total", 0.0)))
+    return {"wall_s": round(wall, 1), "calls": len(calls),
+            "calls_cut_off": sum(1 for c in calls if c.get("status") in ("running", "interrupted")),
+            "compute_s": round(sum(float(v) for v in (state.get("seconds") or {}).values()), 1)}
 
 
 def _f(x, d=3) -> str:
@@ -291,8 +302,11 @@ def render_markdown(rep: dict, proto: dict) -> str:
          + (f"frozen code `{rep['provenance']['frozen_code_commit'][:7]}`, frozen paths unchanged: "
             f"{rep['provenance'].get('frozen_paths_unchanged')}" if rep["provenance"].get("frozen_code_commit")
             else "no frozen code commit in this protocol (not checked)"),
-         f"- wall time, all calls together: {rep['wall_time_s']:.0f} s "
-         f"({rep['wall_time_s'] / 3600:.2f} h); units done {len(rep['units_done'])}, "
+         f"- wall time, all calls together: {rep['wall_time_s']:.0f} s ({rep['wall_time_s'] / 3600:.2f} h"
+         + (f"; {rep['wall']['calls']} calls, {rep['wall']['calls_cut_off']} cut off, counted to their last "
+            "finished unit" if rep.get("wall", {}).get("calls_cut_off") else "")
+         + f"); compute, units and cohorts summed: {rep.get('wall', {}).get('compute_s', 0.0):.0f} s; "
+         f"units done {len(rep['units_done'])}, "
          f"missing {len(rep['units_missing'])}" + (f" ({', '.join(rep['units_missing'])})" if rep["units_missing"]
                                                    else ""),
          f"- large cohort: seed {rep['large_cohort']['seed']}, {rep['large_cohort'].get('patients')} patients, "

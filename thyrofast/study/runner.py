@@ -8,7 +8,9 @@ Layout of a study folder ``OUT``::
                                   subgroup flags; reader accuracy over the protocol's draws
     units/<replicate>/<rung>/     pretraining and the bundle (each resumes on its own)
     results/<replicate>__<rung>.json   the unit's per-patient predictions, written atomically last
-    state.json                    wall time per unit and cohort
+    state.json                    seconds per unit and per cohort (a unit's exclude its cohorts), and
+                                  each call's wall time, kept up to date after every unit so a call
+                                  that is killed still counts up to its last finished unit
 
 A unit whose result file exists is done and skipped; an interrupted one resumes
 from its pretraining checkpoints, its bundle or its cohort.
@@ -210,11 +212,12 @@ class Study:
         from ..train import train
         from ..train.pretrain import BACKBONE_FILE, pretrain
 
-        t0 = time.perf_counter()
         rep = next(r for r in self.proto["replicates"] if r["id"] == rep_id)
         rung = self.proto["rungs"][rung_name]
         cohort_dir, _ = self.cohort(int(rep["cohort_seed"]), self.proto.get("study_cohort_patients"))
         large_dir, _ = self.large()
+        # timed after the cohorts: they have their own entries in state.json, so no second is counted twice
+        t0 = time.perf_counter()
         unit = self.out / "units" / rep_id / rung_name
         pretrained = None
         quiet = None if self.progress else (lambda msg: None)
@@ -295,21 +298,35 @@ class Study:
         todo = [u for u in self.units() if (not rungs or u[1] in rungs) and (not replicates or u[0] in replicates)]
         left = [u for u in todo if not self.result_path(*u).is_file()]
         t0 = time.perf_counter()
-        self.large()
+        call = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "wall_s": 0.0, "units_run": 0,
+                "status": "running"}
+        self.state.setdefault("calls", []).append(call)
+
+        def record(status: str) -> None:
+            # written after every unit, so a call killed mid-way (no finally runs) keeps its time so far
+            call.update(wall_s=round(time.perf_counter() - t0, 1), status=status)
+            self.state["wall_s_last_call"] = call["wall_s"]
+            self.state["wall_s_total"] = round(sum(float(c.get("wall_s", 0.0)) for c in self.state["calls"]), 1)
+            atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+
+        record("running")
         bar = tqdm(total=len(todo), initial=len(todo) - len(left), desc="study", unit="unit",
                    disable=not self.progress, dynamic_ncols=True)
         try:
+            self.large()
+            record("running")
             for rep, rung in left:
                 bar.set_postfix_str(f"{rep} {rung}")
                 self.log(f"study: {rep} / {rung} ...")
                 res = self.run_unit(rep, rung)
+                call["units_run"] += 1
+                record("running")
                 self.log(f"study: {rep} / {rung} done in {res['seconds']:.0f} s")
                 bar.update(1)
+        except BaseException:
+            record("interrupted")
+            raise
         finally:
             bar.close()
-        wall = time.perf_counter() - t0
-        self.state["wall_s_last_call"] = round(wall, 1)
-        self.state["wall_s_total"] = round(float(self.state.get("wall_s_total", 0.0)) + wall, 1)
-        self.state.setdefault("calls", []).append({"wall_s": round(wall, 1), "units_run": len(left)})
-        atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+        record("done")
         return write_report(self)
