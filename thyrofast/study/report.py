@@ -304,8 +304,8 @@ def render_markdown(rep: dict, proto: dict) -> str:
             else "no frozen code commit in this protocol (not checked)"),
          f"- wall time, all calls together: {rep['wall_time_s']:.0f} s ({rep['wall_time_s'] / 3600:.2f} h"
          + (f"; {rep['wall']['calls']} calls, {rep['wall']['calls_cut_off']} cut off, counted to their last "
-            "finished unit" if rep.get("wall", {}).get("calls_cut_off") else "")
-         + f"); compute, units and cohorts summed: {rep.get('wall', {}).get('compute_s', 0.0):.0f} s; "
+            "finished unit" if rep["wall"]["calls_cut_off"] else "")
+         + f"); compute, units and cohorts summed: {rep['wall']['compute_s']:.0f} s; "
          f"units done {len(rep['units_done'])}, "
          f"missing {len(rep['units_missing'])}" + (f" ({', '.join(rep['units_missing'])})" if rep["units_missing"]
                                                    else ""),

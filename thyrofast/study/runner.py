@@ -174,9 +174,12 @@ class Study:
     def done(self) -> list[tuple[str, str]]:
         return [u for u in self.units() if self.result_path(*u).is_file()]
 
+    def _save_state(self) -> None:
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+
     def _mark(self, key: str, seconds: float) -> None:
         self.state["seconds"][key] = round(seconds, 1)
-        atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+        self._save_state()
 
     # ------------------------------------------------------------------ cohorts
     def cohort(self, seed: int, patients: int | None) -> tuple[Path, dict]:
@@ -287,7 +290,7 @@ class Study:
         """Run every missing unit (optionally only some rungs / replicates), then write the report."""
         from tqdm.auto import tqdm
 
-        from .report import write_report
+        from .report import wall_summary, write_report
 
         for r in rungs or []:
             if r not in self.proto["rungs"]:
@@ -306,8 +309,8 @@ class Study:
             # written after every unit, so a call killed mid-way (no finally runs) keeps its time so far
             call.update(wall_s=round(time.perf_counter() - t0, 1), status=status)
             self.state["wall_s_last_call"] = call["wall_s"]
-            self.state["wall_s_total"] = round(sum(float(c.get("wall_s", 0.0)) for c in self.state["calls"]), 1)
-            atomic_write_text(self.state_path, json.dumps(self.state, indent=2))
+            self.state["wall_s_total"] = wall_summary(self.state)["wall_s"]
+            self._save_state()
 
         record("running")
         bar = tqdm(total=len(todo), initial=len(todo) - len(left), desc="study", unit="unit",
